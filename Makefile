@@ -1,0 +1,153 @@
+# halo: make [all|check|bench|install|clean|fuzz] [SANITIZE=1] [V=1]
+CC ?= gcc
+PREFIX ?= /usr/local
+DESTDIR ?=
+VERSION := 0.1.0
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+ifeq ($(SANITIZE),1)
+BUILD := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+MEMDEF := -DHALO_NO_JEMALLOC
+MEMLIB :=
+else
+BUILD := build/rel
+SANFLAGS :=
+MEMDEF :=
+MEMLIB := -ljemalloc
+endif
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
+	-D_GNU_SOURCE -I. $(MEMDEF) $(SANFLAGS)
+ASFLAGS := $(SANFLAGS)
+LDLIBS := -luring $(MEMLIB) -lpthread
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
+
+LIB_SRC := $(wildcard runtime/*.c io/*.c patterns/*.c)
+LIB_ASM := $(wildcard runtime/*.S)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_ASM:%.S=$(BUILD)/%.o)
+HEADERS := halo.h $(wildcard runtime/*.h io/*.h patterns/*.h)
+PUBLIC_HEADERS := $(filter-out runtime/internal.h,$(HEADERS))
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/main.o \
+	$(BUILD)/tests/util.o
+TEST_BIN := $(BUILD)/tests/halo_tests
+SUITES := $(patsubst tests/test_%.c,%,$(TEST_SRC))
+
+BENCH_COMMON := $(BUILD)/bench/common.o
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+BENCH_AUX_SRC := $(wildcard bench/aux_*.c)
+BENCH_AUX_BIN := $(BENCH_AUX_SRC:bench/%.c=$(BUILD)/bench/%)
+EXAMPLE_DIRS := $(patsubst examples/%/,%,$(sort $(dir $(wildcard examples/*/*.c))))
+EXAMPLE_BIN := $(EXAMPLE_DIRS:%=$(BUILD)/examples/%)
+
+.PHONY: all lib check bench install clean deps deps-bench layers examples \
+	benchbin fuzz
+all: lib examples
+
+lib: layers $(BUILD)/libhalo.a $(BUILD)/libhalo.so
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.S
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AS      $<")
+	$(Q)$(CC) $(ASFLAGS) -c -o $@ $<
+
+$(BUILD)/libhalo.a: $(LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libhalo.so: $(LIB_OBJ)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(SANFLAGS) -Wl,-soname,libhalo.so.0 -o $@ $^ $(LDLIBS)
+
+# Layers point down only: runtime/ never sees io/ or patterns/, io/ never
+# sees patterns/.
+layers:
+	@if grep -nE '#include *"\.\./(io|patterns)/' runtime/*.[ch] 2>/dev/null; \
+	then echo "layering: runtime/ includes io/ or patterns/"; exit 1; fi
+	@if grep -nE '#include *"\.\./patterns/' io/*.[ch] 2>/dev/null; \
+	then echo "layering: io/ includes patterns/"; exit 1; fi
+
+# The test runner: one Check suite per tests/test_<module>.c, each defining
+# Suite *<module>_suite(void).
+$(BUILD)/tests/suites.h: $(TEST_SRC)
+	@mkdir -p $(dir $@)
+	$(Q)printf '%s\n' $(SUITES) | awk '{ printf "X(%s)\n", $$1 }' > $@
+
+$(BUILD)/tests/main.o: tests/main.c $(BUILD)/tests/suites.h $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/tests -c -o $@ $<
+
+$(TEST_BIN): $(TEST_OBJ) $(BUILD)/libhalo.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(SANFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libhalo.a \
+		$(CHECK_LIBS) $(LDLIBS)
+
+deps:
+	$(Q)sh .ci/deps check
+
+deps-bench:
+	$(Q)sh .ci/deps bench
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory lib examples $(TEST_BIN)
+	$(Q)HALO_BUILD=$(BUILD) $(TEST_BIN)
+
+$(BUILD)/bench/%: bench/%.c $(BENCH_COMMON) $(BUILD)/libhalo.a bench/bench.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BENCH_COMMON) $(BUILD)/libhalo.a \
+		$(LDLIBS) -lm
+
+benchbin: lib $(BENCH_BIN) $(BENCH_AUX_BIN) examples
+
+bench: deps-bench
+	$(Q)$(MAKE) --no-print-directory benchbin
+	$(Q)BUILD=$(BUILD) sh bench/run.sh
+
+examples: $(EXAMPLE_BIN)
+
+.SECONDEXPANSION:
+$(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) \
+		$(BUILD)/libhalo.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(filter %.c,$^) $(BUILD)/libhalo.a $(LDLIBS)
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+		$(DESTDIR)$(PREFIX)/include/halo/runtime \
+		$(DESTDIR)$(PREFIX)/include/halo/io \
+		$(DESTDIR)$(PREFIX)/include/halo/patterns
+	install -m 644 $(BUILD)/libhalo.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libhalo.so \
+		$(DESTDIR)$(PREFIX)/lib/libhalo.so.$(VERSION)
+	ln -sf libhalo.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libhalo.so.0
+	ln -sf libhalo.so.0 $(DESTDIR)$(PREFIX)/lib/libhalo.so
+	for h in $(PUBLIC_HEADERS); do \
+		install -m 644 $$h $(DESTDIR)$(PREFIX)/include/halo/$$h; done
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' \
+		'includedir=$${prefix}/include' '' 'Name: halo' \
+		'Description: kernel-assisted I/O runtime on io_uring' \
+		'Version: $(VERSION)' 'Requires.private: liburing' \
+		'Libs: -L$${libdir} -lhalo' \
+		'Libs.private: -luring -ljemalloc -lpthread' \
+		'Cflags: -I$${includedir}/halo -I$${includedir}' \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/halo.pc
+
+clean:
+	rm -rf build bench/results.jsonl.tmp

@@ -1,0 +1,13 @@
+/* halo: a kernel-assisted I/O runtime for Linux. One include for everything. */
+#ifndef HALO_H
+#define HALO_H
+
+#include "runtime/fiber.h"
+#include "runtime/fut.h"
+#include "runtime/loop.h"
+#include "runtime/pool.h"
+#include "runtime/timer.h"
+
+#include "io/file.h"
+
+#endif

@@ -1,0 +1,333 @@
+/* Fibers: stackful tasks switched by runtime/ctx.S. A fiber always switches
+ * to and from the loop's scheduler context (whatever stack is running the
+ * tick), never directly to another fiber, so a suspended fiber is resumed by
+ * exactly one thing: a waiter, a yield, or a cancel. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifdef HALO_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#define STACK_CACHE_MAX 1024
+
+void halo__ctx_trampoline(void);
+
+struct halo_fiber {
+	struct halo_fut fut;
+	halo_task run; /* resumes the fiber from the ready queue */
+	void *sp;
+	char *stack; /* lowest usable byte; the guard page lies below */
+	size_t stack_size;
+	halo_fiber_fn fn;
+	void *arg;
+	halo_waiter wait;
+	halo_fut *awaiting;
+	int64_t wake; /* what the suspension point returns */
+	uint8_t started, done, cancel_pending;
+	void *asan_fake;
+};
+
+static size_t page_size(void)
+{
+	static size_t ps;
+
+	if (!ps)
+		ps = (size_t)sysconf(_SC_PAGESIZE);
+	return ps;
+}
+
+static char *stack_get(halo_loop *loop, size_t size)
+{
+	size_t guard = page_size();
+	char *base;
+
+	if (size == loop->opts.fiber_stack_size && loop->stack_cache) {
+		char *s = loop->stack_cache;
+		loop->stack_cache = *(void **)s;
+		loop->stack_cache_n--;
+#ifdef HALO_ASAN
+		/* Frames of the last fiber never returned; clear their
+		 * redzones before new frames overlay them. */
+		ASAN_UNPOISON_MEMORY_REGION(s, size);
+#endif
+		return s;
+	}
+	base = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
+		    0);
+	if (base == MAP_FAILED)
+		return NULL;
+	if (mprotect(base, guard, PROT_NONE) < 0) {
+		munmap(base, size + guard);
+		return NULL;
+	}
+	loop->stats.pool_allocs++;
+	return base + guard;
+}
+
+static void stack_put(halo_loop *loop, char *s, size_t size)
+{
+	if (size == loop->opts.fiber_stack_size &&
+	    loop->stack_cache_n < STACK_CACHE_MAX) {
+		*(void **)s = loop->stack_cache;
+		loop->stack_cache = s;
+		loop->stack_cache_n++;
+		return;
+	}
+	munmap(s - page_size(), size + page_size());
+}
+
+void halo__stacks_close(halo_loop *loop)
+{
+	while (loop->stack_cache) {
+		char *s = loop->stack_cache;
+		loop->stack_cache = *(void **)s;
+		munmap(s - page_size(), loop->opts.fiber_stack_size + page_size());
+	}
+	loop->stack_cache_n = 0;
+}
+
+void halo__fiber_free(halo_fut *f)
+{
+	struct halo_fiber *fb = (struct halo_fiber *)f;
+
+	/* A fiber still suspended at loop close owns its stack. */
+	if (fb->stack)
+		stack_put(f->loop, fb->stack, fb->stack_size);
+	halo_mem_free(f->loop, fb, sizeof(*fb));
+}
+
+static void fiber_main(struct halo_fiber *fb) __attribute__((noreturn));
+
+static void fiber_main(struct halo_fiber *fb)
+{
+	halo_loop *loop = fb->fut.loop;
+	int64_t r;
+
+#ifdef HALO_ASAN
+	__sanitizer_finish_switch_fiber(NULL, &loop->sched_stack_bottom,
+					&loop->sched_stack_size);
+#endif
+	r = fb->fn(loop, fb->arg);
+	fb->done = 1;
+	loop->stats.live_fibers--;
+	if (fb->fut.flags & FUT_CANCEL_REQ)
+		halo__fut_complete(&fb->fut, HALO_FUT_CANCELLED, -ECANCELED);
+	else
+		halo__fut_complete(&fb->fut,
+				   r < 0 ? HALO_FUT_ERROR : HALO_FUT_OK, r);
+#ifdef HALO_ASAN
+	__sanitizer_start_switch_fiber(NULL, loop->sched_stack_bottom,
+				       loop->sched_stack_size);
+#endif
+	halo__ctx_switch(&fb->sp, loop->sched_sp);
+	abort(); /* a finished fiber is never resumed */
+}
+
+static int start(struct halo_fiber *fb)
+{
+	halo_loop *loop = fb->fut.loop;
+	uint64_t *top;
+
+	fb->stack = stack_get(loop, fb->stack_size);
+	if (!fb->stack)
+		return -ENOMEM;
+	/* Initial frame popped by halo__ctx_switch: r15 r14 r13 r12 rbx rbp,
+	 * then the return address. The return slot sits 8 below a 16-byte
+	 * boundary so that the trampoline's call sees an ABI-aligned stack. */
+	top = (uint64_t *)(((uintptr_t)(fb->stack + fb->stack_size)) & ~15ul);
+	top[-1] = 0;
+	top[-2] = (uint64_t)(uintptr_t)halo__ctx_trampoline;
+	top[-3] = 0;				 /* rbp */
+	top[-4] = 0;				 /* rbx */
+	top[-5] = (uint64_t)(uintptr_t)fb;	 /* r12: argument */
+	top[-6] = (uint64_t)(uintptr_t)fiber_main; /* r13: entry */
+	top[-7] = 0;				 /* r14 */
+	top[-8] = 0;				 /* r15 */
+	fb->sp = &top[-8];
+	fb->started = 1;
+	return 0;
+}
+
+/* Switch from the scheduler context into fb until it suspends or ends. */
+static void resume(struct halo_fiber *fb)
+{
+	halo_loop *loop = fb->fut.loop;
+
+	assert(!loop->cur_fiber);
+	if (!fb->started) {
+		int r;
+		if (fb->fut.flags & FUT_CANCEL_REQ) {
+			loop->stats.live_fibers--;
+			halo__fut_complete(&fb->fut, HALO_FUT_CANCELLED,
+					   -ECANCELED);
+			halo__fut_unref(&fb->fut);
+			return;
+		}
+		r = start(fb);
+		if (r < 0) {
+			loop->stats.live_fibers--;
+			halo__fut_complete(&fb->fut, HALO_FUT_ERROR, r);
+			halo__fut_unref(&fb->fut);
+			return;
+		}
+	}
+	loop->cur_fiber = fb;
+#ifdef HALO_ASAN
+	__sanitizer_start_switch_fiber(&loop->sched_fake_stack, fb->stack,
+				       fb->stack_size);
+#endif
+	halo__ctx_switch(&loop->sched_sp, fb->sp);
+#ifdef HALO_ASAN
+	__sanitizer_finish_switch_fiber(loop->sched_fake_stack, NULL, NULL);
+#endif
+	loop->cur_fiber = NULL;
+	if (fb->done) {
+		stack_put(loop, fb->stack, fb->stack_size);
+		fb->stack = NULL;
+		halo__fut_unref(&fb->fut); /* the running fiber's reference */
+	}
+}
+
+/* Switch from fb back to the scheduler; returns what the resumer left in
+ * fb->wake. */
+static int64_t suspend(struct halo_fiber *fb)
+{
+	halo_loop *loop = fb->fut.loop;
+
+#ifdef HALO_ASAN
+	__sanitizer_start_switch_fiber(&fb->asan_fake, loop->sched_stack_bottom,
+				       loop->sched_stack_size);
+#endif
+	halo__ctx_switch(&fb->sp, loop->sched_sp);
+#ifdef HALO_ASAN
+	__sanitizer_finish_switch_fiber(fb->asan_fake, &loop->sched_stack_bottom,
+					&loop->sched_stack_size);
+#endif
+	return fb->wake;
+}
+
+static void run_task(halo_task *t)
+{
+	struct halo_fiber *fb =
+		(struct halo_fiber *)((char *)t - offsetof(struct halo_fiber, run));
+
+	resume(fb);
+}
+
+halo_fut *halo_spawn_at(halo_loop *loop, halo_fiber_fn fn, void *arg,
+			const halo_fiber_opts *opts, const char *file, int line)
+{
+	struct halo_fiber *fb;
+	size_t size = loop->opts.fiber_stack_size;
+
+	if (!fn)
+		return NULL;
+	if (opts && opts->stack_size) {
+		size = (opts->stack_size + page_size() - 1) & ~(page_size() - 1);
+		if (size < 16384)
+			size = 16384;
+	}
+	fb = halo__fut_alloc(loop, sizeof(*fb), FUT_FIBER, file, line);
+	if (!fb)
+		return NULL;
+	fb->fn = fn;
+	fb->arg = arg;
+	fb->stack_size = size;
+	fb->run.fn = run_task;
+	fb->fut.refs++; /* held by the fiber until it has run to the end */
+	loop->stats.live_fibers++;
+	halo__ready_push(loop, &fb->run);
+	return &fb->fut;
+}
+
+static void wake_waiter(halo_fut *f, void *arg)
+{
+	struct halo_fiber *fb = arg;
+
+	(void)f;
+	fb->wake = 0;
+	resume(fb);
+}
+
+int64_t halo__fiber_wait(halo_loop *loop, halo_fut *f)
+{
+	struct halo_fiber *fb = loop->cur_fiber;
+	int64_t r;
+
+	if (fb->cancel_pending) {
+		fb->cancel_pending = 0;
+		return -ECANCELED;
+	}
+	f->refs++;
+	fb->awaiting = f;
+	fb->wait.fn = wake_waiter;
+	fb->wait.arg = fb;
+	halo_fut_add_waiter(f, &fb->wait);
+	r = suspend(fb);
+	fb->awaiting = NULL;
+	if (r == 0)
+		r = halo_fut_result(f);
+	halo__fut_unref(f);
+	return r;
+}
+
+/* Cancelling a fiber interrupts the wait it is suspended in, or the next
+ * one it makes; only once, so that the fiber can still wait for its own
+ * clean-up (the kernel confirming the cancellation of its I/O). */
+void halo__fiber_cancel(halo_fut *f)
+{
+	struct halo_fiber *fb = (struct halo_fiber *)f;
+
+	if (!fb->started || fb->done)
+		return; /* resume() sees the request before it starts */
+	if (fb->awaiting &&
+	    halo_fut_remove_waiter(fb->awaiting, &fb->wait)) {
+		fb->wake = -ECANCELED;
+		halo__ready_push(f->loop, &fb->run);
+		return;
+	}
+	fb->cancel_pending = 1;
+}
+
+int halo_yield(halo_loop *loop)
+{
+	struct halo_fiber *fb = loop->cur_fiber;
+
+	if (!fb)
+		return -EPERM;
+	fb->wake = 0;
+	halo__later_push(loop, &fb->run);
+	suspend(fb);
+	if (fb->cancel_pending) {
+		fb->cancel_pending = 0;
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+int halo_sleep(halo_loop *loop, uint64_t ns)
+{
+	halo_fut *t = halo_timer_after(loop, ns);
+	int64_t r;
+
+	if (!t)
+		return -ENOMEM;
+	r = halo_fut_wait(t);
+	if (halo__fut_pending(t))
+		halo_fut_cancel(t);
+	halo_fut_release(t);
+	return r < 0 ? (int)r : 0;
+}
+
+int halo_fiber_cancelled(const halo_loop *loop)
+{
+	return loop->cur_fiber &&
+	       (loop->cur_fiber->fut.flags & FUT_CANCEL_REQ) != 0;
+}

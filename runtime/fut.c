@@ -1,0 +1,383 @@
+/* Futures: allocation from the loop's pools, completion, waiters, reference
+ * counts, cancellation and the leak report. Completing a future never runs
+ * user code: it queues the future on the ready queue, and its waiters run
+ * when the loop gets to it. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void run_waiters(halo_task *t);
+
+void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
+		      const char *file, int line)
+{
+	halo_fut *f = halo_mem_alloc(loop, size);
+	uint16_t gen;
+
+	if (!f)
+		return NULL;
+	gen = f->gen;
+	memset(f, 0, size);
+	f->gen = (uint16_t)(gen + 1);
+	f->task.fn = run_waiters;
+	f->loop = loop;
+	f->refs = 1;
+	f->kind = kind;
+	f->file = file;
+	f->line = line;
+	f->live_next = loop->live;
+	if (loop->live)
+		loop->live->live_prev = f;
+	loop->live = f;
+	loop->stats.live_futures++;
+	return f;
+}
+
+size_t halo__fut_size(const halo_fut *f)
+{
+	switch (f->kind) {
+	case FUT_OP:
+		return sizeof(struct halo_op);
+	case FUT_TIMER:
+		return sizeof(struct halo__timer);
+	default:
+		return sizeof(struct halo__promise);
+	}
+}
+
+void halo__fut_free(halo_fut *f)
+{
+	halo_loop *loop = f->loop;
+
+	assert(f->refs == 0);
+	if (f->live_prev)
+		f->live_prev->live_next = f->live_next;
+	else
+		loop->live = f->live_next;
+	if (f->live_next)
+		f->live_next->live_prev = f->live_prev;
+	loop->stats.live_futures--;
+	if (f->flags & FUT_OWNED_MSG)
+		halo_mem_free(loop, f->errmsg, strlen(f->errmsg) + 1);
+	f->gen++; /* a late tag for the old life never matches again */
+	if (f->kind == FUT_FIBER)
+		halo__fiber_free(f);
+	else
+		halo_mem_free(loop, f, halo__fut_size(f));
+}
+
+void halo__fut_queue(halo_fut *f)
+{
+	if (f->flags & FUT_QUEUED)
+		return;
+	f->flags |= FUT_QUEUED;
+	f->refs++; /* the ready queue's reference */
+	halo__ready_push(f->loop, &f->task);
+}
+
+void halo__fut_complete(halo_fut *f, uint8_t state, int64_t result)
+{
+	assert(f->state == HALO_FUT_PENDING);
+	f->state = state;
+	f->result = result;
+	if (f->waiters)
+		halo__fut_queue(f);
+}
+
+/* Pop one waiter at a time from the future itself, so that a waiter that
+ * removes another waiter of the same future (or adds one) stays correct. */
+static void run_waiters(halo_task *t)
+{
+	halo_fut *f = (halo_fut *)t;
+	halo_waiter *w;
+
+	f->flags &= (uint8_t)~FUT_QUEUED;
+	while ((w = f->waiters)) {
+		f->waiters = w->next;
+		w->next = NULL;
+		w->fn(f, w->arg);
+	}
+	halo__fut_unref(f);
+}
+
+void halo__fut_unref(halo_fut *f)
+{
+	assert(f->refs > 0);
+	if (--f->refs == 0)
+		halo__fut_free(f);
+}
+
+halo_fut *halo_fut_new_at(halo_loop *loop, const char *file, int line)
+{
+	return halo__fut_alloc(loop, sizeof(struct halo__promise), FUT_USER,
+			       file, line);
+}
+
+int halo_fut_resolve(halo_fut *f, int64_t result, void *value)
+{
+	if (!halo__fut_pending(f))
+		return -EALREADY;
+	f->value = value;
+	halo__fut_complete(f, HALO_FUT_OK, result);
+	return 0;
+}
+
+int halo_fut_fail(halo_fut *f, int err, const char *msg)
+{
+	if (err >= 0)
+		return -EINVAL;
+	if (!halo__fut_pending(f))
+		return -EALREADY;
+	if (msg) {
+		f->errmsg = halo_mem_strdup(f->loop, msg);
+		if (f->errmsg)
+			f->flags |= FUT_OWNED_MSG;
+	}
+	halo__fut_complete(f, HALO_FUT_ERROR, err);
+	return 0;
+}
+
+int halo_fut_cancelled(halo_fut *f)
+{
+	if (!halo__fut_pending(f))
+		return -EALREADY;
+	if (f->kind == FUT_TIMER)
+		halo__timer_cancel((struct halo__timer *)f);
+	halo__fut_complete(f, HALO_FUT_CANCELLED, -ECANCELED);
+	return 0;
+}
+
+void halo_fut_set_cancel(halo_fut *f, halo_fut_cancel_fn fn, void *arg)
+{
+	struct halo__promise *p = (struct halo__promise *)f;
+
+	assert(f->kind == FUT_USER);
+	p->cancel = fn;
+	p->cancel_arg = arg;
+}
+
+int halo_fut_cancel(halo_fut *f)
+{
+	if (!halo__fut_pending(f))
+		return -EALREADY;
+	if (f->flags & FUT_CANCEL_REQ)
+		return 0;
+	f->flags |= FUT_CANCEL_REQ;
+	switch (f->kind) {
+	case FUT_OP:
+		return halo__op_cancel((halo_op *)f);
+	case FUT_FIBER:
+		halo__fiber_cancel(f);
+		return 0;
+	case FUT_USER: {
+		struct halo__promise *p = (struct halo__promise *)f;
+		if (p->cancel) {
+			p->cancel(f, p->cancel_arg);
+			return 0;
+		}
+		return halo_fut_cancelled(f);
+	}
+	default:
+		return halo_fut_cancelled(f);
+	}
+}
+
+halo_fut_state halo_fut_status(const halo_fut *f)
+{
+	return (halo_fut_state)f->state;
+}
+
+bool halo_fut_is_done(const halo_fut *f)
+{
+	return f->state != HALO_FUT_PENDING;
+}
+
+int64_t halo_fut_result(halo_fut *f)
+{
+	f->flags |= FUT_CONSUMED;
+	switch (f->state) {
+	case HALO_FUT_PENDING:
+		return -EAGAIN;
+	case HALO_FUT_CANCELLED:
+		return -ECANCELED;
+	default:
+		return f->result;
+	}
+}
+
+void *halo_fut_value(halo_fut *f)
+{
+	f->flags |= FUT_CONSUMED;
+	return f->state == HALO_FUT_OK ? f->value : NULL;
+}
+
+int halo_fut_error(halo_fut *f)
+{
+	f->flags |= FUT_CONSUMED;
+	if (f->state == HALO_FUT_ERROR)
+		return (int)f->result;
+	if (f->state == HALO_FUT_CANCELLED)
+		return -ECANCELED;
+	return 0;
+}
+
+const char *halo_fut_error_msg(const halo_fut *f)
+{
+	return f->errmsg;
+}
+
+int64_t halo_fut_wait(halo_fut *f)
+{
+	halo_loop *loop = f->loop;
+	int64_t r;
+
+	f->flags |= FUT_CONSUMED;
+	if (!halo__fut_pending(f))
+		return halo_fut_result(f);
+	if (!pthread_equal(loop->owner, pthread_self()))
+		return -EPERM;
+	if (loop->cur_fiber) {
+		loop->stats.blocking_waits++;
+		return halo__fiber_wait(loop, f);
+	}
+	if (loop->in_callback)
+		return -EDEADLK;
+	loop->stats.blocking_waits++;
+	halo_fut_ref(f);
+	while (halo__fut_pending(f)) {
+		r = halo_loop_run_once(loop);
+		if (r < 0)
+			goto out;
+		if (r == 0 && halo__fut_pending(f)) {
+			r = -EDEADLK; /* nothing left that could complete f */
+			goto out;
+		}
+	}
+	r = halo_fut_result(f);
+out:
+	halo_fut_release(f);
+	return r;
+}
+
+int64_t halo_fut_join(halo_fut *f)
+{
+	int64_t r = halo_fut_wait(f);
+
+	halo_fut_release(f);
+	return r;
+}
+
+struct on_done {
+	halo_waiter w;
+	halo_fut_cb cb;
+	void *arg;
+};
+
+static void on_done_fire(halo_fut *f, void *arg)
+{
+	struct on_done *d = arg;
+	halo_fut_cb cb = d->cb;
+	void *cb_arg = d->arg;
+
+	halo_mem_free(f->loop, d, sizeof(*d));
+	cb(f, cb_arg);
+}
+
+int halo_fut_on_done(halo_fut *f, halo_fut_cb cb, void *arg)
+{
+	struct on_done *d = halo_mem_alloc(f->loop, sizeof(*d));
+
+	if (!d)
+		return -ENOMEM;
+	d->cb = cb;
+	d->arg = arg;
+	d->w.fn = on_done_fire;
+	d->w.arg = d;
+	halo_fut_add_waiter(f, &d->w);
+	return 0;
+}
+
+void halo_fut_add_waiter(halo_fut *f, halo_waiter *w)
+{
+	halo_waiter **pp = &f->waiters;
+
+	while (*pp)
+		pp = &(*pp)->next;
+	w->next = NULL;
+	*pp = w;
+	if (!halo__fut_pending(f))
+		halo__fut_queue(f);
+}
+
+bool halo_fut_remove_waiter(halo_fut *f, halo_waiter *w)
+{
+	for (halo_waiter **pp = &f->waiters; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			w->next = NULL;
+			return true;
+		}
+	}
+	return false;
+}
+
+halo_fut *halo_fut_ref(halo_fut *f)
+{
+	f->refs++;
+	return f;
+}
+
+void halo_fut_release(halo_fut *f)
+{
+	if (!f)
+		return;
+	f->flags |= FUT_CONSUMED;
+	assert(f->refs > 0);
+	if (--f->refs == 0)
+		halo__fut_free(f);
+}
+
+void halo_fut_detach(halo_fut *f)
+{
+	halo_fut_release(f);
+}
+
+void halo_fut_consume(halo_fut *f)
+{
+	f->flags |= FUT_CONSUMED;
+}
+
+halo_loop *halo_fut_loop(const halo_fut *f)
+{
+	return f->loop;
+}
+
+const char *halo_fut_origin(const halo_fut *f, int *line)
+{
+	if (line)
+		*line = f->line;
+	return f->file;
+}
+
+static const char *state_name(uint8_t s)
+{
+	static const char *names[] = {"pending", "ok", "error", "cancelled"};
+	return s < 4 ? names[s] : "?";
+}
+
+int halo__loop_report_leaks(halo_loop *loop)
+{
+	int n = 0;
+
+	for (halo_fut *f = loop->live; f; f = f->live_next) {
+		if (f->flags & FUT_CONSUMED)
+			continue;
+		n++;
+		fprintf(stderr,
+			"halo: leaked future created at %s:%d (%s, never "
+			"waited, read or detached)\n",
+			f->file ? f->file : "?", f->line, state_name(f->state));
+	}
+	return n;
+}

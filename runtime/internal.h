@@ -1,0 +1,190 @@
+/* Internals shared by runtime/ and io/: the layout of futures and operations
+ * and the calls that turn an SQE/CQE pair into a future. Not installed. */
+#ifndef HALO_INTERNAL_H
+#define HALO_INTERNAL_H
+
+#include <assert.h>
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "fiber.h"
+#include "fut.h"
+#include "loop.h"
+#include "pool.h"
+#include "timer.h"
+#include "uring_compat.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HALO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HALO_ASAN 1
+#endif
+#endif
+
+/* fut->flags */
+enum {
+	FUT_CONSUMED = 1u << 0,	 /* waited, read, detached or released */
+	FUT_QUEUED = 1u << 1,	 /* its task is on the ready queue */
+	FUT_CANCEL_REQ = 1u << 2, /* someone asked for cancellation */
+	FUT_NOPPED = 1u << 3,	 /* cancelled before submission: SQE became NOP */
+	FUT_OWNED_MSG = 1u << 4, /* errmsg is loop memory */
+};
+
+/* fut->kind */
+enum {
+	FUT_USER = 0, /* completed by user code (halo_fut_new) */
+	FUT_OP,	      /* an io_uring operation (struct halo_op) */
+	FUT_TIMER,
+	FUT_FIBER,
+};
+
+struct halo_fut {
+	halo_task task; /* runs the waiters from the ready queue */
+	halo_loop *loop;
+	halo_waiter *waiters;
+	int64_t result;
+	void *value;
+	struct halo_fut *live_prev, *live_next;
+	const char *file;
+	char *errmsg;
+	uint32_t refs;
+	uint16_t gen; /* bumps at each reuse of the slot; tags user_data */
+	uint8_t state;
+	uint8_t flags;
+	int32_t line;
+	uint8_t kind;
+	uint8_t _pad[3];
+};
+
+/* A user-completed future with an optional cancel hook. */
+struct halo__promise {
+	struct halo_fut fut;
+	halo_fut_cancel_fn cancel;
+	void *cancel_arg;
+};
+
+/* A timer: a future with its place in the heap. */
+struct halo__timer {
+	struct halo_fut fut;
+	uint64_t deadline;
+	uint32_t idx; /* position in the heap, UINT32_MAX when not in it */
+};
+
+struct halo__timer_ent {
+	uint64_t deadline;
+	uint64_t seq;
+	struct halo__timer *t;
+};
+
+typedef struct halo_op halo_op;
+
+/* Called for every CQE tagged with op. Without one, the op completes with
+ * the CQE's res (see halo__op_finish). Multishot handlers look at
+ * IORING_CQE_F_MORE; the op's kernel reference is dropped by the reaper when
+ * a CQE without F_MORE arrives, after the handler ran. */
+typedef void (*halo_op_cqe_fn)(halo_op *op, int32_t res, uint32_t flags);
+
+#define HALO_OP_META 128
+
+struct halo_op {
+	struct halo_fut fut;
+	halo_op_cqe_fn on_cqe;
+	struct io_uring_sqe *sqe; /* its main SQE while sq_epoch is current */
+	uint64_t sq_epoch;
+	uint32_t kernel_refs; /* SQEs tagged with this op not yet ended */
+	uint32_t aux;	      /* free for the op's own use */
+	void *ctx;	      /* free for the op's own use */
+	struct __kernel_timespec ts;
+	union {
+		struct iovec iov[HALO_OP_META / sizeof(struct iovec)];
+		struct msghdr msg;
+		struct sockaddr_storage addr;
+		uint64_t u64[HALO_OP_META / 8];
+		unsigned char bytes[HALO_OP_META];
+	} meta;
+};
+
+/* Stack switching (runtime/ctx.S). */
+void halo__ctx_switch(void **save_sp, void *load_sp);
+
+/* --- futures (fut.c) --- */
+void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
+		      const char *file, int line);
+void halo__fut_complete(halo_fut *f, uint8_t state, int64_t result);
+void halo__fut_free(halo_fut *f);
+/* Drop an internal reference (ready queue, kernel) without consuming f. */
+void halo__fut_unref(halo_fut *f);
+void halo__fut_queue(halo_fut *f);
+size_t halo__fut_size(const halo_fut *f);
+int halo__loop_report_leaks(halo_loop *loop);
+
+static inline bool halo__fut_pending(const halo_fut *f)
+{
+	return f->state == HALO_FUT_PENDING;
+}
+
+/* --- loop (loop.c) --- */
+void halo__ready_push(halo_loop *loop, halo_task *t);
+void halo__later_push(halo_loop *loop, halo_task *t);
+bool halo__loop_has_work(const halo_loop *loop);
+void halo__loop_error(halo_loop *loop, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* --- operations (op.c) --- */
+
+/* A new pending op future; the caller owns one reference. */
+halo_op *halo__op_new(halo_loop *loop, const char *file, int line);
+
+/* An SQE tagged with op (user_data carries the slot and its generation);
+ * the op gains a kernel reference. A full SQ is flushed first (counted).
+ * Returns NULL only if the ring failed; then the op holds no new reference. */
+struct io_uring_sqe *halo__op_sqe(halo_op *op);
+
+/* An SQE whose CQE the reaper ignores (cancels, linked timeouts). */
+struct io_uring_sqe *halo__loop_sqe(halo_loop *loop);
+
+/* Complete op from a CQE res: OK if res >= 0, CANCELLED if res is -ECANCELED
+ * and cancellation was asked for, ERROR otherwise. */
+void halo__op_finish(halo_op *op, int32_t res);
+
+/* Fail a start call after halo__op_new: completes nothing, frees the op. */
+void halo__op_abort(halo_op *op);
+
+/* user_data of op (slot pointer | generation << 48). */
+uint64_t halo__op_tag(const halo_op *op);
+
+/* Cancel hook of op futures (fut.c calls it). */
+int halo__op_cancel(halo_op *op);
+
+/* Reap every CQE that is ready; returns how many. */
+unsigned halo__reap(halo_loop *loop);
+
+/* Hand the SQ to the kernel; wait for wait_nr CQEs or until timeout_ns
+ * (UINT64_MAX: no timeout). Returns >= 0 or -errno for a ring failure. */
+int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns);
+
+/* --- timers (timer.c) --- */
+void halo__timers_init(halo_loop *loop);
+void halo__timers_close(halo_loop *loop);
+unsigned halo__timers_expire(halo_loop *loop, uint64_t now);
+void halo__timer_cancel(struct halo__timer *t);
+
+/* --- fibers (fiber.c) --- */
+struct halo_fiber;
+int64_t halo__fiber_wait(halo_loop *loop, halo_fut *f);
+void halo__fiber_cancel(halo_fut *f);
+void halo__fiber_free(halo_fut *f);
+void halo__stacks_close(halo_loop *loop);
+
+/* --- pools (pool.c) --- */
+int halo__pools_init(halo_loop *loop);
+void halo__pools_close(halo_loop *loop);
+
+#endif

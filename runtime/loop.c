@@ -1,0 +1,440 @@
+/* The loop and its tick:
+ *   1. run the ready queue (bounded)   2. prepare hooks
+ *   3. ONE io_uring_enter: submit this tick's SQEs, wait for a CQE unless work
+ *      is ready, at most until the nearest timer   4. reap   5. expire timers
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define DEFAULT_SQ 256
+#define DEFAULT_INFLIGHT 4096
+#define DEFAULT_BUDGET 4096
+#ifdef HALO_ASAN
+#define DEFAULT_STACK (256u * 1024u)
+#else
+#define DEFAULT_STACK (64u * 1024u)
+#endif
+
+uint64_t halo_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void halo__loop_error(halo_loop *loop, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(loop->error, sizeof(loop->error), fmt, ap);
+	va_end(ap);
+}
+
+const char *halo_loop_error(const halo_loop *loop)
+{
+	return loop->error;
+}
+
+static int read_sysctl(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	int v = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+/* Say why io_uring_setup failed in words an operator can act on. */
+static void explain_setup_error(halo_loop *loop, int err)
+{
+	int disabled = read_sysctl("/proc/sys/kernel/io_uring_disabled");
+
+	switch (err) {
+	case -EPERM:
+		if (disabled == 2)
+			halo__loop_error(loop,
+					 "io_uring is disabled by the "
+					 "kernel.io_uring_disabled sysctl (=2)");
+		else if (disabled == 1)
+			halo__loop_error(
+				loop, "io_uring is restricted by the "
+				      "kernel.io_uring_disabled sysctl (=1) and "
+				      "this process is not in "
+				      "kernel.io_uring_group");
+		else
+			halo__loop_error(
+				loop, "io_uring_setup was refused (EPERM): a "
+				      "seccomp profile (a container runtime's "
+				      "default) blocks io_uring; allow "
+				      "io_uring_setup, io_uring_enter and "
+				      "io_uring_register");
+		break;
+	case -ENOSYS:
+		halo__loop_error(loop,
+				 "io_uring_setup does not exist (ENOSYS): the "
+				 "kernel lacks CONFIG_IO_URING or a seccomp "
+				 "filter hides the system call");
+		break;
+	case -ENOMEM:
+		halo__loop_error(loop,
+				 "no memory for the io_uring rings (ENOMEM): "
+				 "raise the locked-memory limit (ulimit -l) or "
+				 "shrink sq_entries/max_inflight");
+		break;
+	case -EMFILE:
+	case -ENFILE:
+		halo__loop_error(loop, "out of file descriptors for the ring");
+		break;
+	default:
+		halo__loop_error(loop, "io_uring_setup failed: %s",
+				 strerror(-err));
+	}
+}
+
+static unsigned round_pow2(unsigned v)
+{
+	unsigned p = 1;
+
+	while (p < v)
+		p <<= 1;
+	return p;
+}
+
+/* Try the fastest ring mode first and step down where the kernel refuses
+ * (EINVAL): SINGLE_ISSUER|DEFER_TASKRUN (6.1), then COOP_TASKRUN (5.19),
+ * then no flags. */
+static int setup_ring(halo_loop *loop)
+{
+	static const unsigned modes[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+		0,
+	};
+	unsigned cq = round_pow2(loop->opts.max_inflight);
+	int r = -EINVAL;
+
+	if (cq < 2 * loop->opts.sq_entries)
+		cq = 2 * round_pow2(loop->opts.sq_entries);
+	for (unsigned i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		struct io_uring_params p;
+
+		if (i == 0 && (loop->opts.setup_flags &
+			       HALO_SETUP_NO_DEFER_TASKRUN))
+			continue;
+		if (i == 1 && (loop->opts.setup_flags &
+			       HALO_SETUP_NO_COOP_TASKRUN))
+			continue;
+		memset(&p, 0, sizeof(p));
+		p.flags = modes[i] | IORING_SETUP_SUBMIT_ALL |
+			  IORING_SETUP_CQSIZE;
+		p.cq_entries = cq;
+		r = io_uring_queue_init_params(loop->opts.sq_entries,
+					       &loop->ring, &p);
+		if (r == -EINVAL && i + 1 < sizeof(modes) / sizeof(modes[0]))
+			continue;
+		if (r < 0)
+			break;
+		if (!(p.features & IORING_FEAT_EXT_ARG) ||
+		    !(p.features & IORING_FEAT_NODROP)) {
+			io_uring_queue_exit(&loop->ring);
+			halo__loop_error(loop, "the kernel's io_uring lacks "
+					       "EXT_ARG or NODROP (needs "
+					       "Linux 5.11 or newer)");
+			return -ENOSYS;
+		}
+		loop->stats.ring_flags = p.flags;
+		/* Optional: saves an fget/fput per enter where it works. */
+		(void)io_uring_register_ring_fd(&loop->ring);
+		return 0;
+	}
+	explain_setup_error(loop, r);
+	return r;
+}
+
+int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
+{
+	int r;
+
+	memset(loop, 0, sizeof(*loop));
+	if (opts)
+		loop->opts = *opts;
+	if (!loop->opts.sq_entries)
+		loop->opts.sq_entries = DEFAULT_SQ;
+	if (!loop->opts.max_inflight)
+		loop->opts.max_inflight = DEFAULT_INFLIGHT;
+	if (!loop->opts.ready_budget)
+		loop->opts.ready_budget = DEFAULT_BUDGET;
+	if (!loop->opts.fiber_stack_size)
+		loop->opts.fiber_stack_size = DEFAULT_STACK;
+	if (loop->opts.sq_entries > 32768 || loop->opts.fiber_stack_size < 16384) {
+		halo__loop_error(loop, "invalid options");
+		return -EINVAL;
+	}
+	loop->owner = pthread_self();
+	loop->ready_tail = &loop->ready_head;
+	loop->later_tail = &loop->later_head;
+	halo__pools_init(loop);
+	r = setup_ring(loop);
+	if (r < 0) {
+		halo__pools_close(loop);
+		return r;
+	}
+	halo__timers_init(loop);
+	loop->now_ns = halo_now_ns();
+	return 0;
+}
+
+void halo__ready_push(halo_loop *loop, halo_task *t)
+{
+	t->next = NULL;
+	*loop->ready_tail = t;
+	loop->ready_tail = &t->next;
+}
+
+void halo__later_push(halo_loop *loop, halo_task *t)
+{
+	t->next = NULL;
+	*loop->later_tail = t;
+	loop->later_tail = &t->next;
+}
+
+/* Step 1. Yields queued in the last tick go first, then everything ready,
+ * up to the budget; what is left waits for the next tick. */
+static void run_ready(halo_loop *loop)
+{
+	unsigned budget = loop->opts.ready_budget;
+	halo_task *t;
+
+	if (loop->later_head) {
+		*loop->later_tail = loop->ready_head;
+		if (!loop->ready_head)
+			loop->ready_tail = loop->later_tail;
+		loop->ready_head = loop->later_head;
+		loop->later_head = NULL;
+		loop->later_tail = &loop->later_head;
+	}
+	loop->in_callback++;
+	while (budget-- && (t = loop->ready_head)) {
+		loop->ready_head = t->next;
+		if (!loop->ready_head)
+			loop->ready_tail = &loop->ready_head;
+		t->fn(t);
+	}
+	loop->in_callback--;
+}
+
+/* Step 2. */
+static int run_hooks(halo_loop *loop)
+{
+	int busy = 0;
+	halo_hook *h, *next;
+
+	loop->in_callback++;
+	for (h = loop->hooks; h; h = next) {
+		next = h->next;
+		if (h->fn(loop, h->arg) > 0)
+			busy = 1;
+	}
+	loop->in_callback--;
+	return busy;
+}
+
+bool halo__loop_has_work(const halo_loop *loop)
+{
+	return loop->ready_head || loop->later_head || loop->stats.inflight ||
+	       loop->timers.n || loop->hooks_busy ||
+	       io_uring_sq_ready(&loop->ring);
+}
+
+static int tick(halo_loop *loop, bool may_block)
+{
+	bool ready;
+	unsigned to_submit;
+	int r = 0;
+
+	loop->stats.ticks++;
+	run_ready(loop);
+	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
+
+	ready = !may_block || loop->ready_head || loop->later_head ||
+		loop->hooks_busy;
+	to_submit = io_uring_sq_ready(&loop->ring);
+	if (to_submit || loop->stats.inflight || loop->internal_inflight ||
+	    loop->cq_overflowed || (!ready && loop->timers.n)) {
+		uint64_t timeout = UINT64_MAX;
+		unsigned wait_nr = 0;
+
+		if (!ready) {
+			wait_nr = 1;
+			if (loop->timers.n) {
+				uint64_t now = halo_now_ns();
+				uint64_t next = halo_timer_next(loop);
+				timeout = next > now ? next - now : 0;
+				if (!timeout)
+					wait_nr = 0;
+			} else if (!loop->stats.inflight &&
+				   !loop->internal_inflight && !to_submit) {
+				wait_nr = 0;
+			}
+		}
+		r = halo__enter(loop, wait_nr, timeout);
+		if (r < 0)
+			return r;
+		halo__reap(loop);
+	}
+	if (loop->timers.n) {
+		loop->now_ns = halo_now_ns();
+		halo__timers_expire(loop, loop->now_ns);
+	}
+	return halo__loop_has_work(loop) ? 1 : 0;
+}
+
+int halo_loop_run_once(halo_loop *loop)
+{
+	return tick(loop, true);
+}
+
+int halo_loop_run_nowait(halo_loop *loop)
+{
+	return tick(loop, false);
+}
+
+int halo_loop_run(halo_loop *loop)
+{
+	int r = 0;
+
+	if (!pthread_equal(loop->owner, pthread_self()))
+		return -EPERM;
+	if (loop->in_callback || loop->cur_fiber)
+		return -EDEADLK;
+	while (!loop->stopping) {
+		r = halo_loop_run_once(loop);
+		if (r <= 0)
+			break;
+	}
+	loop->stopping = 0;
+	return r < 0 ? r : 0;
+}
+
+void halo_loop_stop(halo_loop *loop)
+{
+	loop->stopping = 1;
+}
+
+void halo_loop_stats(const halo_loop *loop, halo_stats *out)
+{
+	*out = loop->stats;
+}
+
+void halo_loop_prepare_add(halo_loop *loop, halo_hook *hook, halo_hook_fn fn,
+			   void *arg)
+{
+	halo_hook **pp = &loop->hooks;
+
+	hook->fn = fn;
+	hook->arg = arg;
+	hook->next = NULL;
+	hook->prev = NULL;
+	while (*pp) {
+		hook->prev = *pp;
+		pp = &(*pp)->next;
+	}
+	*pp = hook;
+}
+
+void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook)
+{
+	if (hook->prev)
+		hook->prev->next = hook->next;
+	else if (loop->hooks == hook)
+		loop->hooks = hook->next;
+	else
+		return;
+	if (hook->next)
+		hook->next->prev = hook->prev;
+	hook->next = hook->prev = NULL;
+}
+
+struct post {
+	halo_task task;
+	halo_loop *loop;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void run_post(halo_task *t)
+{
+	struct post *p = (struct post *)t;
+	void (*fn)(void *) = p->fn;
+	void *arg = p->arg;
+
+	halo_mem_free(p->loop, p, sizeof(*p));
+	fn(arg);
+}
+
+int halo_loop_post(halo_loop *loop, void (*fn)(void *arg), void *arg)
+{
+	struct post *p = halo_mem_alloc(loop, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->task.fn = run_post;
+	p->loop = loop;
+	p->fn = fn;
+	p->arg = arg;
+	halo__ready_push(loop, &p->task);
+	return 0;
+}
+
+int halo_loop_in_fiber(const halo_loop *loop)
+{
+	return loop->cur_fiber != NULL;
+}
+
+/* Ask the kernel to cancel everything and reap until it has let go of every
+ * buffer, so that no operation writes into memory after close returns.
+ * Bounded: a request the kernel cannot cancel (a regular file read in an
+ * io-wq worker) still finishes on its own within the wait. */
+static void drain_kernel(halo_loop *loop)
+{
+	uint64_t give_up = halo_now_ns() + 10ull * 1000000000ull;
+
+	while ((loop->stats.inflight || loop->internal_inflight) &&
+	       halo_now_ns() < give_up) {
+		struct io_uring_sqe *sqe;
+
+		if (loop->stats.inflight) {
+			sqe = halo__loop_sqe(loop);
+			if (sqe)
+				io_uring_prep_cancel64(sqe, 0,
+						       IORING_ASYNC_CANCEL_ANY);
+		}
+		if (halo__enter(loop, 1, 100000000ull) < 0)
+			break;
+		halo__reap(loop);
+	}
+}
+
+int halo_loop_close(halo_loop *loop)
+{
+	int leaked;
+
+	loop->closing = 1;
+	drain_kernel(loop);
+	leaked = halo__loop_report_leaks(loop);
+	halo__timers_close(loop);
+	halo__stacks_close(loop);
+	io_uring_queue_exit(&loop->ring);
+	halo__pools_close(loop);
+	return leaked;
+}

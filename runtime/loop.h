@@ -1,0 +1,156 @@
+/* The loop: one io_uring, one thread, one tick. See DESIGN.md for the tick:
+ * run ready -> prepare hooks -> ONE io_uring_enter -> reap -> expire timers. */
+#ifndef HALO_LOOP_H
+#define HALO_LOOP_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api.h"
+#include "fut.h"
+#include "pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Loop options; zero means default for every field. */
+typedef struct halo_loop_opts {
+	unsigned sq_entries;	 /* SQ size, default 256 */
+	unsigned max_inflight;	 /* CQ is sized for this many, default 4096 */
+	size_t fiber_stack_size; /* default 64 KiB (256 KiB under ASan) */
+	unsigned ready_budget;	 /* ready tasks run per tick, default 4096 */
+	unsigned setup_flags;	 /* HALO_SETUP_* to restrict ring features */
+} halo_loop_opts;
+
+/* setup_flags: refuse the fast ring modes, to test the fallbacks. */
+#define HALO_SETUP_NO_DEFER_TASKRUN (1u << 0)
+#define HALO_SETUP_NO_COOP_TASKRUN (1u << 1)
+
+/* Counters that tests and benchmarks read through halo_loop_stats(). */
+typedef struct halo_stats {
+	uint64_t ticks;		   /* run_once calls that ran the tick */
+	uint64_t enters;	   /* io_uring_enter system calls, all causes */
+	uint64_t sqes_submitted;   /* SQEs the kernel consumed */
+	uint64_t cqes_reaped;	   /* CQEs processed */
+	uint64_t sq_flushes_early; /* enters forced by a full SQ */
+	uint64_t cq_overflows;	   /* times the kernel reported CQ overflow */
+	uint64_t stale_cqes;	   /* CQEs whose op slot was recycled */
+	uint64_t live_futures;	   /* futures allocated and not freed */
+	uint64_t live_fibers;	   /* fibers spawned and not finished */
+	uint64_t pool_allocs;	   /* heap allocations made by the pools */
+	uint64_t blocking_waits;   /* waits that suspended or drove the loop */
+	uint64_t inflight;	   /* operations the kernel holds now */
+	unsigned ring_flags;	   /* IORING_SETUP_* the ring runs with */
+} halo_stats;
+
+/* A prepare hook runs in step 2 of every tick, after the ready queue and
+ * before the tick's io_uring_enter; SQEs it prepares leave in that enter.
+ * fn returns > 0 when it still has work, which keeps the tick from blocking. */
+typedef int (*halo_hook_fn)(halo_loop *loop, void *arg);
+typedef struct halo_hook {
+	struct halo_hook *next, *prev;
+	halo_hook_fn fn;
+	void *arg;
+} halo_hook;
+
+/* An entry of the ready queue (internal; embedded in futures and fibers). */
+typedef struct halo_task {
+	struct halo_task *next;
+	void (*fn)(struct halo_task *t);
+} halo_task;
+
+typedef struct halo_timer_heap {
+	struct halo__timer_ent *ent;
+	uint32_t n, cap;
+	uint64_t seq;
+} halo_timer_heap;
+
+/* The loop. Caller-allocated, set up by halo_loop_init(); treat the fields as
+ * private. A loop belongs to the thread that initialised it. */
+struct halo_loop {
+	struct io_uring ring;
+	halo_loop_opts opts;
+	halo_stats stats;
+	pthread_t owner;
+	halo_task *ready_head, **ready_tail;
+	halo_task *later_head, **later_tail; /* yields: after this tick's I/O */
+	halo_hook *hooks;
+	halo_timer_heap timers;
+	struct halo_fut *live; /* every allocated future, for the leak report */
+	uint64_t sq_epoch;     /* bumps each time the SQ is handed over */
+	uint64_t now_ns;
+	unsigned sq_pending;   /* SQEs prepared since the last enter */
+	uint64_t internal_inflight; /* cancels and such: CQEs to ignore */
+	int in_callback;       /* > 0 while user callbacks run outside a fiber */
+	int stopping;
+	int closing;
+	int hooks_busy;
+	int cq_overflowed;
+	struct halo_fiber *cur_fiber;
+	void *sched_sp; /* the loop's stack pointer while a fiber runs */
+	void *sched_fake_stack;
+	const void *sched_stack_bottom;
+	size_t sched_stack_size;
+	halo_pools pools;
+	void *stack_cache;
+	unsigned stack_cache_n;
+	char error[160];
+};
+
+/* Set up a loop on the calling thread. Returns 0 or -errno; on failure
+ * halo_loop_error() says why in words an operator can act on (io_uring
+ * disabled by sysctl or seccomp, memlock limit, ...). */
+HALO_API int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts);
+
+/* The explanation of the last failure of halo_loop_init(), or "". */
+HALO_API const char *halo_loop_error(const halo_loop *loop);
+
+/* Cancel what is in flight, wait for the kernel to let go of every buffer,
+ * report each leaked future (created, never consumed) on stderr with the file
+ * and line that created it, free everything. Returns the number of leaked
+ * futures. */
+HALO_API int halo_loop_close(halo_loop *loop);
+
+/* Run ticks until the loop has no work left or halo_loop_stop() is called.
+ * Returns 0, or -errno if the ring failed. */
+HALO_API int halo_loop_run(halo_loop *loop);
+
+/* Run one tick; block in it only if nothing is ready. Returns 1 if the loop
+ * still has work, 0 if it has none, -errno if the ring failed. */
+HALO_API int halo_loop_run_once(halo_loop *loop);
+
+/* Run one tick that never blocks: submit, reap what is there, expire due
+ * timers. For embedding halo in another event loop. Returns as
+ * halo_loop_run_once() does. */
+HALO_API int halo_loop_run_nowait(halo_loop *loop);
+
+/* Make halo_loop_run() return after the current tick. */
+HALO_API void halo_loop_stop(halo_loop *loop);
+
+/* Copy the loop's counters to out. */
+HALO_API void halo_loop_stats(const halo_loop *loop, halo_stats *out);
+
+/* Register hook (caller-embedded) to run fn(loop, arg) in every tick's
+ * prepare step, in registration order. */
+HALO_API void halo_loop_prepare_add(halo_loop *loop, halo_hook *hook,
+				    halo_hook_fn fn, void *arg);
+
+/* Unregister a prepare hook; safe from inside a hook. */
+HALO_API void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook);
+
+/* Run fn(arg) from the ready queue, on the next pass. Returns 0 or -ENOMEM. */
+HALO_API int halo_loop_post(halo_loop *loop, void (*fn)(void *arg), void *arg);
+
+/* CLOCK_MONOTONIC now, in nanoseconds. */
+HALO_API uint64_t halo_now_ns(void);
+
+/* True when called from a fiber of loop. */
+HALO_API int halo_loop_in_fiber(const halo_loop *loop);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

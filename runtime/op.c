@@ -1,0 +1,209 @@
+/* Operations: futures completed by a CQE. Each op's user_data is its slot
+ * address with the slot's generation in the top 16 bits, so that a late CQE
+ * or a cancel aimed at an op can never touch the op that reused the slot.
+ * The kernel holds a reference on the op from SQE to final CQE, so the slot
+ * (and whatever metadata it carries for the kernel) outlives the operation
+ * even if every user reference is gone. */
+#include "internal.h"
+
+#define TAG_PTR_MASK ((1ull << 48) - 1)
+
+uint64_t halo__op_tag(const halo_op *op)
+{
+	return (uint64_t)(uintptr_t)op | ((uint64_t)op->fut.gen << 48);
+}
+
+halo_op *halo__op_new(halo_loop *loop, const char *file, int line)
+{
+	return halo__fut_alloc(loop, sizeof(halo_op), FUT_OP, file, line);
+}
+
+/* Hand the prepared SQEs to the kernel without waiting, because the SQ is
+ * full and the caller needs another entry now. */
+static int flush_early(halo_loop *loop)
+{
+	unsigned n = halo_uring_flush_sq(&loop->ring);
+	int r;
+
+	loop->sq_epoch++;
+	loop->stats.sq_flushes_early++;
+	loop->stats.enters++;
+	r = halo_uring_enter(&loop->ring, n, 0, 0, NULL);
+	if (r > 0)
+		loop->stats.sqes_submitted += (unsigned)r;
+	return r;
+}
+
+static struct io_uring_sqe *get_sqe(halo_loop *loop)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+
+	if (likely(sqe))
+		return sqe;
+	/* -EBUSY/-EAGAIN: the kernel is short of room; the SQEs stay queued
+	 * and the next enter retries them, but none is free for us now. */
+	flush_early(loop);
+	return io_uring_get_sqe(&loop->ring);
+}
+
+struct io_uring_sqe *halo__op_sqe(halo_op *op)
+{
+	halo_loop *loop = op->fut.loop;
+	struct io_uring_sqe *sqe = get_sqe(loop);
+
+	if (unlikely(!sqe))
+		return NULL;
+	sqe->user_data = halo__op_tag(op);
+	op->sqe = sqe;
+	op->sq_epoch = loop->sq_epoch;
+	op->kernel_refs++;
+	op->fut.refs++;
+	loop->stats.inflight++;
+	return sqe;
+}
+
+struct io_uring_sqe *halo__loop_sqe(halo_loop *loop)
+{
+	struct io_uring_sqe *sqe = get_sqe(loop);
+
+	if (unlikely(!sqe))
+		return NULL;
+	sqe->user_data = 0;
+	loop->internal_inflight++;
+	return sqe;
+}
+
+void halo__op_finish(halo_op *op, int32_t res)
+{
+	halo_fut *f = &op->fut;
+
+	if (!halo__fut_pending(f))
+		return;
+	if (f->flags & FUT_NOPPED)
+		halo__fut_complete(f, HALO_FUT_CANCELLED, -ECANCELED);
+	else if (res == -ECANCELED && (f->flags & FUT_CANCEL_REQ))
+		halo__fut_complete(f, HALO_FUT_CANCELLED, -ECANCELED);
+	else if (res < 0)
+		halo__fut_complete(f, HALO_FUT_ERROR, res);
+	else
+		halo__fut_complete(f, HALO_FUT_OK, res);
+}
+
+void halo__op_abort(halo_op *op)
+{
+	assert(op->kernel_refs == 0);
+	op->fut.flags |= FUT_CONSUMED;
+	halo__fut_unref(&op->fut);
+}
+
+int halo__op_cancel(halo_op *op)
+{
+	halo_loop *loop = op->fut.loop;
+	struct io_uring_sqe *sqe;
+
+	if (op->kernel_refs == 0) {
+		halo__fut_complete(&op->fut, HALO_FUT_CANCELLED, -ECANCELED);
+		return 0;
+	}
+	if (op->sqe && op->sq_epoch == loop->sq_epoch) {
+		/* Still in our half of the SQ: the kernel has not seen it, so
+		 * turn it into a NOP that keeps the tag and the link flags; the
+		 * future completes as CANCELLED on the NOP's CQE and the buffer
+		 * is never touched. */
+		uint8_t keep = op->sqe->flags &
+			       (IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_IO_DRAIN);
+		uint64_t ud = op->sqe->user_data;
+
+		io_uring_prep_nop(op->sqe);
+		op->sqe->flags = keep;
+		op->sqe->user_data = ud;
+		op->fut.flags |= FUT_NOPPED;
+		return 0;
+	}
+	sqe = halo__loop_sqe(loop);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_cancel64(sqe, halo__op_tag(op), 0);
+	return 0;
+}
+
+unsigned halo__reap(halo_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(ring, head, cqe)
+	{
+		uint64_t ud = cqe->user_data;
+		halo_op *op;
+		bool more;
+
+		n++;
+		if (ud == 0) {
+			loop->internal_inflight--;
+			continue;
+		}
+		op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);
+		if (unlikely(op->fut.gen != (uint16_t)(ud >> 48))) {
+			loop->stats.stale_cqes++;
+			continue;
+		}
+		more = cqe->flags & IORING_CQE_F_MORE;
+		if (op->on_cqe)
+			op->on_cqe(op, cqe->res, cqe->flags);
+		else if (!more)
+			halo__op_finish(op, cqe->res);
+		if (!more) {
+			op->kernel_refs--;
+			loop->stats.inflight--;
+			halo__fut_unref(&op->fut);
+		}
+	}
+	if (n) {
+		io_uring_cq_advance(ring, n);
+		loop->stats.cqes_reaped += n;
+	}
+	if (unlikely(IO_URING_READ_ONCE(*ring->sq.kflags) &
+		     IORING_SQ_CQ_OVERFLOW)) {
+		/* NODROP kept the extra CQEs in the kernel; the next enter
+		 * with GETEVENTS flushes them into the ring. */
+		loop->stats.cq_overflows++;
+		loop->cq_overflowed = 1;
+	}
+	return n;
+}
+
+int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
+{
+	struct __kernel_timespec ts, *tsp = NULL;
+	unsigned n = halo_uring_flush_sq(&loop->ring);
+	int r;
+
+	if (timeout_ns != UINT64_MAX) {
+		ts.tv_sec = (long long)(timeout_ns / 1000000000ull);
+		ts.tv_nsec = (long long)(timeout_ns % 1000000000ull);
+		tsp = &ts;
+	}
+	loop->sq_epoch++;
+	loop->stats.enters++;
+	loop->cq_overflowed = 0;
+	r = halo_uring_enter(&loop->ring, n, wait_nr, IORING_ENTER_GETEVENTS,
+			     tsp);
+	if (r >= 0) {
+		loop->stats.sqes_submitted += (unsigned)r;
+		return r;
+	}
+	switch (r) {
+	case -ETIME: /* the wait timed out: a timer is due */
+	case -EINTR: /* a signal arrived: the tick goes on */
+	case -EAGAIN: /* kernel short of memory for requests: retry */
+	case -EBUSY: /* CQ backlog: reap, and the next tick retries */
+	case -EBADR: /* NODROP could not save a CQE: counted, go on */
+		if (r == -EBADR)
+			loop->stats.cq_overflows++;
+		return 0;
+	default:
+		return r;
+	}
+}

@@ -1,0 +1,109 @@
+/* Everything that differs between the liburing we build against (Debian's
+ * 2.3) and the kernel we run on (6.x) lives here: constants 2.3's headers
+ * lack, helpers written against the raw SQE, and the one io_uring_enter call
+ * the loop makes. Nothing else in halo spells a raw io_uring constant that
+ * liburing 2.3 does not have. */
+#ifndef HALO_URING_COMPAT_H
+#define HALO_URING_COMPAT_H
+
+#include <errno.h>
+#include <liburing.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Setup flags and features newer than liburing 2.3. */
+#ifndef IORING_SETUP_NO_SQARRAY
+#define IORING_SETUP_NO_SQARRAY (1U << 16)
+#endif
+#ifndef IORING_FEAT_REG_REG_RING
+#define IORING_FEAT_REG_REG_RING (1U << 13)
+#endif
+/* sq_flags: task work is pending (COOP_TASKRUN | TASKRUN_FLAG). */
+#ifndef IORING_SQ_TASKRUN
+#define IORING_SQ_TASKRUN (1U << 2)
+#endif
+/* CQE flags. */
+#ifndef IORING_CQE_F_SOCK_NONEMPTY
+#define IORING_CQE_F_SOCK_NONEMPTY (1U << 2)
+#endif
+#ifndef IORING_CQE_F_NOTIF
+#define IORING_CQE_F_NOTIF (1U << 3)
+#endif
+/* recv/send ioprio flags. */
+#ifndef IORING_RECV_MULTISHOT
+#define IORING_RECV_MULTISHOT (1U << 1)
+#endif
+/* Cancel flags (kernel 6.0+). */
+#ifndef IORING_ASYNC_CANCEL_FD
+#define IORING_ASYNC_CANCEL_FD (1U << 1)
+#endif
+#ifndef IORING_ASYNC_CANCEL_ANY
+#define IORING_ASYNC_CANCEL_ANY (1U << 2)
+#endif
+/* Registered ring fd in io_uring_enter (kernel 5.18). liburing keeps the
+ * "ring fd is registered" bit in int_flags as its private INT_FLAG_REG_RING. */
+#ifndef IORING_ENTER_REGISTERED_RING
+#define IORING_ENTER_REGISTERED_RING (1U << 4)
+#endif
+#define HALO_LIBURING_INT_FLAG_REG_RING 1
+
+/* Make the SQEs prepared so far visible to the kernel; returns how many the
+ * kernel has not consumed yet. liburing 2.3 keeps this step private. */
+static inline unsigned halo_uring_flush_sq(struct io_uring *ring)
+{
+	struct io_uring_sq *sq = &ring->sq;
+	unsigned tail = sq->sqe_tail;
+
+	if (sq->sqe_head != tail) {
+		sq->sqe_head = tail;
+		io_uring_smp_store_release(sq->ktail, tail);
+	}
+	return tail - IO_URING_READ_ONCE(*sq->khead);
+}
+
+/* One io_uring_enter: submit to_submit SQEs and wait for wait_nr CQEs, at
+ * most ts long (NULL: no limit). Uses the registered ring fd when there is
+ * one. Returns what the kernel returned: SQEs consumed, or -errno. */
+static inline int halo_uring_enter(struct io_uring *ring, unsigned to_submit,
+				   unsigned wait_nr, unsigned flags,
+				   struct __kernel_timespec *ts)
+{
+	struct io_uring_getevents_arg arg;
+	void *argp = NULL;
+	size_t argsz = 0;
+	int fd = ring->ring_fd;
+	long ret;
+
+	if (ring->int_flags & HALO_LIBURING_INT_FLAG_REG_RING) {
+		fd = ring->enter_ring_fd;
+		flags |= IORING_ENTER_REGISTERED_RING;
+	}
+	if (ts) {
+		memset(&arg, 0, sizeof(arg));
+		arg.ts = (__u64)(uintptr_t)ts;
+		argp = &arg;
+		argsz = sizeof(arg);
+		flags |= IORING_ENTER_EXT_ARG;
+	}
+	ret = syscall(__NR_io_uring_enter, fd, to_submit, wait_nr, flags, argp,
+		      argsz);
+	return ret < 0 ? -errno : (int)ret;
+}
+
+/* Multishot read from a provided buffer group (kernel 6.7), which liburing
+ * 2.3 has no helper for. */
+#ifndef IORING_OP_READ_MULTISHOT
+#define IORING_OP_READ_MULTISHOT 49
+#endif
+static inline void halo_uring_prep_read_multishot(struct io_uring_sqe *sqe,
+						  int fd, unsigned nbytes,
+						  __u64 offset, int buf_group)
+{
+	io_uring_prep_rw(IORING_OP_READ_MULTISHOT, sqe, fd, NULL, nbytes,
+			 offset);
+	sqe->buf_group = buf_group;
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+}
+
+#endif

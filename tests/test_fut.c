@@ -1,0 +1,332 @@
+/* Futures: states, results, waiters, cancellation, waiting contexts, leaks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/internal.h"
+#include "tests/util.h"
+
+static halo_loop loop;
+
+static void setup(void)
+{
+	tu_loop_init(&loop, NULL);
+}
+
+static void teardown(void)
+{
+	tu_loop_close(&loop);
+}
+
+START_TEST(test_promise_resolves_once)
+{
+	halo_fut *f = halo_fut_new(&loop);
+	int v;
+
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_PENDING);
+	ck_assert(!halo_fut_is_done(f));
+	ck_assert_int_eq(halo_fut_result(f), -EAGAIN);
+	ck_assert_int_eq(halo_fut_resolve(f, 42, &v), 0);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_OK);
+	ck_assert_int_eq(halo_fut_resolve(f, 7, NULL), -EALREADY);
+	ck_assert_int_eq(halo_fut_fail(f, -EIO, "late"), -EALREADY);
+	ck_assert_int_eq(halo_fut_cancel(f), -EALREADY);
+	ck_assert_int_eq(halo_fut_result(f), 42);
+	ck_assert_ptr_eq(halo_fut_value(f), &v);
+	ck_assert_int_eq(halo_fut_error(f), 0);
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_promise_fails_with_message)
+{
+	halo_fut *f = halo_fut_new(&loop);
+
+	ck_assert_int_eq(halo_fut_fail(f, 5, "positive"), -EINVAL);
+	ck_assert_int_eq(halo_fut_fail(f, -ENOENT, "no such user"), 0);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_ERROR);
+	ck_assert_int_eq(halo_fut_error(f), -ENOENT);
+	ck_assert_int_eq(halo_fut_result(f), -ENOENT);
+	ck_assert_str_eq(halo_fut_error_msg(f), "no such user");
+	ck_assert_ptr_null(halo_fut_value(f));
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_promise_cancel_without_hook)
+{
+	halo_fut *f = halo_fut_new(&loop);
+
+	ck_assert_int_eq(halo_fut_cancel(f), 0);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_CANCELLED);
+	ck_assert_int_eq(halo_fut_result(f), -ECANCELED);
+	ck_assert_int_eq(halo_fut_error(f), -ECANCELED);
+	ck_assert_int_eq(halo_fut_resolve(f, 1, NULL), -EALREADY);
+	halo_fut_release(f);
+}
+END_TEST
+
+static int hook_calls;
+static void cancel_hook(halo_fut *f, void *arg)
+{
+	(void)arg;
+	hook_calls++;
+	halo_fut_cancelled(f);
+}
+
+START_TEST(test_promise_cancel_calls_hook_once)
+{
+	halo_fut *f = halo_fut_new(&loop);
+
+	hook_calls = 0;
+	halo_fut_set_cancel(f, cancel_hook, NULL);
+	ck_assert_int_eq(halo_fut_cancel(f), 0);
+	ck_assert_int_eq(halo_fut_cancel(f), -EALREADY);
+	ck_assert_int_eq(hook_calls, 1);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_CANCELLED);
+	halo_fut_release(f);
+}
+END_TEST
+
+static int cb_calls;
+static void count_cb(halo_fut *f, void *arg)
+{
+	(void)f;
+	(void)arg;
+	cb_calls++;
+}
+
+START_TEST(test_callbacks_run_from_ready_queue_not_inline)
+{
+	halo_fut *f = halo_fut_new(&loop);
+
+	cb_calls = 0;
+	ck_assert_int_eq(halo_fut_on_done(f, count_cb, NULL), 0);
+	ck_assert_int_eq(halo_fut_on_done(f, count_cb, NULL), 0);
+	halo_fut_resolve(f, 1, NULL);
+	ck_assert_int_eq(cb_calls, 0);
+	ck_assert_int_eq(halo_loop_run(&loop), 0);
+	ck_assert_int_eq(cb_calls, 2);
+	/* A waiter added after completion runs on the next pass, too. */
+	ck_assert_int_eq(halo_fut_on_done(f, count_cb, NULL), 0);
+	ck_assert_int_eq(cb_calls, 2);
+	halo_loop_run(&loop);
+	ck_assert_int_eq(cb_calls, 3);
+	halo_fut_release(f);
+}
+END_TEST
+
+static int64_t deadlk_result;
+static void wait_in_cb(halo_fut *f, void *arg)
+{
+	(void)f;
+	deadlk_result = halo_fut_wait(arg);
+}
+
+START_TEST(test_wait_in_callback_is_edeadlk)
+{
+	halo_fut *a = halo_fut_new(&loop), *b = halo_fut_new(&loop);
+
+	deadlk_result = 0;
+	halo_fut_on_done(a, wait_in_cb, b);
+	halo_fut_resolve(a, 0, NULL);
+	halo_loop_run(&loop);
+	ck_assert_int_eq(deadlk_result, -EDEADLK);
+	ck_assert(!halo_fut_is_done(b));
+	halo_fut_cancel(b);
+	halo_fut_release(a);
+	halo_fut_release(b);
+}
+END_TEST
+
+START_TEST(test_wait_drives_loop_on_owner_thread)
+{
+	halo_fut *n = halo_nop(&loop);
+
+	ck_assert_ptr_nonnull(n);
+	ck_assert_int_eq(halo_fut_wait(n), 0);
+	ck_assert_int_eq(halo_fut_status(n), HALO_FUT_OK);
+	halo_fut_release(n);
+}
+END_TEST
+
+START_TEST(test_wait_on_orphan_promise_is_edeadlk)
+{
+	halo_fut *f = halo_fut_new(&loop);
+
+	ck_assert_int_eq(halo_fut_wait(f), -EDEADLK);
+	halo_fut_cancel(f);
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_cancel_before_submission_never_reads)
+{
+	int p[2];
+	char buf[8] = "xxxxxxx";
+	halo_fut *r;
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(write(p[1], "data", 4), 4);
+	r = halo_read(&loop, p[0], buf, sizeof(buf), -1);
+	ck_assert_int_eq(halo_fut_cancel(r), 0);
+	ck_assert_int_eq(halo_fut_wait(r), -ECANCELED);
+	ck_assert_int_eq(halo_fut_status(r), HALO_FUT_CANCELLED);
+	ck_assert_str_eq(buf, "xxxxxxx");
+	/* The data is still in the pipe for the next reader. */
+	ck_assert_int_eq(read(p[0], buf, 4), 4);
+	ck_assert_int_eq(memcmp(buf, "data", 4), 0);
+	halo_fut_release(r);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+START_TEST(test_cancel_pending_read_never_writes_buffer)
+{
+	int p[2];
+	char buf[8] = "xxxxxxx";
+	halo_fut *r;
+	halo_stats st;
+
+	ck_assert_int_eq(pipe(p), 0);
+	r = halo_read(&loop, p[0], buf, sizeof(buf), -1);
+	halo_loop_run_nowait(&loop); /* submitted; parks on the empty pipe */
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.inflight, 1);
+	ck_assert(!halo_fut_is_done(r));
+	ck_assert_int_eq(halo_fut_cancel(r), 0);
+	ck_assert_int_eq(halo_fut_wait(r), -ECANCELED);
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.inflight, 0);
+	/* Data written after the cancel is not taken by the dead read. */
+	ck_assert_int_eq(write(p[1], "late", 4), 4);
+	halo_loop_run_nowait(&loop);
+	ck_assert_str_eq(buf, "xxxxxxx");
+	ck_assert_int_eq(read(p[0], buf, 4), 4);
+	ck_assert_int_eq(memcmp(buf, "late", 4), 0);
+	halo_fut_release(r);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+START_TEST(test_cancel_after_completion_keeps_result)
+{
+	int p[2];
+	char buf[8] = {0};
+	halo_fut *r;
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(write(p[1], "abc", 3), 3);
+	r = halo_read(&loop, p[0], buf, sizeof(buf), -1);
+	ck_assert_int_eq(halo_fut_wait(r), 3);
+	ck_assert_int_eq(halo_fut_cancel(r), -EALREADY);
+	ck_assert_int_eq(halo_fut_status(r), HALO_FUT_OK);
+	ck_assert_int_eq(halo_fut_result(r), 3);
+	halo_fut_release(r);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+START_TEST(test_stale_cancel_never_hits_recycled_slot)
+{
+	int p[2];
+	char a[4], b[4];
+	halo_fut *fa, *fb;
+	uint64_t old_tag;
+	struct io_uring_sqe *sqe;
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(write(p[1], "a", 1), 1);
+	fa = halo_read(&loop, p[0], a, 1, -1);
+	ck_assert_int_eq(halo_fut_wait(fa), 1);
+	old_tag = halo__op_tag((halo_op *)fa);
+	halo_fut_release(fa);
+	fb = halo_read(&loop, p[0], b, 1, -1); /* same slot, next generation */
+	ck_assert_ptr_eq(fb, fa);
+	ck_assert_uint_ne(halo__op_tag((halo_op *)fb), old_tag);
+	halo_loop_run_nowait(&loop);
+	sqe = halo__loop_sqe(&loop); /* a cancel aimed at the old life */
+	io_uring_prep_cancel64(sqe, old_tag, 0);
+	halo_loop_run_nowait(&loop);
+	halo_loop_run_nowait(&loop);
+	ck_assert(!halo_fut_is_done(fb));
+	ck_assert_int_eq(write(p[1], "b", 1), 1);
+	ck_assert_int_eq(halo_fut_wait(fb), 1);
+	ck_assert_int_eq(b[0], 'b');
+	halo_fut_release(fb);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+START_TEST(test_detach_lets_work_finish)
+{
+	halo_fut *n = halo_nop(&loop);
+	halo_stats st;
+
+	halo_fut_detach(n);
+	ck_assert_int_eq(halo_loop_run(&loop), 0);
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.live_futures, 0);
+}
+END_TEST
+
+START_TEST(test_leak_report_names_line)
+{
+	halo_loop l;
+	char path[] = "/tmp/halo-leak-XXXXXX";
+	int fd = mkstemp(path), saved = dup(2), line, leaked;
+	char text[512] = {0};
+	char want[64];
+
+	tu_loop_init(&l, NULL);
+	halo_fut_release(halo_fut_new(&l)); /* consumed: not a leak */
+	line = __LINE__ + 1;
+	halo_fut *f = halo_fut_new(&l);
+	(void)f;
+	dup2(fd, 2);
+	leaked = halo_loop_close(&l);
+	dup2(saved, 2);
+	close(saved);
+	ck_assert_int_eq(leaked, 1);
+	ck_assert_int_gt(pread(fd, text, sizeof(text) - 1, 0), 0);
+	snprintf(want, sizeof(want), "test_fut.c:%d", line);
+	ck_assert_msg(strstr(text, want), "report '%s' lacks '%s'", text, want);
+	close(fd);
+	unlink(path);
+}
+END_TEST
+
+Suite *fut_suite(void)
+{
+	Suite *s = suite_create("fut");
+	TCase *tc = tcase_create("fut");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(10));
+	tcase_add_test(tc, test_promise_resolves_once);
+	tcase_add_test(tc, test_promise_fails_with_message);
+	tcase_add_test(tc, test_promise_cancel_without_hook);
+	tcase_add_test(tc, test_promise_cancel_calls_hook_once);
+	tcase_add_test(tc, test_callbacks_run_from_ready_queue_not_inline);
+	tcase_add_test(tc, test_wait_in_callback_is_edeadlk);
+	tcase_add_test(tc, test_wait_drives_loop_on_owner_thread);
+	tcase_add_test(tc, test_wait_on_orphan_promise_is_edeadlk);
+	tcase_add_test(tc, test_cancel_before_submission_never_reads);
+	tcase_add_test(tc, test_cancel_pending_read_never_writes_buffer);
+	tcase_add_test(tc, test_cancel_after_completion_keeps_result);
+	tcase_add_test(tc, test_stale_cancel_never_hits_recycled_slot);
+	tcase_add_test(tc, test_detach_lets_work_finish);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("leaks");
+	tcase_add_test(tc, test_leak_report_names_line);
+	suite_add_tcase(s, tc);
+	return s;
+}

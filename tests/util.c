@@ -1,0 +1,70 @@
+#include "util.h"
+
+#include <dirent.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int tu_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the DIR's own fd */
+}
+
+char *tu_tmpdir(void)
+{
+	char tmpl[] = "/tmp/halo-test-XXXXXX";
+	char *p = mkdtemp(tmpl);
+
+	ck_assert_ptr_nonnull(p);
+	return strdup(p);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag,
+		  struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void tu_rmdir(char *path)
+{
+	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(path);
+}
+
+void tu_loop_init(halo_loop *loop, const halo_loop_opts *opts)
+{
+	int r = halo_loop_init(loop, opts);
+
+	ck_assert_msg(r == 0, "halo_loop_init: %d (%s)", r,
+		      halo_loop_error(loop));
+}
+
+void tu_loop_close(halo_loop *loop)
+{
+	int leaked = halo_loop_close(loop);
+
+	ck_assert_int_eq(leaked, 0);
+}
+
+int tu_timeout(int seconds)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return seconds * 4;
+#else
+	return seconds;
+#endif
+}

@@ -1,0 +1,27 @@
+/* Helpers shared by the test suites: temp dirs, fd counting, loops. */
+#ifndef HALO_TEST_UTIL_H
+#define HALO_TEST_UTIL_H
+
+#include <check.h>
+#include <stdint.h>
+
+#include "halo.h"
+
+/* Number of open fds of this process (counts /proc/self/fd). */
+int tu_count_fds(void);
+
+/* Make a fresh temp dir; returns its path (static storage per call site is
+ * the caller's: copy it). Removed by tu_rmdir(). */
+char *tu_tmpdir(void);
+void tu_rmdir(char *path);
+
+/* Init loop with opts (NULL: defaults) and assert success. */
+void tu_loop_init(halo_loop *loop, const halo_loop_opts *opts);
+
+/* Close the loop and assert that no future leaked. */
+void tu_loop_close(halo_loop *loop);
+
+/* Per-test timeout for tcases, scaled up under sanitizers. */
+int tu_timeout(int seconds);
+
+#endif
