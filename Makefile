@@ -11,13 +11,13 @@ Q := @
 endif
 
 ifeq ($(SANITIZE),1)
-BUILD := build/san
+BUILD ?= build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 MEMDEF := -DHALO_NO_JEMALLOC
 MEMLIB :=
 else
-BUILD := build/rel
+BUILD ?= build/rel
 SANFLAGS :=
 MEMDEF :=
 MEMLIB := -ljemalloc
@@ -36,7 +36,12 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_ASM:%.S=$(BUILD)/%.o)
 HEADERS := halo.h $(wildcard runtime/*.h io/*.h patterns/*.h)
 PUBLIC_HEADERS := $(filter-out runtime/internal.h,$(HEADERS))
 
+# TESTS="fut loop" builds a runner with only those suites.
+ifeq ($(TESTS),)
 TEST_SRC := $(wildcard tests/test_*.c)
+else
+TEST_SRC := $(TESTS:%=tests/test_%.c)
+endif
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/main.o \
 	$(BUILD)/tests/util.o
 TEST_BIN := $(BUILD)/tests/halo_tests
@@ -84,9 +89,12 @@ layers:
 
 # The test runner: one Check suite per tests/test_<module>.c, each defining
 # Suite *<module>_suite(void).
-$(BUILD)/tests/suites.h: $(TEST_SRC)
+$(BUILD)/tests/suites.h: FORCE
 	@mkdir -p $(dir $@)
-	$(Q)printf '%s\n' $(SUITES) | awk '{ printf "X(%s)\n", $$1 }' > $@
+	$(Q)printf '%s\n' $(SUITES) | awk '{ printf "X(%s)\n", $$1 }' > $@.new
+	$(Q)cmp -s $@.new $@ && rm -f $@.new || mv $@.new $@
+
+FORCE:
 
 $(BUILD)/tests/main.o: tests/main.c $(BUILD)/tests/suites.h $(HEADERS)
 	@mkdir -p $(dir $@)
