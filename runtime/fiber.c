@@ -140,17 +140,18 @@ static int start(struct halo_fiber *fb)
 		return -ENOMEM;
 	/* Initial frame popped by halo__ctx_switch: r15 r14 r13 r12 rbx rbp,
 	 * then the return address. The return slot sits 8 below a 16-byte
-	 * boundary so that the trampoline's call sees an ABI-aligned stack. */
+	 * boundary: after the ret, rsp is 16-aligned at the trampoline's call,
+	 * so fiber_main starts with the ABI's rsp % 16 == 8 (an aligned SSE
+	 * spill in any callee depends on it). */
 	top = (uint64_t *)(((uintptr_t)(fb->stack + fb->stack_size)) & ~15ul);
-	top[-1] = 0;
-	top[-2] = (uint64_t)(uintptr_t)halo__ctx_trampoline;
-	top[-3] = 0;				 /* rbp */
-	top[-4] = 0;				 /* rbx */
-	top[-5] = (uint64_t)(uintptr_t)fb;	 /* r12: argument */
-	top[-6] = (uint64_t)(uintptr_t)fiber_main; /* r13: entry */
-	top[-7] = 0;				 /* r14 */
-	top[-8] = 0;				 /* r15 */
-	fb->sp = &top[-8];
+	top[-1] = (uint64_t)(uintptr_t)halo__ctx_trampoline;
+	top[-2] = 0;				   /* rbp */
+	top[-3] = 0;				   /* rbx */
+	top[-4] = (uint64_t)(uintptr_t)fb;	   /* r12: argument */
+	top[-5] = (uint64_t)(uintptr_t)fiber_main; /* r13: entry */
+	top[-6] = 0;				   /* r14 */
+	top[-7] = 0;				   /* r15 */
+	fb->sp = &top[-7];
 	fb->started = 1;
 	return 0;
 }

@@ -266,7 +266,8 @@ static int tick(halo_loop *loop, bool may_block)
 	run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
-	ready = !may_block || loop->ready_head || loop->later_head ||
+	ready = !may_block || loop->stopping || loop->ready_head ||
+		loop->later_head ||
 		loop->hooks_busy;
 	to_submit = io_uring_sq_ready(&loop->ring);
 	if (to_submit || loop->stats.inflight || loop->internal_inflight ||

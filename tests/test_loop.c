@@ -1,0 +1,291 @@
+/* The loop: setup and its fallbacks, the tick's one enter, SQ and CQ
+ * pressure, prepare hooks, pools, and a clear error without io_uring. */
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/util.h"
+
+static halo_loop loop;
+
+static void setup(void)
+{
+	tu_loop_init(&loop, NULL);
+}
+
+static void teardown(void)
+{
+	tu_loop_close(&loop);
+}
+
+static void wait_all(halo_fut **f, int n)
+{
+	for (int i = 0; i < n; i++) {
+		ck_assert_int_eq(halo_fut_wait(f[i]), 0);
+		halo_fut_release(f[i]);
+	}
+}
+
+START_TEST(test_ring_uses_single_issuer_defer_taskrun)
+{
+	halo_stats st;
+
+	halo_loop_stats(&loop, &st);
+	ck_assert(st.ring_flags & IORING_SETUP_SINGLE_ISSUER);
+	ck_assert(st.ring_flags & IORING_SETUP_DEFER_TASKRUN);
+	ck_assert(st.ring_flags & IORING_SETUP_SUBMIT_ALL);
+}
+END_TEST
+
+START_TEST(test_fallback_modes_still_run_io)
+{
+	static const unsigned modes[] = {
+		HALO_SETUP_NO_DEFER_TASKRUN,
+		HALO_SETUP_NO_DEFER_TASKRUN | HALO_SETUP_NO_COOP_TASKRUN,
+	};
+	for (unsigned m = 0; m < 2; m++) {
+		halo_loop l;
+		halo_loop_opts o = {.setup_flags = modes[m]};
+		halo_fut *f[16];
+		halo_stats st;
+
+		tu_loop_init(&l, &o);
+		halo_loop_stats(&l, &st);
+		ck_assert(!(st.ring_flags & IORING_SETUP_DEFER_TASKRUN));
+		ck_assert_int_eq(!!(st.ring_flags & IORING_SETUP_COOP_TASKRUN),
+				 m == 0);
+		for (int i = 0; i < 16; i++)
+			f[i] = halo_nop(&l);
+		wait_all(f, 16);
+		tu_loop_close(&l);
+	}
+}
+END_TEST
+
+START_TEST(test_one_enter_for_a_tick_of_100_ops)
+{
+	halo_fut *f[100];
+	halo_stats a, b;
+
+	halo_loop_stats(&loop, &a);
+	for (int i = 0; i < 100; i++)
+		f[i] = halo_nop(&loop);
+	ck_assert_int_ge(halo_loop_run_once(&loop), 0);
+	halo_loop_stats(&loop, &b);
+	ck_assert_uint_eq(b.enters - a.enters, 1);
+	ck_assert_uint_eq(b.sqes_submitted - a.sqes_submitted, 100);
+	ck_assert_uint_eq(b.cqes_reaped - a.cqes_reaped, 100);
+	for (int i = 0; i < 100; i++)
+		ck_assert(halo_fut_is_done(f[i]));
+	wait_all(f, 100);
+}
+END_TEST
+
+START_TEST(test_tiny_cq_with_10000_nops_loses_nothing)
+{
+	enum { N = 10000 };
+	static halo_fut *f[N];
+	halo_loop l;
+	halo_loop_opts o = {.sq_entries = 16, .max_inflight = 16};
+	halo_stats st;
+
+	tu_loop_init(&l, &o);
+	for (int i = 0; i < N; i++) {
+		f[i] = halo_nop(&l);
+		ck_assert_ptr_nonnull(f[i]);
+	}
+	ck_assert_int_eq(halo_loop_run(&l), 0);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(halo_fut_status(f[i]), HALO_FUT_OK);
+	halo_loop_stats(&l, &st);
+	ck_assert_uint_eq(st.cqes_reaped, N);
+	ck_assert_uint_eq(st.sqes_submitted, N);
+	ck_assert_uint_gt(st.sq_flushes_early, 0);
+	ck_assert_uint_gt(st.cq_overflows, 0); /* 32-entry CQ, 10,000 CQEs */
+	for (int i = 0; i < N; i++)
+		halo_fut_release(f[i]);
+	tu_loop_close(&l);
+}
+END_TEST
+
+struct hook_state {
+	int calls;
+	halo_fut *started;
+};
+
+static int start_nop_hook(halo_loop *l, void *arg)
+{
+	struct hook_state *hs = arg;
+
+	if (hs->calls++ == 0)
+		hs->started = halo_nop(l);
+	return 0;
+}
+
+START_TEST(test_prepare_hook_sqes_ride_the_same_enter)
+{
+	struct hook_state hs = {0};
+	halo_hook h;
+	halo_fut *n = halo_nop(&loop);
+	halo_stats a, b;
+
+	halo_loop_prepare_add(&loop, &h, start_nop_hook, &hs);
+	halo_loop_stats(&loop, &a);
+	halo_loop_run_once(&loop);
+	halo_loop_stats(&loop, &b);
+	ck_assert_int_eq(hs.calls, 1);
+	ck_assert_uint_eq(b.enters - a.enters, 1);
+	ck_assert_uint_eq(b.sqes_submitted - a.sqes_submitted, 2);
+	ck_assert(halo_fut_is_done(hs.started));
+	halo_loop_prepare_remove(&loop, &h);
+	halo_loop_run_once(&loop);
+	ck_assert_int_eq(hs.calls, 1);
+	halo_fut_release(hs.started);
+	halo_fut_release(n);
+}
+END_TEST
+
+static int posted;
+static void post_fn(void *arg)
+{
+	posted += *(int *)arg;
+}
+
+START_TEST(test_post_runs_later_not_inline)
+{
+	int three = 3;
+
+	posted = 0;
+	ck_assert_int_eq(halo_loop_post(&loop, post_fn, &three), 0);
+	ck_assert_int_eq(posted, 0);
+	ck_assert_int_eq(halo_loop_run(&loop), 0);
+	ck_assert_int_eq(posted, 3);
+}
+END_TEST
+
+static void stop_fn(void *arg)
+{
+	halo_loop_stop(arg);
+}
+
+START_TEST(test_stop_returns_from_run)
+{
+	halo_fut *t = halo_timer_after(&loop, 60ull * 1000000000ull);
+
+	halo_loop_post(&loop, stop_fn, &loop);
+	ck_assert_int_eq(halo_loop_run(&loop), 0);
+	ck_assert(!halo_fut_is_done(t));
+	halo_fut_cancel(t);
+	halo_fut_release(t);
+}
+END_TEST
+
+START_TEST(test_no_heap_allocation_per_op_after_warmup)
+{
+	halo_fut *f[64];
+	halo_stats a, b;
+
+	for (int i = 0; i < 64; i++)
+		f[i] = halo_nop(&loop);
+	wait_all(f, 64);
+	halo_loop_stats(&loop, &a);
+	for (int round = 0; round < 1000; round++) {
+		for (int i = 0; i < 64; i++)
+			f[i] = halo_nop(&loop);
+		wait_all(f, 64);
+	}
+	halo_loop_stats(&loop, &b);
+	ck_assert_uint_eq(b.pool_allocs, a.pool_allocs);
+	ck_assert_uint_eq(b.live_futures, 0);
+}
+END_TEST
+
+START_TEST(test_pool_memory_sizes_and_alignment)
+{
+	void *p[6];
+	size_t sizes[6] = {1, 64, 100, 1000, 2048, 100000};
+
+	for (int i = 0; i < 6; i++) {
+		p[i] = halo_mem_alloc(&loop, sizes[i]);
+		ck_assert_ptr_nonnull(p[i]);
+		ck_assert_uint_eq((uintptr_t)p[i] % 64, 0);
+		memset(p[i], 0xab, sizes[i]);
+	}
+	for (int i = 0; i < 6; i++)
+		halo_mem_free(&loop, p[i], sizes[i]);
+	ck_assert_ptr_eq(halo_mem_alloc(&loop, 100), p[2]); /* LIFO reuse */
+	halo_mem_free(&loop, p[2], 100);
+}
+END_TEST
+
+START_TEST(test_invalid_options_are_einval)
+{
+	halo_loop l;
+	halo_loop_opts o = {.fiber_stack_size = 100};
+
+	ck_assert_int_eq(halo_loop_init(&l, &o), -EINVAL);
+}
+END_TEST
+
+/* A seccomp filter that makes io_uring_setup fail with EPERM, as container
+ * runtimes' default profiles do. */
+static void deny_io_uring(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = 4, .filter = f};
+
+	ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+	ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+}
+
+START_TEST(test_init_without_io_uring_names_the_cause)
+{
+	halo_loop l;
+	int r;
+
+	/* Check forks each test, so the filter dies with this process. */
+	deny_io_uring();
+	r = halo_loop_init(&l, NULL);
+	ck_assert_int_eq(r, -EPERM);
+	ck_assert_msg(strstr(halo_loop_error(&l), "seccomp"), "error: %s",
+		      halo_loop_error(&l));
+}
+END_TEST
+
+Suite *loop_suite(void)
+{
+	Suite *s = suite_create("loop");
+	TCase *tc = tcase_create("loop");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(20));
+	tcase_add_test(tc, test_ring_uses_single_issuer_defer_taskrun);
+	tcase_add_test(tc, test_one_enter_for_a_tick_of_100_ops);
+	tcase_add_test(tc, test_prepare_hook_sqes_ride_the_same_enter);
+	tcase_add_test(tc, test_post_runs_later_not_inline);
+	tcase_add_test(tc, test_stop_returns_from_run);
+	tcase_add_test(tc, test_no_heap_allocation_per_op_after_warmup);
+	tcase_add_test(tc, test_pool_memory_sizes_and_alignment);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("setup");
+	tcase_set_timeout(tc, tu_timeout(20));
+	tcase_add_test(tc, test_fallback_modes_still_run_io);
+	tcase_add_test(tc, test_tiny_cq_with_10000_nops_loses_nothing);
+	tcase_add_test(tc, test_invalid_options_are_einval);
+	tcase_add_test(tc, test_init_without_io_uring_names_the_cause);
+	suite_add_tcase(s, tc);
+	return s;
+}
