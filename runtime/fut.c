@@ -12,24 +12,35 @@ static void run_waiters(halo_task *t);
 void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
 		      const char *file, int line)
 {
-	halo_fut *f = halo_mem_alloc(loop, size);
+	return halo__fut_alloc_zero(loop, size, size, kind, file, line);
+}
+
+void *halo__fut_alloc_zero(halo_loop *loop, size_t size, size_t zero,
+			   uint8_t kind, const char *file, int line)
+{
+	halo_fut *f = halo__pool_get(loop, size);
 	uint16_t gen;
 
 	if (!f)
 		return NULL;
 	gen = f->gen;
-	memset(f, 0, size);
-	f->gen = (uint16_t)(gen + 1);
+	/* Field by field: a memset of the whole header costs more. */
+	f->task.next = NULL;
 	f->task.fn = run_waiters;
 	f->loop = loop;
-	f->refs = 1;
-	f->kind = kind;
+	f->waiters = NULL;
+	f->result = 0;
+	f->value = NULL;
 	f->file = file;
+	f->errmsg = NULL;
+	f->refs = 1;
+	f->gen = (uint16_t)(gen + 1);
+	f->state = HALO_FUT_PENDING;
+	f->flags = 0;
 	f->line = line;
-	f->live_next = loop->live;
-	if (loop->live)
-		loop->live->live_prev = f;
-	loop->live = f;
+	f->kind = kind;
+	if (zero > sizeof(*f))
+		memset(f + 1, 0, zero - sizeof(*f));
 	loop->stats.live_futures++;
 	return f;
 }
@@ -51,20 +62,15 @@ void halo__fut_free(halo_fut *f)
 	halo_loop *loop = f->loop;
 
 	assert(f->refs == 0);
-	if (f->live_prev)
-		f->live_prev->live_next = f->live_next;
-	else
-		loop->live = f->live_next;
-	if (f->live_next)
-		f->live_next->live_prev = f->live_prev;
 	loop->stats.live_futures--;
 	if (f->flags & FUT_OWNED_MSG)
 		halo_mem_free(loop, f->errmsg, strlen(f->errmsg) + 1);
 	f->gen++; /* a late tag for the old life never matches again */
+	f->task.fn = NULL; /* a free slot is no future for the leak scan */
 	if (f->kind == FUT_FIBER)
 		halo__fiber_free(f);
 	else
-		halo_mem_free(loop, f, halo__fut_size(f));
+		halo__pool_put(loop, f, halo__fut_size(f));
 }
 
 void halo__fut_queue(halo_fut *f)
@@ -76,14 +82,6 @@ void halo__fut_queue(halo_fut *f)
 	halo__ready_push(f->loop, &f->task);
 }
 
-void halo__fut_complete(halo_fut *f, uint8_t state, int64_t result)
-{
-	assert(f->state == HALO_FUT_PENDING);
-	f->state = state;
-	f->result = result;
-	if (f->waiters)
-		halo__fut_queue(f);
-}
 
 /* Pop one waiter at a time from the future itself, so that a waiter that
  * removes another waiter of the same future (or adds one) stays correct. */
@@ -101,12 +99,6 @@ static void run_waiters(halo_task *t)
 	halo__fut_unref(f);
 }
 
-void halo__fut_unref(halo_fut *f)
-{
-	assert(f->refs > 0);
-	if (--f->refs == 0)
-		halo__fut_free(f);
-}
 
 halo_fut *halo_fut_new_at(halo_loop *loop, const char *file, int line)
 {
@@ -366,18 +358,32 @@ static const char *state_name(uint8_t s)
 	return s < 4 ? names[s] : "?";
 }
 
+struct leak_scan {
+	halo_loop *loop;
+	int n;
+};
+
+/* Live futures are found by scanning the pools at close rather than kept
+ * on a list, which would cost two pointer updates per operation. */
+static void leak_check(void *slot, void *arg)
+{
+	struct leak_scan *ls = arg;
+	halo_fut *f = slot;
+
+	if (f->task.fn != run_waiters || f->loop != ls->loop ||
+	    (f->flags & FUT_CONSUMED))
+		return;
+	ls->n++;
+	fprintf(stderr,
+		"halo: leaked future created at %s:%d (%s, never waited, read "
+		"or detached)\n",
+		f->file ? f->file : "?", f->line, state_name(f->state));
+}
+
 int halo__loop_report_leaks(halo_loop *loop)
 {
-	int n = 0;
+	struct leak_scan ls = {loop, 0};
 
-	for (halo_fut *f = loop->live; f; f = f->live_next) {
-		if (f->flags & FUT_CONSUMED)
-			continue;
-		n++;
-		fprintf(stderr,
-			"halo: leaked future created at %s:%d (%s, never "
-			"waited, read or detached)\n",
-			f->file ? f->file : "?", f->line, state_name(f->state));
-	}
-	return n;
+	halo__pool_each_slot(loop, leak_check, &ls);
+	return ls.n;
 }

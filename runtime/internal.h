@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <liburing.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -51,7 +52,6 @@ struct halo_fut {
 	halo_waiter *waiters;
 	int64_t result;
 	void *value;
-	struct halo_fut *live_prev, *live_next;
 	const char *file;
 	char *errmsg;
 	uint32_t refs;
@@ -117,11 +117,30 @@ void halo__ctx_switch(void **save_sp, void *load_sp);
 /* --- futures (fut.c) --- */
 void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
 		      const char *file, int line);
-void halo__fut_complete(halo_fut *f, uint8_t state, int64_t result);
+/* The same, zeroing only the first zero bytes (the rest is the caller's). */
+void *halo__fut_alloc_zero(halo_loop *loop, size_t size, size_t zero,
+			   uint8_t kind, const char *file, int line);
 void halo__fut_free(halo_fut *f);
-/* Drop an internal reference (ready queue, kernel) without consuming f. */
-void halo__fut_unref(halo_fut *f);
 void halo__fut_queue(halo_fut *f);
+
+/* Complete a pending future; its waiters run later from the ready queue. */
+static inline void halo__fut_complete(halo_fut *f, uint8_t state,
+				      int64_t result)
+{
+	assert(f->state == HALO_FUT_PENDING);
+	f->state = state;
+	f->result = result;
+	if (f->waiters)
+		halo__fut_queue(f);
+}
+
+/* Drop an internal reference (ready queue, kernel) without consuming f. */
+static inline void halo__fut_unref(halo_fut *f)
+{
+	assert(f->refs > 0);
+	if (--f->refs == 0)
+		halo__fut_free(f);
+}
 size_t halo__fut_size(const halo_fut *f);
 int halo__loop_report_leaks(halo_loop *loop);
 
@@ -186,5 +205,50 @@ void halo__stacks_close(halo_loop *loop);
 /* --- pools (pool.c) --- */
 int halo__pools_init(halo_loop *loop);
 void halo__pools_close(halo_loop *loop);
+int halo__pool_refill(halo_loop *loop, halo_pool *p);
+/* Call fn on every slot of every slab of size class slot_size (live or
+ * free); slabs are zeroed when carved, so never-used slots read as zero. */
+void halo__pool_each_slot(halo_loop *loop, void (*fn)(void *slot, void *arg),
+			  void *arg);
+
+#ifdef HALO_ASAN
+#include <sanitizer/asan_interface.h>
+#define HALO_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define HALO_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define HALO_POISON(p, n) ((void)(p), (void)(n))
+#define HALO_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+static inline halo_pool *halo__pool_of(halo_loop *loop, size_t size)
+{
+	return &loop->pools.cls[(size + 63) / 64 - 1];
+}
+
+/* The hot path of halo_mem_alloc for 0 < size <= HALO_POOL_MAX. */
+static inline void *halo__pool_get(halo_loop *loop, size_t size)
+{
+	halo_pool *p = halo__pool_of(loop, size);
+	void **slot;
+
+	if (unlikely(!p->free) && halo__pool_refill(loop, p) < 0)
+		return NULL;
+	slot = p->free;
+	HALO_UNPOISON(slot, p->slot);
+	p->free = *slot;
+	p->free_n--;
+	return slot;
+}
+
+static inline void halo__pool_put(halo_loop *loop, void *ptr, size_t size)
+{
+	halo_pool *p = halo__pool_of(loop, size);
+	void **slot = ptr;
+
+	*slot = p->free;
+	p->free = slot;
+	p->free_n++;
+	HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
+}
 
 #endif

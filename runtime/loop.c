@@ -11,7 +11,7 @@
 #include "internal.h"
 
 #define DEFAULT_SQ 256
-#define DEFAULT_INFLIGHT 4096
+#define DEFAULT_INFLIGHT 1024
 #define DEFAULT_BUDGET 4096
 #ifdef HALO_ASAN
 #define DEFAULT_STACK (256u * 1024u)

@@ -19,7 +19,7 @@ extern "C" {
 /* Loop options; zero means default for every field. */
 typedef struct halo_loop_opts {
 	unsigned sq_entries;	 /* SQ size, default 256 */
-	unsigned max_inflight;	 /* CQ is sized for this many, default 4096 */
+	unsigned max_inflight;	 /* CQ is sized for this many, default 1024 */
 	size_t fiber_stack_size; /* default 64 KiB (256 KiB under ASan) */
 	unsigned ready_budget;	 /* ready tasks run per tick, default 4096 */
 	unsigned setup_flags;	 /* HALO_SETUP_* to restrict ring features */
@@ -79,7 +79,6 @@ struct halo_loop {
 	halo_task *later_head, **later_tail; /* yields: after this tick's I/O */
 	halo_hook *hooks;
 	halo_timer_heap timers;
-	struct halo_fut *live; /* every allocated future, for the leak report */
 	uint64_t sq_epoch;     /* bumps each time the SQ is handed over */
 	uint64_t now_ns;
 	unsigned sq_pending;   /* SQEs prepared since the last enter */

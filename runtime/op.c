@@ -15,7 +15,20 @@ uint64_t halo__op_tag(const halo_op *op)
 
 halo_op *halo__op_new(halo_loop *loop, const char *file, int line)
 {
-	return halo__fut_alloc(loop, sizeof(halo_op), FUT_OP, file, line);
+	/* meta and ts are written by the start calls that use them: zeroing
+	 * them for every op would be the costliest stores of the hot path. */
+	halo_op *op = halo__fut_alloc_zero(loop, sizeof(halo_op),
+					   sizeof(halo_fut), FUT_OP, file, line);
+
+	if (likely(op)) {
+		op->on_cqe = NULL;
+		op->sqe = NULL;
+		op->sq_epoch = 0;
+		op->kernel_refs = 0;
+		op->aux = 0;
+		op->ctx = NULL;
+	}
+	return op;
 }
 
 /* Hand the prepared SQEs to the kernel without waiting, because the SQ is
@@ -34,16 +47,16 @@ static int flush_early(halo_loop *loop)
 	return r;
 }
 
-static struct io_uring_sqe *get_sqe(halo_loop *loop)
+static inline struct io_uring_sqe *get_sqe(halo_loop *loop)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+	struct io_uring_sqe *sqe = halo_uring_get_sqe(&loop->ring);
 
 	if (likely(sqe))
 		return sqe;
 	/* -EBUSY/-EAGAIN: the kernel is short of room; the SQEs stay queued
 	 * and the next enter retries them, but none is free for us now. */
 	flush_early(loop);
-	return io_uring_get_sqe(&loop->ring);
+	return halo_uring_get_sqe(&loop->ring);
 }
 
 struct io_uring_sqe *halo__op_sqe(halo_op *op)
@@ -73,7 +86,7 @@ struct io_uring_sqe *halo__loop_sqe(halo_loop *loop)
 	return sqe;
 }
 
-void halo__op_finish(halo_op *op, int32_t res)
+static inline void op_finish(halo_op *op, int32_t res)
 {
 	halo_fut *f = &op->fut;
 
@@ -87,6 +100,11 @@ void halo__op_finish(halo_op *op, int32_t res)
 		halo__fut_complete(f, HALO_FUT_ERROR, res);
 	else
 		halo__fut_complete(f, HALO_FUT_OK, res);
+}
+
+void halo__op_finish(halo_op *op, int32_t res)
+{
+	op_finish(op, res);
 }
 
 void halo__op_abort(halo_op *op)
@@ -153,7 +171,7 @@ unsigned halo__reap(halo_loop *loop)
 		if (op->on_cqe)
 			op->on_cqe(op, cqe->res, cqe->flags);
 		else if (!more)
-			halo__op_finish(op, cqe->res);
+			op_finish(op, cqe->res);
 		if (!more) {
 			op->kernel_refs--;
 			loop->stats.inflight--;

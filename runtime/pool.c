@@ -13,20 +13,12 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
-#ifdef HALO_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
 #define SLAB_BYTES (64u * 1024u)
 
 struct slab {
 	struct slab *next;
 	size_t size;
+	size_t slot;
 };
 
 static void *heap_alloc(halo_loop *loop, size_t size)
@@ -63,7 +55,7 @@ int halo__pools_init(halo_loop *loop)
 
 	memset(ps, 0, sizeof(*ps));
 	for (int i = 0; i < HALO_POOL_CLASSES; i++)
-		ps->cls[i].slot = 64u << i;
+		ps->cls[i].slot = 64u * (unsigned)(i + 1);
 #ifndef HALO_NO_JEMALLOC
 	size_t sz = sizeof(ps->arena);
 	if (mallctl("arenas.create", &ps->arena, &sz, NULL, 0) == 0)
@@ -79,7 +71,7 @@ void halo__pools_close(halo_loop *loop)
 
 	for (; s; s = next) {
 		next = s->next;
-		UNPOISON(s, s->size);
+		HALO_UNPOISON(s, s->size);
 		heap_free(loop, s, s->size);
 	}
 	ps->slabs = NULL;
@@ -93,17 +85,8 @@ void halo__pools_close(halo_loop *loop)
 #endif
 }
 
-static int class_of(size_t size)
-{
-	int c = 0;
-
-	while ((64u << c) < size)
-		c++;
-	return c;
-}
-
 /* Carve a new slab into slots. The slab header takes the first slot. */
-static int refill(halo_loop *loop, halo_pool *p)
+int halo__pool_refill(halo_loop *loop, halo_pool *p)
 {
 	size_t bytes = SLAB_BYTES;
 	char *mem;
@@ -114,44 +97,43 @@ static int refill(halo_loop *loop, halo_pool *p)
 	mem = heap_alloc(loop, bytes);
 	if (!mem)
 		return -ENOMEM;
+	memset(mem, 0, bytes);
 	s = (struct slab *)mem;
 	s->size = bytes;
+	s->slot = p->slot;
 	s->next = loop->pools.slabs;
 	loop->pools.slabs = s;
-	for (size_t off = bytes - p->slot; off >= p->slot; off -= p->slot) {
-		void **slot = (void **)(mem + off);
+	for (size_t i = bytes / p->slot - 1; i >= 1; i--) {
+		void **slot = (void **)(mem + i * p->slot);
 		*slot = p->free;
 		p->free = slot;
-		POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
+		HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
 		p->free_n++;
 	}
 	return 0;
 }
 
+void halo__pool_each_slot(halo_loop *loop, void (*fn)(void *slot, void *arg),
+			  void *arg)
+{
+	for (struct slab *s = loop->pools.slabs; s; s = s->next) {
+		HALO_UNPOISON(s, s->size);
+		for (size_t off = s->slot; off + s->slot <= s->size; off += s->slot)
+			fn((char *)s + off, arg);
+	}
+}
+
 void *halo_mem_alloc(halo_loop *loop, size_t size)
 {
-	halo_pool *p;
-	void **slot;
-
 	if (size == 0)
 		size = 1;
 	if (size > HALO_POOL_MAX)
 		return heap_alloc(loop, size);
-	p = &loop->pools.cls[class_of(size)];
-	if (unlikely(!p->free) && refill(loop, p) < 0)
-		return NULL;
-	slot = p->free;
-	UNPOISON(slot, p->slot);
-	p->free = *slot;
-	p->free_n--;
-	return slot;
+	return halo__pool_get(loop, size);
 }
 
 void halo_mem_free(halo_loop *loop, void *ptr, size_t size)
 {
-	halo_pool *p;
-	void **slot = ptr;
-
 	if (!ptr)
 		return;
 	if (size == 0)
@@ -160,11 +142,7 @@ void halo_mem_free(halo_loop *loop, void *ptr, size_t size)
 		heap_free(loop, ptr, size);
 		return;
 	}
-	p = &loop->pools.cls[class_of(size)];
-	*slot = p->free;
-	p->free = slot;
-	p->free_n++;
-	POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
+	halo__pool_put(loop, ptr, size);
 }
 
 void *halo_mem_zalloc(halo_loop *loop, size_t size)

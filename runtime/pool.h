@@ -16,7 +16,7 @@ extern "C" {
 
 typedef struct halo_loop halo_loop;
 
-#define HALO_POOL_CLASSES 6 /* 64, 128, 256, 512, 1024, 2048 bytes */
+#define HALO_POOL_CLASSES 32 /* every multiple of 64 bytes up to 2048 */
 #define HALO_POOL_MAX 2048
 
 typedef struct halo_pool {

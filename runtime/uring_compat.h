@@ -62,6 +62,19 @@ static inline unsigned halo_uring_flush_sq(struct io_uring *ring)
 	return tail - IO_URING_READ_ONCE(*sq->khead);
 }
 
+/* liburing's io_uring_get_sqe without the SQE128 and SQPOLL branches, which
+ * a halo ring never uses (the loop sets neither flag). */
+static inline struct io_uring_sqe *halo_uring_get_sqe(struct io_uring *ring)
+{
+	struct io_uring_sq *sq = &ring->sq;
+	unsigned tail = sq->sqe_tail;
+
+	if (tail - IO_URING_READ_ONCE(*sq->khead) >= sq->ring_entries)
+		return NULL;
+	sq->sqe_tail = tail + 1;
+	return &sq->sqes[tail & sq->ring_mask];
+}
+
 /* One io_uring_enter: submit to_submit SQEs and wait for wait_nr CQEs, at
  * most ts long (NULL: no limit). Uses the registered ring fd when there is
  * one. Returns what the kernel returned: SQEs consumed, or -errno. */
