@@ -10,4 +10,8 @@
 
 #include "io/file.h"
 
+#include "patterns/aggregate.h"
+#include "patterns/marksweep.h"
+#include "patterns/poller.h"
+
 #endif

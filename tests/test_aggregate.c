@@ -1,0 +1,270 @@
+/* Request aggregation: one batch call per tick, duplicates collapsed,
+ * per-key results matched by key, cache and invalidation, in-flight bound,
+ * max_delay, async batches riding the tick's single enter. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/util.h"
+
+static halo_loop loop;
+
+static void setup(void)
+{
+	tu_loop_init(&loop, NULL);
+}
+
+static void teardown(void)
+{
+	tu_loop_close(&loop);
+}
+
+struct sync_ctx {
+	int calls;
+	size_t max_n;
+	size_t total;
+	int dup_seen;
+};
+
+/* Answers in reverse order, by key: results are matched by key, not by
+ * position. key % 100 == 13 fails, key % 100 == 42 is never answered. */
+static int sync_batch(halo_agg *agg, const uint64_t *keys, size_t n,
+		      halo_agg_batch *b, void *arg)
+{
+	struct sync_ctx *c = arg;
+
+	(void)agg;
+	c->calls++;
+	c->total += n;
+	if (n > c->max_n)
+		c->max_n = n;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n && j < i + 4; j++)
+			if (keys[i] == keys[j])
+				c->dup_seen++;
+	for (size_t i = n; i-- > 0;) {
+		uint64_t k = keys[i];
+
+		if (k % 100 == 13)
+			ck_assert_int_eq(halo_agg_batch_fail(b, k, -EIO, "bad"),
+					 0);
+		else if (k % 100 != 42)
+			ck_assert_int_eq(halo_agg_batch_resolve(
+						 b, k, (int64_t)k * 2, NULL),
+					 0);
+	}
+	ck_assert_int_eq(halo_agg_batch_resolve(b, 1u << 30, 0, NULL), -ENOENT);
+	halo_agg_batch_done(b);
+	return 0;
+}
+
+START_TEST(test_ten_thousand_loads_in_one_tick_make_one_call_per_max_batch)
+{
+	enum { N = 10000, DISTINCT = 2500, MAXB = 100 };
+	static halo_fut *f[N];
+	struct sync_ctx c = {0};
+	halo_agg agg;
+	halo_agg_opts o = {.max_batch = MAXB};
+	halo_agg_stats st;
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, &o, sync_batch, &c), 0);
+	for (int i = 0; i < N; i++) {
+		f[i] = halo_agg_load(&agg, (uint64_t)(i % DISTINCT) * 7919);
+		ck_assert_ptr_nonnull(f[i]);
+	}
+	ck_assert_int_eq(c.calls, 0); /* nothing runs inside load */
+	halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(c.calls, (DISTINCT + MAXB - 1) / MAXB);
+	ck_assert_uint_eq(c.total, DISTINCT);
+	ck_assert_uint_le(c.max_n, MAXB);
+	for (int i = 0; i < N; i++) {
+		uint64_t k = (uint64_t)(i % DISTINCT) * 7919;
+		int64_t r = halo_fut_wait(f[i]);
+
+		if (k % 100 == 13) {
+			ck_assert_int_eq(r, -EIO);
+			ck_assert_str_eq(halo_fut_error_msg(f[i]), "bad");
+		} else if (k % 100 == 42) {
+			ck_assert_int_eq(r, -ENOENT);
+		} else {
+			ck_assert_int_eq(r, (int64_t)k * 2);
+		}
+		halo_fut_release(f[i]);
+	}
+	halo_agg_stats_get(&agg, &st);
+	ck_assert_uint_eq(st.loads, N);
+	ck_assert_uint_eq(st.dedup_hits, N - DISTINCT);
+	halo_agg_close(&agg);
+}
+END_TEST
+
+START_TEST(test_cache_serves_hits_until_invalidated_and_never_caches_errors)
+{
+	struct sync_ctx c = {0};
+	halo_agg agg;
+	halo_agg_opts o = {.cache = true};
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, &o, sync_batch, &c), 0);
+	ck_assert_int_eq(halo_fut_join(halo_agg_load(&agg, 5)), 10);
+	ck_assert_int_eq(halo_fut_join(halo_agg_load(&agg, 113)), -EIO);
+	ck_assert_int_eq(c.calls, 2);
+	ck_assert_int_eq(halo_fut_join(halo_agg_load(&agg, 5)), 10);
+	ck_assert_int_eq(c.calls, 2);
+	ck_assert_int_eq(halo_fut_join(halo_agg_load(&agg, 113)), -EIO);
+	ck_assert_int_eq(c.calls, 3);
+	ck_assert_int_eq(halo_agg_invalidate(&agg, 5), 1);
+	ck_assert_int_eq(halo_fut_join(halo_agg_load(&agg, 5)), 10);
+	ck_assert_int_eq(c.calls, 4);
+	halo_agg_clear(&agg);
+	ck_assert_int_eq(halo_fut_join(halo_agg_load(&agg, 5)), 10);
+	ck_assert_int_eq(c.calls, 5);
+	halo_agg_close(&agg);
+}
+END_TEST
+
+/* An async batch: one NOP per batch, keys answered when it completes. */
+struct async_ctx {
+	int calls;
+	int inflight, max_inflight;
+	halo_agg_batch *b[64];
+	uint64_t *keys[64];
+	size_t n[64];
+};
+
+struct slot_arg {
+	struct async_ctx *c;
+	int slot;
+};
+
+static void async_nop_done(halo_fut *f, void *arg)
+{
+	struct slot_arg *sa = arg;
+	struct async_ctx *c = sa->c;
+	int s = sa->slot;
+
+	ck_assert_int_eq(halo_fut_result(f), 0);
+	halo_fut_release(f);
+	for (size_t i = 0; i < c->n[s]; i++)
+		halo_agg_batch_resolve(c->b[s], c->keys[s][i],
+				       (int64_t)c->keys[s][i] + 1, NULL);
+	halo_agg_batch_done(c->b[s]);
+	c->inflight--;
+	free(sa);
+}
+
+static int async_batch(halo_agg *agg, const uint64_t *keys, size_t n,
+		       halo_agg_batch *b, void *arg)
+{
+	struct async_ctx *c = arg;
+	int s = c->calls++ % 64;
+	struct slot_arg *sa = malloc(sizeof(*sa));
+	halo_fut *nop = halo_nop(&loop);
+
+	(void)agg;
+	ck_assert_ptr_nonnull(nop);
+	c->b[s] = b;
+	c->keys[s] = (uint64_t *)keys;
+	c->n[s] = n;
+	if (++c->inflight > c->max_inflight)
+		c->max_inflight = c->inflight;
+	sa->c = c;
+	sa->slot = s;
+	ck_assert_int_eq(halo_fut_on_done(nop, async_nop_done, sa), 0);
+	return 0;
+}
+
+START_TEST(test_async_batches_respect_max_inflight_and_share_the_enter)
+{
+	enum { N = 1000 };
+	static halo_fut *f[N];
+	struct async_ctx c = {0};
+	halo_agg agg;
+	halo_agg_opts o = {.max_batch = 50, .max_inflight = 4};
+	halo_stats s0, s1;
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, &o, async_batch, &c), 0);
+	for (int i = 0; i < N; i++)
+		f[i] = halo_agg_load(&agg, (uint64_t)i);
+	halo_loop_stats(&loop, &s0);
+	halo_loop_run_nowait(&loop);
+	halo_loop_stats(&loop, &s1);
+	/* Four batches, four NOPs, one enter. */
+	ck_assert_int_eq(c.calls, 4);
+	ck_assert_uint_eq(s1.enters - s0.enters, 1);
+	ck_assert_uint_eq(s1.sqes_submitted - s0.sqes_submitted, 4);
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(halo_fut_wait(f[i]), i + 1);
+		halo_fut_release(f[i]);
+	}
+	ck_assert_int_eq(c.calls, N / 50);
+	ck_assert_int_le(c.max_inflight, 4);
+	halo_agg_close(&agg);
+}
+END_TEST
+
+START_TEST(test_max_delay_collects_keys_across_ticks)
+{
+	struct sync_ctx c = {0};
+	halo_agg agg;
+	halo_agg_opts o = {.max_batch = 10, .max_delay_ns = 200000000ull};
+	halo_fut *f[3];
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, &o, sync_batch, &c), 0);
+	for (int i = 0; i < 3; i++) {
+		f[i] = halo_agg_load(&agg, (uint64_t)i + 1);
+		halo_loop_run_nowait(&loop);
+	}
+	ck_assert_int_eq(c.calls, 0);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(halo_fut_join(f[i]), 2 * (i + 1));
+	ck_assert_int_eq(c.calls, 1);
+	halo_agg_close(&agg);
+}
+END_TEST
+
+static int failing_batch(halo_agg *agg, const uint64_t *keys, size_t n,
+			 halo_agg_batch *b, void *arg)
+{
+	(void)agg;
+	(void)keys;
+	(void)n;
+	(void)arg;
+	halo_agg_batch_resolve(b, 1, 100, NULL);
+	return -EPIPE;
+}
+
+START_TEST(test_failed_batch_fails_only_its_unanswered_keys)
+{
+	halo_agg agg;
+	halo_fut *a, *b, *pending;
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, NULL, failing_batch, NULL),
+			 0);
+	a = halo_agg_load(&agg, 1);
+	b = halo_agg_load(&agg, 2);
+	ck_assert_int_eq(halo_fut_join(a), 100);
+	ck_assert_int_eq(halo_fut_join(b), -EPIPE);
+	pending = halo_agg_load(&agg, 3);
+	halo_agg_close(&agg);
+	ck_assert_int_eq(halo_fut_join(pending), -ECANCELED);
+}
+END_TEST
+
+Suite *aggregate_suite(void)
+{
+	Suite *s = suite_create("aggregate");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(30));
+	tcase_add_test(tc,
+		       test_ten_thousand_loads_in_one_tick_make_one_call_per_max_batch);
+	tcase_add_test(tc,
+		       test_cache_serves_hits_until_invalidated_and_never_caches_errors);
+	tcase_add_test(tc,
+		       test_async_batches_respect_max_inflight_and_share_the_enter);
+	tcase_add_test(tc, test_max_delay_collects_keys_across_ticks);
+	tcase_add_test(tc, test_failed_batch_fails_only_its_unanswered_keys);
+	suite_add_tcase(s, tc);
+	return s;
+}
