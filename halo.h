@@ -10,6 +10,9 @@
 
 #include "io/file.h"
 
+#include "patterns/gather.h"
+#include "patterns/wait.h"
+
 #include "patterns/aggregate.h"
 #include "patterns/marksweep.h"
 #include "patterns/poller.h"

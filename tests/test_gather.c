@@ -1,0 +1,218 @@
+/* halo_gather and halo_race: results in input order, the first failure,
+ * cancelling siblings and losers until the kernel confirmed. */
+#include <errno.h>
+#include <unistd.h>
+
+#include "tests/util.h"
+
+static halo_loop loop;
+static int pipe_fds[2];
+
+static void setup(void)
+{
+	tu_loop_init(&loop, NULL);
+	ck_assert_int_eq(pipe(pipe_fds), 0);
+}
+
+static void teardown(void)
+{
+	close(pipe_fds[0]);
+	close(pipe_fds[1]);
+	tu_loop_close(&loop);
+}
+
+#define MS 1000000ull
+
+struct job {
+	uint64_t ms;
+	int64_t ret;
+};
+
+static int64_t sleeper(halo_loop *l, void *arg)
+{
+	struct job *j = arg;
+	int r = halo_sleep(l, j->ms * MS);
+
+	return r < 0 ? r : j->ret;
+}
+
+static void fail_cb(halo_fut *t, void *arg)
+{
+	(void)t;
+	halo_fut_fail(arg, -EIO, "replica down");
+}
+
+static uint64_t inflight(void)
+{
+	halo_stats st;
+
+	halo_loop_stats(&loop, &st);
+	return st.inflight;
+}
+
+START_TEST(test_gather_results_come_in_input_order)
+{
+	struct job j[4] = {{40, 10}, {10, 20}, {30, 30}, {20, 40}};
+	halo_fut *f[4];
+	int64_t res[4] = {0};
+	halo_gather_opts o = {.results = res};
+	halo_fut *g;
+
+	for (int i = 0; i < 4; i++)
+		f[i] = halo_spawn(&loop, sleeper, &j[i]);
+	g = halo_gather(&loop, f, 4, &o);
+	for (int i = 0; i < 4; i++)
+		halo_fut_release(f[i]); /* the gather holds its own */
+	ck_assert_int_eq(halo_fut_wait(g), 4);
+	ck_assert_ptr_eq(halo_gather_results(g), res);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(res[i], (i + 1) * 10);
+	halo_fut_release(g);
+}
+END_TEST
+
+START_TEST(test_gather_cancel_on_error_cancels_siblings)
+{
+	char buf[8];
+	halo_fut *p = halo_fut_new(&loop);
+	halo_fut *t = halo_timer_after(&loop, 10 * MS);
+	struct job slow = {1000, 0};
+	halo_fut *f[3] = {halo_read(&loop, pipe_fds[0], buf, sizeof(buf), -1),
+			  p, halo_spawn(&loop, sleeper, &slow)};
+	halo_gather_opts o = {.cancel_on_error = true};
+	uint64_t t0 = halo_now_ns();
+	halo_fut *g;
+
+	halo_fut_on_done(t, fail_cb, p);
+	g = halo_gather(&loop, f, 3, &o);
+	ck_assert_int_eq(halo_fut_wait(g), -EIO);
+	ck_assert_str_eq(halo_fut_error_msg(g), "replica down");
+	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
+	ck_assert_int_eq(halo_fut_status(f[0]), HALO_FUT_CANCELLED);
+	ck_assert_int_eq(halo_fut_status(f[2]), HALO_FUT_CANCELLED);
+	ck_assert_uint_eq(inflight(), 0);
+	for (int i = 0; i < 3; i++)
+		halo_fut_release(f[i]);
+	halo_fut_release(g);
+	halo_fut_release(t);
+}
+END_TEST
+
+START_TEST(test_gather_without_cancel_fails_fast_and_leaves_siblings)
+{
+	halo_fut *p = halo_fut_new(&loop);
+	halo_fut *slow = halo_timer_after(&loop, 1000 * MS);
+	halo_fut *f[2] = {slow, p};
+	halo_fut *g = halo_gather(&loop, f, 2, NULL);
+
+	halo_fut_fail(p, -ENOENT, NULL);
+	ck_assert_int_eq(halo_fut_wait(g), -ENOENT);
+	ck_assert(!halo_fut_is_done(slow));
+	halo_fut_cancel(slow);
+	halo_fut_release(slow);
+	halo_fut_release(p);
+	halo_fut_release(g);
+}
+END_TEST
+
+START_TEST(test_cancelling_gather_cancels_children)
+{
+	char buf[8];
+	halo_fut *f[2] = {halo_read(&loop, pipe_fds[0], buf, sizeof(buf), -1),
+			  halo_timer_after(&loop, 1000 * MS)};
+	halo_gather_opts o = {.adopt = true};
+	halo_fut *g = halo_gather(&loop, f, 2, &o);
+
+	halo_loop_run_nowait(&loop);
+	ck_assert_uint_eq(inflight(), 1);
+	ck_assert_int_eq(halo_fut_cancel(g), 0);
+	ck_assert_int_eq(halo_fut_wait(g), -ECANCELED);
+	ck_assert_int_eq(halo_fut_status(g), HALO_FUT_CANCELLED);
+	ck_assert_uint_eq(inflight(), 0);
+	halo_fut_release(g);
+}
+END_TEST
+
+static int losers_done_at_race_end = -1;
+static halo_fut *race_kids[3];
+static void race_done(halo_fut *r, void *arg)
+{
+	(void)r;
+	(void)arg;
+	losers_done_at_race_end = halo_fut_is_done(race_kids[0]) &&
+				  halo_fut_is_done(race_kids[2]);
+}
+
+START_TEST(test_race_first_success_wins_and_losers_are_done_first)
+{
+	char buf[8];
+	struct job fails = {5, -EIO}, wins = {20, 77};
+	halo_fut *rf;
+	size_t winner = 99;
+	halo_race_opts o = {.winner = &winner};
+
+	race_kids[0] = halo_read(&loop, pipe_fds[0], buf, sizeof(buf), -1);
+	race_kids[1] = halo_spawn(&loop, sleeper, &wins);
+	race_kids[2] = halo_spawn(&loop, sleeper, &fails);
+	rf = halo_race_with(&loop, race_kids, 3, &o);
+	halo_fut_on_done(rf, race_done, NULL);
+	ck_assert_int_eq(halo_fut_wait(rf), 77);
+	ck_assert_uint_eq(winner, 1);
+	halo_loop_run(&loop); /* let race_done run */
+	ck_assert_int_eq(losers_done_at_race_end, 1);
+	ck_assert_int_eq(halo_fut_status(race_kids[0]), HALO_FUT_CANCELLED);
+	ck_assert_int_eq(halo_fut_status(race_kids[2]), HALO_FUT_ERROR);
+	ck_assert_uint_eq(inflight(), 0);
+	for (int i = 0; i < 3; i++)
+		halo_fut_release(race_kids[i]);
+	halo_fut_release(rf);
+}
+END_TEST
+
+START_TEST(test_race_all_fail_with_the_last_error)
+{
+	halo_fut *a = halo_fut_new(&loop), *b = halo_fut_new(&loop);
+	halo_fut *f[2] = {a, b};
+	halo_fut *rf = halo_race(&loop, f, 2);
+
+	halo_fut_fail(b, -ENOENT, NULL);
+	halo_loop_run_nowait(&loop);
+	halo_fut_fail(a, -EPIPE, "last");
+	ck_assert_int_eq(halo_fut_wait(rf), -EPIPE);
+	ck_assert_str_eq(halo_fut_error_msg(rf), "last");
+	halo_fut_release(a);
+	halo_fut_release(b);
+	halo_fut_release(rf);
+}
+END_TEST
+
+START_TEST(test_gather_of_nothing_is_ok_and_race_of_nothing_fails)
+{
+	halo_fut *g = halo_gather(&loop, NULL, 0, NULL);
+	halo_fut *r = halo_race(&loop, NULL, 0);
+
+	ck_assert_int_eq(halo_fut_join(g), 0);
+	ck_assert_int_eq(halo_fut_join(r), -ENOENT);
+}
+END_TEST
+
+Suite *gather_suite(void)
+{
+	Suite *s = suite_create("gather");
+	TCase *tc = tcase_create("gather");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(10));
+	tcase_add_test(tc, test_gather_results_come_in_input_order);
+	tcase_add_test(tc, test_gather_cancel_on_error_cancels_siblings);
+	tcase_add_test(tc,
+		       test_gather_without_cancel_fails_fast_and_leaves_siblings);
+	tcase_add_test(tc, test_cancelling_gather_cancels_children);
+	tcase_add_test(tc,
+		       test_race_first_success_wins_and_losers_are_done_first);
+	tcase_add_test(tc, test_race_all_fail_with_the_last_error);
+	tcase_add_test(tc,
+		       test_gather_of_nothing_is_ok_and_race_of_nothing_fails);
+	suite_add_tcase(s, tc);
+	return s;
+}
