@@ -247,6 +247,7 @@ START_TEST(test_stale_cancel_never_hits_recycled_slot)
 	ck_assert_int_eq(halo_fut_wait(fa), 1);
 	old_tag = halo__op_tag((halo_op *)fa);
 	halo_fut_release(fa);
+	halo_loop_run_nowait(&loop); /* drop the ready queue's reference */
 	fb = halo_read(&loop, p[0], b, 1, -1); /* same slot, next generation */
 	ck_assert_ptr_eq(fb, fa);
 	ck_assert_uint_ne(halo__op_tag((halo_op *)fb), old_tag);
