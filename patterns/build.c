@@ -1,0 +1,141 @@
+/* The two-loop build. A start half that blocks turns the build back into a
+ * sequence of waits (the sum of latencies); the loop's blocking_waits
+ * counter, read around each start call, names the culprit. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "build.h"
+#include "wait.h"
+
+#include "../runtime/loop.h"
+#include "../runtime/pool.h"
+
+static void add_name(char *list, size_t cap, const char *name)
+{
+	size_t len = strlen(list);
+
+	if (!name)
+		name = "?";
+	snprintf(list + len, cap - len, "%s%s", len ? "," : "", name);
+}
+
+static uint64_t blocking_waits(halo_loop *loop)
+{
+	halo_stats st;
+
+	halo_loop_stats(loop, &st);
+	return st.blocking_waits;
+}
+
+static void start_all(halo_loop *loop, halo_build_unit *u, halo_fut **f,
+		      size_t n, unsigned flags, halo_build_report *rep)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t before = blocking_waits(loop);
+
+		u[i].err = 0;
+		u[i].presented = false;
+		f[i] = u[i].start(loop, u[i].arg);
+		u[i].blocked = blocking_waits(loop) != before;
+		if (!f[i])
+			u[i].err = -ENOMEM;
+		if (!u[i].blocked)
+			continue;
+		rep->blocked_n++;
+		add_name(rep->blocked, sizeof(rep->blocked), u[i].name);
+		if (flags & HALO_BUILD_WARN)
+			fprintf(stderr,
+				"halo: build unit '%s' blocked in its start "
+				"half; its latency adds up instead of "
+				"overlapping\n",
+				u[i].name ? u[i].name : "?");
+	}
+}
+
+/* The deadline passed: cancel what the build started and is not done, and
+ * wait until it is (the kernel let go of the buffers). */
+static void miss(halo_loop *loop, halo_build_unit *u, halo_fut **f, size_t n,
+		 halo_build_report *rep)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!f[i] || halo_fut_is_done(f[i]))
+			continue;
+		u[i].err = -ETIMEDOUT;
+		rep->missed_n++;
+		add_name(rep->missed, sizeof(rep->missed), u[i].name);
+	}
+	halo_cancel_all(f, n);
+	for (size_t i = 0; i < n; i++)
+		if (f[i])
+			halo_wait(loop, &f[i], 1, HALO_ALL_COMPLETED, 0);
+}
+
+static void present(halo_loop *loop, halo_build_unit *u, halo_fut *f,
+		    unsigned flags)
+{
+	if (!u->err && f)
+		u->err = halo_fut_error(f);
+	if (!f || (u->err && (u->err == -ETIMEDOUT ||
+			      !(flags & HALO_BUILD_PRESENT_FAILED))))
+		return;
+	u->presented = true;
+	if (u->present) {
+		int r = u->present(loop, u->arg, f);
+		if (r < 0 && !u->err)
+			u->err = r;
+	}
+}
+
+halo_build_report halo_build(halo_loop *loop, halo_build_unit *units,
+			     size_t n, const halo_build_opts *opts)
+{
+	halo_build_opts o = opts ? *opts : (halo_build_opts){0};
+	halo_build_report rep = {0};
+	size_t size = n * sizeof(halo_fut *);
+	halo_fut **f;
+	bool missed = false;
+
+	if (!n)
+		return rep;
+	f = halo_mem_zalloc(loop, size);
+	if (!f) {
+		rep.status = -ENOMEM;
+		return rep;
+	}
+	start_all(loop, units, f, n, o.flags, &rep);
+	for (size_t i = 0; i < n; i++) {
+		if (f[i] && !missed) {
+			halo_wait_result w = halo_wait(loop, &f[i], 1,
+						       HALO_ALL_COMPLETED,
+						       o.deadline_ns);
+			if (w.status == -ETIMEDOUT) {
+				missed = true;
+				miss(loop, units, f, n, &rep);
+			} else if (w.status) {
+				/* Interrupted (fiber cancelled, -EDEADLK):
+				 * stop everything, leave nothing running. */
+				missed = true;
+				halo_cancel_all(f, n);
+				for (size_t j = 0; j < n; j++)
+					if (f[j] && !halo_fut_is_done(f[j])) {
+						units[j].err = w.status;
+						halo_wait(loop, &f[j], 1,
+							  HALO_ALL_COMPLETED,
+							  0);
+					}
+			}
+		}
+		present(loop, &units[i], f[i], o.flags);
+	}
+	for (size_t i = 0; i < n; i++) {
+		halo_fut_release(f[i]);
+		if (units[i].err) {
+			rep.failed_n++;
+			if (!rep.status)
+				rep.status = units[i].err;
+		}
+	}
+	halo_mem_free(loop, f, size);
+	return rep;
+}

@@ -1,0 +1,173 @@
+/* The two-loop build: overlap, blocking start halves named, failures and
+ * deadlines per unit. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/util.h"
+
+static halo_loop loop;
+static int pipe_fds[2];
+
+static void setup(void)
+{
+	tu_loop_init(&loop, NULL);
+	ck_assert_int_eq(pipe(pipe_fds), 0);
+}
+
+static void teardown(void)
+{
+	close(pipe_fds[0]);
+	close(pipe_fds[1]);
+	tu_loop_close(&loop);
+}
+
+#define MS 1000000ull
+
+struct feat {
+	uint64_t ms;
+	int presented;
+	char buf[8];
+};
+
+static halo_fut *start_timer(halo_loop *l, void *arg)
+{
+	struct feat *ft = arg;
+
+	return halo_timer_after(l, ft->ms * MS);
+}
+
+static halo_fut *start_blocking(halo_loop *l, void *arg)
+{
+	struct feat *ft = arg;
+
+	halo_sleep(l, 1 * MS); /* the mistake halo names */
+	return halo_timer_after(l, ft->ms * MS);
+}
+
+static halo_fut *start_failing(halo_loop *l, void *arg)
+{
+	halo_fut *p = halo_fut_new(l);
+
+	(void)arg;
+	halo_fut_fail(p, -ENOENT, "no such feature");
+	return p;
+}
+
+static halo_fut *start_pipe_read(halo_loop *l, void *arg)
+{
+	struct feat *ft = arg;
+
+	return halo_read(l, pipe_fds[0], ft->buf, sizeof(ft->buf), -1);
+}
+
+static int present(halo_loop *l, void *arg, halo_fut *f)
+{
+	struct feat *ft = arg;
+
+	(void)l;
+	ft->presented++;
+	return (int)halo_fut_result(f);
+}
+
+START_TEST(test_build_takes_the_slowest_unit_not_the_sum)
+{
+	struct feat ft[3] = {{.ms = 50}, {.ms = 80}, {.ms = 120}};
+	halo_build_unit u[3] = {
+		{"user", start_timer, present, &ft[0], 0, 0, 0},
+		{"ads", start_timer, present, &ft[1], 0, 0, 0},
+		{"feed", start_timer, present, &ft[2], 0, 0, 0},
+	};
+	uint64_t t0 = halo_now_ns();
+	halo_build_report rep = halo_build(&loop, u, 3, NULL);
+
+	ck_assert_uint_lt(halo_now_ns() - t0, 200 * MS);
+	ck_assert_int_eq(rep.status, 0);
+	ck_assert_uint_eq(rep.blocked_n, 0);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(ft[i].presented, 1);
+		ck_assert(u[i].presented);
+	}
+}
+END_TEST
+
+START_TEST(test_build_names_a_blocking_start_half)
+{
+	struct feat ft[3] = {{.ms = 5}, {.ms = 5}, {.ms = 5}};
+	halo_build_unit u[3] = {
+		{"profile", start_timer, present, &ft[0], 0, 0, 0},
+		{"recommendations", start_blocking, present, &ft[1], 0, 0, 0},
+		{"cart", start_timer, present, &ft[2], 0, 0, 0},
+	};
+	halo_build_report rep = halo_build(&loop, u, 3, NULL);
+
+	ck_assert_int_eq(rep.status, 0);
+	ck_assert_uint_eq(rep.blocked_n, 1);
+	ck_assert_str_eq(rep.blocked, "recommendations");
+	ck_assert(u[1].blocked && !u[0].blocked && !u[2].blocked);
+	ck_assert_int_eq(ft[1].presented, 1);
+}
+END_TEST
+
+START_TEST(test_build_failed_unit_does_not_stop_the_others)
+{
+	struct feat ft[3] = {{.ms = 10}, {0}, {.ms = 20}};
+	halo_build_unit u[3] = {
+		{"a", start_timer, present, &ft[0], 0, 0, 0},
+		{"b", start_failing, present, &ft[1], 0, 0, 0},
+		{"c", start_timer, present, &ft[2], 0, 0, 0},
+	};
+	halo_build_report rep = halo_build(&loop, u, 3, NULL);
+
+	ck_assert_int_eq(rep.status, -ENOENT);
+	ck_assert_uint_eq(rep.failed_n, 1);
+	ck_assert_int_eq(u[1].err, -ENOENT);
+	ck_assert(!u[1].presented);
+	ck_assert_int_eq(ft[0].presented, 1);
+	ck_assert_int_eq(ft[2].presented, 1);
+
+	memset(ft, 0, sizeof(ft));
+	rep = halo_build(&loop, u, 3,
+			 &(halo_build_opts){.flags = HALO_BUILD_PRESENT_FAILED});
+	ck_assert_int_eq(ft[1].presented, 1);
+}
+END_TEST
+
+START_TEST(test_build_deadline_cancels_what_missed_it)
+{
+	struct feat ft[3] = {{.ms = 5}, {0}, {.ms = 10}};
+	halo_build_unit u[3] = {
+		{"fast", start_timer, present, &ft[0], 0, 0, 0},
+		{"stuck", start_pipe_read, present, &ft[1], 0, 0, 0},
+		{"ok", start_timer, present, &ft[2], 0, 0, 0},
+	};
+	halo_build_opts o = {.deadline_ns = halo_now_ns() + 40 * MS};
+	halo_build_report rep = halo_build(&loop, u, 3, &o);
+	halo_stats st;
+
+	ck_assert_int_eq(rep.status, -ETIMEDOUT);
+	ck_assert_uint_eq(rep.missed_n, 1);
+	ck_assert_str_eq(rep.missed, "stuck");
+	ck_assert_int_eq(u[1].err, -ETIMEDOUT);
+	ck_assert_int_eq(ft[0].presented, 1);
+	ck_assert_int_eq(ft[2].presented, 1);
+	ck_assert_int_eq(ft[1].presented, 0);
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.inflight, 0);
+}
+END_TEST
+
+Suite *build_suite(void)
+{
+	Suite *s = suite_create("build");
+	TCase *tc = tcase_create("build");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(10));
+	tcase_add_test(tc, test_build_takes_the_slowest_unit_not_the_sum);
+	tcase_add_test(tc, test_build_names_a_blocking_start_half);
+	tcase_add_test(tc, test_build_failed_unit_does_not_stop_the_others);
+	tcase_add_test(tc, test_build_deadline_cancels_what_missed_it);
+	suite_add_tcase(s, tc);
+	return s;
+}
