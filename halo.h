@@ -13,6 +13,7 @@
 #include "patterns/gather.h"
 #include "patterns/wait.h"
 #include "patterns/build.h"
+#include "patterns/scope.h"
 
 #include "patterns/aggregate.h"
 #include "patterns/marksweep.h"

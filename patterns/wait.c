@@ -16,8 +16,9 @@ struct wctx;
 struct wnode {
 	halo_waiter w;
 	struct wctx *ctx;
-	halo_fut *f; /* NULL once the waiter has run (or was never added) */
+	halo_fut *f;
 	size_t idx;
+	bool hooked;
 };
 
 struct wctx {
@@ -56,7 +57,7 @@ static void on_child(halo_fut *f, void *arg)
 	struct wnode *nd = arg;
 	struct wctx *c = nd->ctx;
 
-	nd->f = NULL;
+	nd->hooked = false;
 	note_done(c, f, nd->idx);
 	if (is_met(c))
 		halo_fut_resolve(c->helper, 0, NULL);
@@ -115,13 +116,14 @@ static int wait_on(halo_loop *loop, struct wctx *c, halo_fut *const *futs,
 		nd->ctx = c;
 		nd->idx = i;
 		nd->f = futs[i];
+		nd->hooked = true;
 		nd->w.fn = on_child;
 		nd->w.arg = nd;
 		halo_fut_add_waiter(futs[i], &nd->w);
 	}
 	r = halo_fut_wait(c->helper);
 	for (size_t i = 0; i < c->n; i++)
-		if (c->nodes[i].f)
+		if (c->nodes[i].hooked)
 			halo_fut_remove_waiter(c->nodes[i].f, &c->nodes[i].w);
 	if (timer) {
 		if (c->timer)
@@ -146,20 +148,21 @@ static void tally(struct wctx *c, halo_fut *const *futs)
 
 /* The final tally: completion order from the waiters that ran, then any
  * future that finished but whose waiter had not run yet (same tick). */
-static void settle(struct wctx *out, const struct wctx *c,
-		   halo_fut *const *futs)
+static void settle(struct wctx *out, const struct wctx *c)
 {
 	out->done_n = 0;
 	out->first = c->first;
 	out->first_error = c->first_error;
 	for (size_t i = 0; i < c->n; i++) {
-		if (!halo_fut_is_done(futs[i]))
+		const halo_fut *f = c->nodes[i].f;
+
+		if (!halo_fut_is_done(f))
 			continue;
 		out->done_n++;
 		if (out->first == SIZE_MAX)
 			out->first = i;
 		if (out->first_error == SIZE_MAX &&
-		    halo_fut_status(futs[i]) != HALO_FUT_OK)
+		    halo_fut_status(f) != HALO_FUT_OK)
 			out->first_error = i;
 	}
 }
@@ -188,7 +191,7 @@ halo_wait_result halo_wait(halo_loop *loop, halo_fut *const *futs, size_t n,
 				c->first = c->first_error = SIZE_MAX;
 				c->timer = NULL;
 				res.status = wait_on(loop, c, futs, deadline_ns);
-				settle(&head, c, futs);
+				settle(&head, c);
 				if (is_met(&head))
 					res.status = 0;
 				else if (res.status == 0)

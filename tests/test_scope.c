@@ -1,0 +1,215 @@
+/* Scopes: close waits for every child, cancellation reaches children, child
+ * scopes and fibers waiting inside, a failure cancels the siblings. */
+#include <errno.h>
+#include <unistd.h>
+
+#include "tests/util.h"
+
+static halo_loop loop;
+static int pipe_fds[2];
+
+static void setup(void)
+{
+	tu_loop_init(&loop, NULL);
+	ck_assert_int_eq(pipe(pipe_fds), 0);
+}
+
+static void teardown(void)
+{
+	close(pipe_fds[0]);
+	close(pipe_fds[1]);
+	tu_loop_close(&loop);
+}
+
+#define MS 1000000ull
+
+struct job {
+	uint64_t ms;
+	int64_t ret;
+	int64_t got;
+};
+
+static int64_t sleeper(halo_loop *l, void *arg)
+{
+	struct job *j = arg;
+	int r = halo_sleep(l, j->ms * MS);
+
+	j->got = r;
+	return r < 0 ? r : j->ret;
+}
+
+static uint64_t inflight(void)
+{
+	halo_stats st;
+
+	halo_loop_stats(&loop, &st);
+	return st.inflight;
+}
+
+START_TEST(test_scope_close_waits_for_every_child)
+{
+	halo_scope s;
+	struct job j[3] = {{10, 1, 0}, {20, 2, 0}, {30, 3, 0}};
+	halo_fut *f[3], *t = halo_timer_after(&loop, 15 * MS);
+
+	halo_scope_init(&s, &loop, NULL);
+	for (int i = 0; i < 3; i++)
+		f[i] = halo_scope_spawn(&s, sleeper, &j[i]);
+	ck_assert_int_eq(halo_scope_add(&s, t), 0);
+	halo_fut_release(t);
+	ck_assert_int_eq(halo_scope_close(&s), 0);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(j[i].got, 0);
+	(void)f;
+}
+END_TEST
+
+START_TEST(test_leaving_a_cancelled_scope_cancels_children)
+{
+	halo_scope s;
+	char buf[8];
+	struct job j = {1000, 1, 0};
+	halo_fut *rd;
+	uint64_t t0 = halo_now_ns();
+
+	halo_scope_init(&s, &loop, NULL);
+	rd = halo_read(&loop, pipe_fds[0], buf, sizeof(buf), -1);
+	ck_assert_int_eq(halo_scope_add(&s, rd), 0);
+	halo_scope_spawn(&s, sleeper, &j);
+	halo_loop_run_nowait(&loop);
+	ck_assert_uint_eq(inflight(), 1);
+	halo_scope_cancel(&s);
+	ck_assert_int_eq(halo_scope_close(&s), -ECANCELED);
+	ck_assert_int_eq(halo_fut_status(rd), HALO_FUT_CANCELLED);
+	ck_assert_int_eq(j.got, -ECANCELED); /* its wait was interrupted */
+	ck_assert_uint_eq(inflight(), 0);
+	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
+	halo_fut_release(rd);
+}
+END_TEST
+
+static int64_t failer(halo_loop *l, void *arg)
+{
+	(void)arg;
+	halo_sleep(l, 10 * MS);
+	return -EPROTO;
+}
+
+START_TEST(test_failed_child_cancels_its_siblings)
+{
+	halo_scope s;
+	struct job j = {1000, 1, 0};
+	uint64_t t0 = halo_now_ns();
+
+	halo_scope_init(&s, &loop, NULL);
+	halo_scope_spawn(&s, sleeper, &j);
+	halo_scope_spawn(&s, failer, NULL);
+	ck_assert_int_eq(halo_scope_close(&s), -EPROTO);
+	ck_assert_int_eq(j.got, -ECANCELED);
+	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
+}
+END_TEST
+
+START_TEST(test_keep_going_scope_lets_siblings_finish)
+{
+	halo_scope s;
+	struct job j = {40, 1, 7};
+	halo_scope_opts o = {.flags = HALO_SCOPE_KEEP_GOING};
+
+	halo_scope_init(&s, &loop, &o);
+	halo_scope_spawn(&s, sleeper, &j);
+	halo_scope_spawn(&s, failer, NULL);
+	ck_assert_int_eq(halo_scope_close(&s), -EPROTO);
+	ck_assert_int_eq(j.got, 0);
+}
+END_TEST
+
+static halo_scope parent;
+static char nested_buf[8];
+static struct job nested_job = {1000, 1, 0};
+static int64_t nested_result;
+
+/* A fiber of the parent that opens a child scope with real I/O and a
+ * sleeper, and waits inside it. */
+static int64_t nested(halo_loop *l, void *arg)
+{
+	halo_scope child;
+	halo_fut *rd;
+	int r;
+
+	(void)arg;
+	halo_scope_init_child(&child, &parent, NULL);
+	rd = halo_read(l, pipe_fds[0], nested_buf, sizeof(nested_buf), -1);
+	halo_scope_adopt(&child, rd);
+	halo_scope_spawn(&child, sleeper, &nested_job);
+	r = halo_scope_close(&child);
+	nested_result = r;
+	return r;
+}
+
+static void cancel_parent(halo_fut *t, void *arg)
+{
+	(void)t;
+	halo_scope_cancel(arg);
+}
+
+START_TEST(test_cancelling_parent_reaches_nested_scope_and_its_io)
+{
+	halo_fut *t = halo_timer_after(&loop, 20 * MS);
+	uint64_t t0 = halo_now_ns();
+
+	halo_scope_init(&parent, &loop, NULL);
+	halo_scope_spawn(&parent, nested, NULL);
+	halo_fut_on_done(t, cancel_parent, &parent);
+	ck_assert_int_eq(halo_scope_close(&parent), -ECANCELED);
+	ck_assert_int_eq(nested_result, -ECANCELED);
+	ck_assert_int_eq(nested_job.got, -ECANCELED);
+	ck_assert_uint_eq(inflight(), 0);
+	ck_assert_ptr_null(parent.children);
+	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
+	halo_fut_release(t);
+}
+END_TEST
+
+static int64_t spawner(halo_loop *l, void *arg)
+{
+	halo_scope *s = arg;
+	static struct job late = {30, 5, 1};
+
+	halo_sleep(l, 5 * MS);
+	halo_scope_spawn(s, sleeper, &late); /* added while being joined */
+	return 0;
+}
+
+START_TEST(test_children_added_during_join_are_waited_for)
+{
+	halo_scope s;
+	halo_fut *late;
+
+	halo_scope_init(&s, &loop, NULL);
+	halo_scope_spawn(&s, spawner, &s);
+	ck_assert_int_eq(halo_scope_join(&s), 0);
+	ck_assert_uint_eq(s.kids_n, 2);
+	late = s.kids[1];
+	ck_assert_int_eq(halo_fut_status(late), HALO_FUT_OK);
+	ck_assert_int_eq(halo_scope_close(&s), 0);
+}
+END_TEST
+
+Suite *scope_suite(void)
+{
+	Suite *s = suite_create("scope");
+	TCase *tc = tcase_create("scope");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(10));
+	tcase_add_test(tc, test_scope_close_waits_for_every_child);
+	tcase_add_test(tc, test_leaving_a_cancelled_scope_cancels_children);
+	tcase_add_test(tc, test_failed_child_cancels_its_siblings);
+	tcase_add_test(tc, test_keep_going_scope_lets_siblings_finish);
+	tcase_add_test(tc,
+		       test_cancelling_parent_reaches_nested_scope_and_its_io);
+	tcase_add_test(tc, test_children_added_during_join_are_waited_for);
+	suite_add_tcase(s, tc);
+	return s;
+}
