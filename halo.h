@@ -14,6 +14,8 @@
 #include "patterns/wait.h"
 #include "patterns/build.h"
 #include "patterns/scope.h"
+#include "patterns/limit.h"
+#include "patterns/as_completed.h"
 
 #include "patterns/aggregate.h"
 #include "patterns/marksweep.h"

@@ -1,0 +1,137 @@
+/* Completion-order iteration: order, exactly once, deadline, fibers. */
+#include <errno.h>
+#include <unistd.h>
+
+#include "tests/util.h"
+
+static halo_loop loop;
+
+static void setup(void)
+{
+	tu_loop_init(&loop, NULL);
+}
+
+static void teardown(void)
+{
+	tu_loop_close(&loop);
+}
+
+#define MS 1000000ull
+
+START_TEST(test_yields_in_completion_order_exactly_once)
+{
+	uint64_t ms[5] = {40, 10, 30, 20, 50};
+	halo_fut *f[6];
+	halo_as_completed it;
+	size_t got[6], n = 0;
+	halo_fut *x;
+
+	for (int i = 0; i < 5; i++)
+		f[i] = halo_timer_after(&loop, ms[i] * MS);
+	f[5] = halo_fut_new(&loop);
+	halo_fut_resolve(f[5], 1, NULL); /* already done: first */
+	ck_assert_int_eq(halo_as_completed_init(&it, &loop, f, 6, 0), 0);
+	while ((x = halo_as_completed_next(&it))) {
+		ck_assert_ptr_eq(x, f[halo_as_completed_index(&it)]);
+		got[n++] = halo_as_completed_index(&it);
+	}
+	ck_assert_int_eq(it.err, 0);
+	ck_assert_uint_eq(n, 6);
+	ck_assert_uint_eq(got[0], 5);
+	ck_assert_uint_eq(got[1], 1);
+	ck_assert_uint_eq(got[2], 3);
+	ck_assert_uint_eq(got[3], 2);
+	ck_assert_uint_eq(got[4], 0);
+	ck_assert_uint_eq(got[5], 4);
+	halo_as_completed_close(&it);
+	for (int i = 0; i < 6; i++)
+		halo_fut_release(f[i]);
+}
+END_TEST
+
+START_TEST(test_same_tick_completions_keep_completion_order)
+{
+	halo_fut *f[4];
+	halo_as_completed it;
+	size_t got[4], n = 0;
+
+	for (int i = 0; i < 4; i++)
+		f[i] = halo_fut_new(&loop);
+	ck_assert_int_eq(halo_as_completed_init(&it, &loop, f, 4, 0), 0);
+	halo_fut_resolve(f[2], 0, NULL);
+	halo_fut_resolve(f[0], 0, NULL);
+	halo_fut_resolve(f[3], 0, NULL);
+	halo_fut_resolve(f[1], 0, NULL);
+	while (halo_as_completed_next(&it))
+		got[n++] = halo_as_completed_index(&it);
+	ck_assert_uint_eq(n, 4);
+	ck_assert_uint_eq(got[0], 2);
+	ck_assert_uint_eq(got[1], 0);
+	ck_assert_uint_eq(got[2], 3);
+	ck_assert_uint_eq(got[3], 1);
+	halo_as_completed_close(&it);
+	for (int i = 0; i < 4; i++)
+		halo_fut_release(f[i]);
+}
+END_TEST
+
+START_TEST(test_deadline_ends_iteration_early)
+{
+	halo_fut *f[2] = {halo_timer_after(&loop, 5 * MS),
+			  halo_timer_after(&loop, 2000 * MS)};
+	halo_as_completed it;
+
+	ck_assert_int_eq(halo_as_completed_init(&it, &loop, f, 2,
+						halo_now_ns() + 40 * MS),
+			 0);
+	ck_assert_ptr_eq(halo_as_completed_next(&it), f[0]);
+	ck_assert_ptr_null(halo_as_completed_next(&it));
+	ck_assert_int_eq(it.err, -ETIMEDOUT);
+	halo_as_completed_close(&it);
+	halo_cancel_all(f, 2);
+	halo_fut_release(f[0]);
+	halo_fut_release(f[1]);
+}
+END_TEST
+
+static int64_t consumer(halo_loop *l, void *arg)
+{
+	halo_fut **f = arg;
+	halo_as_completed it;
+	int64_t sum = 0;
+	halo_fut *x;
+
+	halo_as_completed_init(&it, l, f, 3, 0);
+	while ((x = halo_as_completed_next(&it)))
+		sum = sum * 10 + (int64_t)halo_as_completed_index(&it);
+	halo_as_completed_close(&it);
+	return sum;
+}
+
+START_TEST(test_iterates_inside_a_fiber)
+{
+	halo_fut *f[3] = {halo_timer_after(&loop, 30 * MS),
+			  halo_timer_after(&loop, 10 * MS),
+			  halo_timer_after(&loop, 20 * MS)};
+	halo_fut *c = halo_spawn(&loop, consumer, f);
+
+	ck_assert_int_eq(halo_fut_join(c), 120);
+	for (int i = 0; i < 3; i++)
+		halo_fut_release(f[i]);
+}
+END_TEST
+
+Suite *as_completed_suite(void)
+{
+	Suite *s = suite_create("as_completed");
+	TCase *tc = tcase_create("as_completed");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(10));
+	tcase_add_test(tc, test_yields_in_completion_order_exactly_once);
+	tcase_add_test(tc, test_same_tick_completions_keep_completion_order);
+	tcase_add_test(tc, test_deadline_ends_iteration_early);
+	tcase_add_test(tc, test_iterates_inside_a_fiber);
+	suite_add_tcase(s, tc);
+	return s;
+}
