@@ -9,6 +9,9 @@
 #include "runtime/timer.h"
 
 #include "io/file.h"
+#include "io/net.h"
+#include "io/poll.h"
+#include "io/timeout.h"
 
 #include "patterns/gather.h"
 #include "patterns/wait.h"

@@ -1,30 +1,38 @@
 /* File and descriptor operations as futures: prepare one SQE tagged with a
- * pooled op; the reaper completes the future from the CQE. */
+ * pooled op; the reaper completes the future from the CQE. Helpers that must
+ * finish a transfer (read_full, write_all, and send_all in net.c) resubmit
+ * the remainder from their CQE handler, so no fiber is needed. */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
 #include "file.h"
+#include "internal.h"
 
-#include "../runtime/internal.h"
-
-/* Start an op with one SQE; returns the op and its SQE, or NULL with nothing
- * started. */
-static halo_op *op_start(halo_loop *loop, const char *file, int line,
-			 struct io_uring_sqe **sqe)
+/* A future that is already ERROR with err, for start calls whose arguments
+ * are wrong: the caller gets -errno through the usual path. */
+static halo_fut *fail_now(halo_loop *loop, int err, const char *file, int line)
 {
 	halo_op *op = halo__op_new(loop, file, line);
 
 	if (!op)
 		return NULL;
-	*sqe = halo__op_sqe(op);
-	if (!*sqe) {
-		halo__op_abort(op);
-		return NULL;
-	}
-	return op;
+	halo__fut_complete(&op->fut, HALO_FUT_ERROR, err);
+	return &op->fut;
+}
+
+void halo__io_plain_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	if (!(flags & IORING_CQE_F_MORE))
+		io_finish(op, res);
 }
 
 halo_fut *halo_nop_at(halo_loop *loop, const char *file, int line)
 {
 	struct io_uring_sqe *sqe;
-	halo_op *op = op_start(loop, file, line, &sqe);
+	halo_op *op = io_op_start(loop, file, line, &sqe);
 
 	if (!op)
 		return NULL;
@@ -40,7 +48,7 @@ halo_fut *halo_read_at(halo_loop *loop, int fd, void *buf, size_t len,
 
 	if (len > UINT32_MAX)
 		len = UINT32_MAX;
-	op = op_start(loop, file, line, &sqe);
+	op = io_op_start(loop, file, line, &sqe);
 	if (!op)
 		return NULL;
 	io_uring_prep_read(sqe, fd, buf, (unsigned)len, (__u64)off);
@@ -55,9 +63,329 @@ halo_fut *halo_write_at(halo_loop *loop, int fd, const void *buf, size_t len,
 
 	if (len > UINT32_MAX)
 		len = UINT32_MAX;
-	op = op_start(loop, file, line, &sqe);
+	op = io_op_start(loop, file, line, &sqe);
 	if (!op)
 		return NULL;
 	io_uring_prep_write(sqe, fd, buf, (unsigned)len, (__u64)off);
 	return &op->fut;
+}
+
+void halo__io_iov_free_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	if (flags & IORING_CQE_F_MORE)
+		return;
+	if (op->ctx) {
+		halo_mem_free(op->fut.loop, op->ctx,
+			      (op->aux & IO_AUX_OWN_MASK) *
+				      sizeof(struct iovec));
+		op->ctx = NULL;
+	}
+	io_finish(op, res);
+}
+
+/* Copy iov into op (the kernel reads the array at submit, after the caller
+ * has returned): into op->meta when it fits, else into loop memory that the
+ * CQE handler frees. Returns the copy or NULL. */
+struct iovec *halo__io_iov_copy(halo_op *op, const struct iovec *iov, int n,
+				struct iovec *room, size_t room_n)
+{
+	struct iovec *dst;
+
+	if ((size_t)n <= room_n) {
+		dst = room;
+	} else {
+		dst = halo_mem_alloc(op->fut.loop, (size_t)n * sizeof(*iov));
+		if (!dst)
+			return NULL;
+		op->ctx = dst;
+		op->aux = (op->aux & ~IO_AUX_OWN_MASK) | (uint32_t)n;
+		op->on_cqe = halo__io_iov_free_cqe;
+	}
+	memcpy(dst, iov, (size_t)n * sizeof(*iov));
+	return dst;
+}
+
+static halo_fut *rwv(halo_loop *loop, bool is_write, int fd,
+		     const struct iovec *iov, int n, int64_t off,
+		     const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	struct iovec *copy;
+	halo_op *op;
+
+	if (n <= 0 || n > IOV_MAX || !iov)
+		return fail_now(loop, -EINVAL, file, line);
+	op = halo__op_new(loop, file, line);
+	if (!op)
+		return NULL;
+	copy = halo__io_iov_copy(op, iov, n, op->meta.iov,
+				 HALO_OP_META / sizeof(*iov));
+	if (!copy) {
+		halo__op_abort(op);
+		return NULL;
+	}
+	sqe = halo__op_sqe(op);
+	if (!sqe) {
+		if (op->ctx)
+			halo_mem_free(loop, op->ctx, (size_t)n * sizeof(*iov));
+		halo__op_abort(op);
+		return NULL;
+	}
+	if (is_write)
+		io_uring_prep_writev(sqe, fd, copy, (unsigned)n, (__u64)off);
+	else
+		io_uring_prep_readv(sqe, fd, copy, (unsigned)n, (__u64)off);
+	return &op->fut;
+}
+
+halo_fut *halo_readv_at(halo_loop *loop, int fd, const struct iovec *iov,
+			int iovcnt, int64_t off, const char *file, int line)
+{
+	return rwv(loop, false, fd, iov, iovcnt, off, file, line);
+}
+
+halo_fut *halo_writev_at(halo_loop *loop, int fd, const struct iovec *iov,
+			 int iovcnt, int64_t off, const char *file, int line)
+{
+	return rwv(loop, true, fd, iov, iovcnt, off, file, line);
+}
+
+/* State of a transfer that must complete, in op->meta. */
+struct rw_all {
+	uint64_t len;
+	uint64_t done;
+	int64_t off; /* -1: the file position (and sockets) */
+	int fd;
+	uint8_t opcode; /* IORING_OP_READ, _WRITE or _SEND */
+	int msg_flags;
+};
+
+static void rw_all_prep(halo_op *op, struct io_uring_sqe *sqe)
+{
+	struct rw_all *s = (struct rw_all *)&op->meta;
+	char *p = (char *)op->ctx + s->done;
+	uint64_t left = s->len - s->done;
+	__u64 off = s->off < 0 ? (__u64)-1 : (__u64)(s->off + (int64_t)s->done);
+	unsigned n = left > UINT32_MAX ? UINT32_MAX : (unsigned)left;
+
+	switch (s->opcode) {
+	case IORING_OP_READ:
+		io_uring_prep_read(sqe, s->fd, p, n, off);
+		break;
+	case IORING_OP_WRITE:
+		io_uring_prep_write(sqe, s->fd, p, n, off);
+		break;
+	default:
+		io_uring_prep_send(sqe, s->fd, p, n, s->msg_flags);
+		break;
+	}
+	io_apply_fixed(op, sqe);
+}
+
+static void rw_all_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	struct rw_all *s = (struct rw_all *)&op->meta;
+	struct io_uring_sqe *sqe;
+
+	(void)flags;
+	if (!halo__fut_pending(&op->fut))
+		return;
+	if (res < 0 || (op->fut.flags & FUT_NOPPED)) {
+		io_finish(op, res);
+		return;
+	}
+	s->done += (uint64_t)res;
+	if (s->done == s->len || (res == 0 && s->opcode == IORING_OP_READ)) {
+		halo__fut_complete(&op->fut, HALO_FUT_OK, (int64_t)s->done);
+		return;
+	}
+	if (res == 0) {
+		io_finish(op, -EIO); /* a write that makes no progress */
+		return;
+	}
+	if ((op->fut.flags & FUT_CANCEL_REQ) || (op->aux & IO_AUX_EXPIRED)) {
+		/* Asked to stop between two pieces: nothing is in flight. */
+		io_finish(op, -ECANCELED);
+		return;
+	}
+	sqe = halo__op_sqe(op);
+	if (!sqe) {
+		io_finish(op, -EBUSY);
+		return;
+	}
+	rw_all_prep(op, sqe);
+}
+
+halo_fut *halo__io_rw_all(halo_loop *loop, uint8_t opcode, int fd, void *buf,
+			  size_t len, int64_t off, int msg_flags,
+			  const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	struct rw_all *s;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	s = (struct rw_all *)&op->meta;
+	s->len = len;
+	s->done = 0;
+	s->off = off;
+	s->fd = fd;
+	s->opcode = opcode;
+	s->msg_flags = msg_flags;
+	op->ctx = buf;
+	op->on_cqe = rw_all_cqe;
+	if (len == 0) {
+		io_uring_prep_nop(sqe);
+		return &op->fut;
+	}
+	rw_all_prep(op, sqe);
+	return &op->fut;
+}
+
+halo_fut *halo_read_full_at(halo_loop *loop, int fd, void *buf, size_t len,
+			    int64_t off, const char *file, int line)
+{
+	return halo__io_rw_all(loop, IORING_OP_READ, fd, buf, len, off, 0,
+			       file, line);
+}
+
+halo_fut *halo_write_all_at(halo_loop *loop, int fd, const void *buf,
+			    size_t len, int64_t off, const char *file, int line)
+{
+	return halo__io_rw_all(loop, IORING_OP_WRITE, fd, (void *)buf, len, off,
+			       0, file, line);
+}
+
+halo_fut *halo_fsync_at(halo_loop *loop, int fd, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_fsync(sqe, fd, 0);
+	return &op->fut;
+}
+
+halo_fut *halo_fdatasync_at(halo_loop *loop, int fd, const char *file,
+			    int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+	return &op->fut;
+}
+
+/* A path the kernel copies at submit: into op->meta if it fits. */
+static const char *keep_path(halo_op *op, const char *path)
+{
+	size_t n = strlen(path);
+
+	if (n >= HALO_OP_META)
+		return path;
+	memcpy(op->meta.bytes, path, n + 1);
+	return (const char *)op->meta.bytes;
+}
+
+halo_fut *halo_openat_at(halo_loop *loop, int dfd, const char *path,
+			 int flags, unsigned mode, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_openat(sqe, dfd, keep_path(op, path), flags, mode);
+	return &op->fut;
+}
+
+halo_fut *halo_close_at(halo_loop *loop, int fd, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_close(sqe, fd);
+	return &op->fut;
+}
+
+halo_fut *halo_statx_at(halo_loop *loop, int dfd, const char *path, int flags,
+			unsigned mask, struct statx *out, const char *file,
+			int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_statx(sqe, dfd, keep_path(op, path), flags, mask, out);
+	return &op->fut;
+}
+
+halo_fut *halo_fallocate_at(halo_loop *loop, int fd, int mode, int64_t off,
+			    int64_t len, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_fallocate(sqe, fd, mode, (__u64)off, (__u64)len);
+	return &op->fut;
+}
+
+int halo_files_register(halo_loop *loop, const int *fds, unsigned n)
+{
+	int r = io_uring_register_files(&loop->ring, fds, n);
+
+	return r == -ENXIO ? -EBUSY : r;
+}
+
+int halo_files_update(halo_loop *loop, unsigned off, const int *fds,
+		      unsigned n)
+{
+	int r = io_uring_register_files_update(&loop->ring, off, (int *)fds, n);
+
+	return r < 0 ? r : 0;
+}
+
+int halo_files_unregister(halo_loop *loop)
+{
+	return io_uring_unregister_files(&loop->ring);
+}
+
+int halo_files_use_fixed(halo_fut *f)
+{
+	halo_op *op = (halo_op *)f;
+
+	if (f->kind != FUT_OP)
+		return -EINVAL;
+	if (!op->sqe || op->sq_epoch != f->loop->sq_epoch ||
+	    !halo__fut_pending(f))
+		return -EALREADY;
+	op->sqe->flags |= IOSQE_FIXED_FILE;
+	op->aux |= IO_AUX_FIXED;
+	return 0;
+}
+
+void *halo_buf_alloc_aligned(size_t size, size_t align)
+{
+	void *p = NULL;
+
+	if (align < sizeof(void *) || (align & (align - 1)))
+		return NULL;
+	if (posix_memalign(&p, align, size ? size : align))
+		return NULL;
+	memset(p, 0, size);
+	return p;
+}
+
+void halo_buf_free(void *p)
+{
+	free(p);
 }

@@ -1,11 +1,16 @@
 /* File and descriptor I/O as futures. Every call starts one operation that
  * leaves in the tick's io_uring_enter; the future's result is what the
- * kernel's CQE says: a byte count (or 0) on success, -errno on failure. */
+ * kernel's CQE says: a byte count (or 0) on success, -errno on failure.
+ * Start calls return NULL only when the loop is out of memory or its ring
+ * failed; then nothing was started. Metadata the kernel reads at submit time
+ * (iovec arrays, short paths) is copied into the operation, so only data
+ * buffers have to outlive the call. */
 #ifndef HALO_IO_FILE_H
 #define HALO_IO_FILE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "../runtime/api.h"
 #include "../runtime/fut.h"
@@ -13,6 +18,8 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+struct statx;
 
 /* A no-op that completes with result 0 after one trip through the ring. */
 HALO_API halo_fut *halo_nop_at(halo_loop *loop, const char *file, int line);
@@ -34,6 +41,109 @@ HALO_API halo_fut *halo_write_at(halo_loop *loop, int fd, const void *buf,
 				 int line);
 #define halo_write(loop, fd, buf, len, off)                                    \
 	halo_write_at((loop), (fd), (buf), (len), (off), __FILE__, __LINE__)
+
+/* Vectored read/write of iovcnt buffers at off (-1: the file position; use
+ * -1 on sockets and pipes). The iovec array is copied (up to 8 entries into
+ * the op itself, more into loop memory freed at completion; at most IOV_MAX);
+ * the buffers it points to must stay valid until the future is done. The
+ * result is the byte count or -errno (-EINVAL for a bad iovcnt). */
+HALO_API halo_fut *halo_readv_at(halo_loop *loop, int fd,
+				 const struct iovec *iov, int iovcnt,
+				 int64_t off, const char *file, int line);
+#define halo_readv(loop, fd, iov, n, off)                                      \
+	halo_readv_at((loop), (fd), (iov), (n), (off), __FILE__, __LINE__)
+HALO_API halo_fut *halo_writev_at(halo_loop *loop, int fd,
+				  const struct iovec *iov, int iovcnt,
+				  int64_t off, const char *file, int line);
+#define halo_writev(loop, fd, iov, n, off)                                     \
+	halo_writev_at((loop), (fd), (iov), (n), (off), __FILE__, __LINE__)
+
+/* Read exactly len bytes (fewer only at end of file): short reads are
+ * resubmitted for the remainder from the CQE handler. The result is the total
+ * read (< len means EOF) or -errno; buf must stay valid until done. */
+HALO_API halo_fut *halo_read_full_at(halo_loop *loop, int fd, void *buf,
+				     size_t len, int64_t off,
+				     const char *file, int line);
+#define halo_read_full(loop, fd, buf, len, off)                                \
+	halo_read_full_at((loop), (fd), (buf), (len), (off), __FILE__, __LINE__)
+
+/* Write all len bytes, resubmitting the remainder after short writes. The
+ * result is len or -errno (bytes written before an error are not reported);
+ * buf must stay valid until done. */
+HALO_API halo_fut *halo_write_all_at(halo_loop *loop, int fd, const void *buf,
+				     size_t len, int64_t off,
+				     const char *file, int line);
+#define halo_write_all(loop, fd, buf, len, off)                                \
+	halo_write_all_at((loop), (fd), (buf), (len), (off), __FILE__, __LINE__)
+
+/* Flush fd's data and metadata (fsync) or only what is needed to read the
+ * data back (fdatasync). Result 0 or -errno. */
+HALO_API halo_fut *halo_fsync_at(halo_loop *loop, int fd, const char *file,
+				 int line);
+#define halo_fsync(loop, fd) halo_fsync_at((loop), (fd), __FILE__, __LINE__)
+HALO_API halo_fut *halo_fdatasync_at(halo_loop *loop, int fd,
+				     const char *file, int line);
+#define halo_fdatasync(loop, fd)                                               \
+	halo_fdatasync_at((loop), (fd), __FILE__, __LINE__)
+
+/* openat(2): the result is the new fd or -errno. A path shorter than 128
+ * bytes is copied; a longer one must stay valid until the future is done. */
+HALO_API halo_fut *halo_openat_at(halo_loop *loop, int dfd, const char *path,
+				  int flags, unsigned mode, const char *file,
+				  int line);
+#define halo_openat(loop, dfd, path, flags, mode)                              \
+	halo_openat_at((loop), (dfd), (path), (flags), (mode), __FILE__,       \
+		       __LINE__)
+
+/* close(2) of fd. Result 0 or -errno. */
+HALO_API halo_fut *halo_close_at(halo_loop *loop, int fd, const char *file,
+				 int line);
+#define halo_close(loop, fd) halo_close_at((loop), (fd), __FILE__, __LINE__)
+
+/* statx(2) into out (which must stay valid until done). The path is copied
+ * as for halo_openat(). Result 0 or -errno. */
+HALO_API halo_fut *halo_statx_at(halo_loop *loop, int dfd, const char *path,
+				 int flags, unsigned mask, struct statx *out,
+				 const char *file, int line);
+#define halo_statx(loop, dfd, path, flags, mask, out)                          \
+	halo_statx_at((loop), (dfd), (path), (flags), (mask), (out), __FILE__, \
+		      __LINE__)
+
+/* fallocate(2): mode (0 or FALLOC_FL_*) over len bytes at off. Result 0 or
+ * -errno. */
+HALO_API halo_fut *halo_fallocate_at(halo_loop *loop, int fd, int mode,
+				     int64_t off, int64_t len,
+				     const char *file, int line);
+#define halo_fallocate(loop, fd, mode, off, len)                               \
+	halo_fallocate_at((loop), (fd), (mode), (off), (len), __FILE__,        \
+			  __LINE__)
+
+/* Register fds as the loop's fixed-file table (index i stands for fds[i]; -1
+ * leaves a slot empty). Fixed files skip the per-operation fd lookup and
+ * reference count. Returns 0 or -errno (-EBUSY if a table is registered). */
+HALO_API int halo_files_register(halo_loop *loop, const int *fds, unsigned n);
+
+/* Replace n slots starting at index off. Returns 0 or -errno. */
+HALO_API int halo_files_update(halo_loop *loop, unsigned off, const int *fds,
+			       unsigned n);
+
+/* Drop the fixed-file table. Returns 0 or -errno. */
+HALO_API int halo_files_unregister(halo_loop *loop);
+
+/* Make the operation f, started in this tick, address the registered file
+ * whose index was passed as its fd (IOSQE_FIXED_FILE); helpers that resubmit
+ * keep the flag. Works for read, write, readv, writev, the full/all helpers,
+ * fsync, fallocate, recv, send and poll. Returns 0, or -EALREADY if f's SQE
+ * has already gone to the kernel, -EINVAL if f is not an I/O operation. */
+HALO_API int halo_files_use_fixed(halo_fut *f);
+
+/* Allocate size bytes aligned to align (a power of two, at least the device's
+ * logical block size, 4096 is safe) for O_DIRECT I/O: with O_DIRECT, buffer
+ * address, length and file offset must all be block aligned or the kernel
+ * answers -EINVAL. The buffer is zeroed. Free with halo_buf_free(). NULL on
+ * failure. */
+HALO_API void *halo_buf_alloc_aligned(size_t size, size_t align);
+HALO_API void halo_buf_free(void *p);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,698 @@
+/* Sockets: single-shot operations as futures, and multishot accept/recv
+ * whose op is the handle itself (state in op->meta). halo owns the multishot
+ * lifecycle: it re-arms when the kernel ends one, parks a recv that ran out
+ * of buffers on its ring until a buffer comes back, and returns the buffers
+ * and closes the fds that arrive after a stop. */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "net.h"
+
+int halo_net_listen(const char *host, uint16_t port,
+		    const halo_listen_opts *opts)
+{
+	halo_listen_opts o = opts ? *opts : (halo_listen_opts){ 0 };
+	struct sockaddr_storage ss;
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+	socklen_t len;
+	int fd, one = 1, type = SOCK_STREAM | SOCK_CLOEXEC;
+
+	memset(&ss, 0, sizeof(ss));
+	if (host && strchr(host, ':')) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(port);
+		if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1)
+			return -EINVAL;
+		len = sizeof(*in6);
+	} else {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons(port);
+		in4->sin_addr.s_addr = htonl(INADDR_ANY);
+		if (host && inet_pton(AF_INET, host, &in4->sin_addr) != 1)
+			return -EINVAL;
+		len = sizeof(*in4);
+	}
+	if (o.nonblock)
+		type |= SOCK_NONBLOCK;
+	fd = socket(ss.ss_family, type, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (o.reuseport &&
+	     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+	    listen(fd, o.backlog > 0 ? o.backlog : SOMAXCONN) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int halo_net_local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return -EAFNOSUPPORT;
+}
+
+halo_fut *halo_socket_at(halo_loop *loop, int domain, int type, int protocol,
+			 const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_socket(sqe, domain, type, protocol, 0);
+	return &op->fut;
+}
+
+/* A cancelled accept the kernel completed anyway must not leak its fd. */
+static void accept_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	if (flags & IORING_CQE_F_MORE)
+		return;
+	if (res >= 0 && !(op->fut.flags & FUT_NOPPED) &&
+	    (op->fut.flags & FUT_CANCEL_REQ) && halo__fut_pending(&op->fut)) {
+		close(res);
+		halo__fut_complete(&op->fut, HALO_FUT_CANCELLED, -ECANCELED);
+		return;
+	}
+	io_finish(op, res);
+}
+
+halo_fut *halo_accept_at(halo_loop *loop, int fd, int flags, const char *file,
+			 int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_accept(sqe, fd, NULL, NULL, flags);
+	op->on_cqe = accept_cqe;
+	return &op->fut;
+}
+
+static void connect_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	if (flags & IORING_CQE_F_MORE)
+		return;
+	if (res >= 0 && !(op->fut.flags & FUT_NOPPED) &&
+	    (op->fut.flags & FUT_CANCEL_REQ) && halo__fut_pending(&op->fut)) {
+		halo__fut_complete(&op->fut, HALO_FUT_CANCELLED, -ECANCELED);
+		return;
+	}
+	io_finish(op, res);
+}
+
+halo_fut *halo_connect_at(halo_loop *loop, int fd, const struct sockaddr *addr,
+			  socklen_t addrlen, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (addrlen > sizeof(op->meta.addr))
+		addrlen = sizeof(op->meta.addr);
+	op = io_op_start(loop, file, line, &sqe);
+	if (!op)
+		return NULL;
+	memcpy(&op->meta.addr, addr, addrlen);
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&op->meta.addr,
+			      addrlen);
+	op->on_cqe = connect_cqe;
+	return &op->fut;
+}
+
+halo_fut *halo_recv_at(halo_loop *loop, int fd, void *buf, size_t len,
+		       int flags, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	op = io_op_start(loop, file, line, &sqe);
+	if (!op)
+		return NULL;
+	io_uring_prep_recv(sqe, fd, buf, len, flags);
+	return &op->fut;
+}
+
+halo_fut *halo_send_at(halo_loop *loop, int fd, const void *buf, size_t len,
+		       int flags, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	op = io_op_start(loop, file, line, &sqe);
+	if (!op)
+		return NULL;
+	io_uring_prep_send(sqe, fd, buf, len, flags);
+	return &op->fut;
+}
+
+halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
+			   size_t len, int flags, const char *file, int line)
+{
+	return halo__io_rw_all(loop, IORING_OP_SEND, fd, (void *)buf, len, -1,
+			       flags | MSG_NOSIGNAL, file, line);
+}
+
+/* sendmsg/recvmsg metadata: the kernel reads the msghdr and the iovec array
+ * at submit, so both live in the op. */
+struct msg_meta {
+	struct msghdr msg;
+	struct iovec iov[4];
+	struct msghdr *user; /* recvmsg: where the results go back */
+};
+_Static_assert(sizeof(struct msg_meta) <= HALO_OP_META, "msg_meta too big");
+
+static void msg_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	struct msg_meta *m = (struct msg_meta *)&op->meta;
+
+	if (flags & IORING_CQE_F_MORE)
+		return;
+	if (m->user && res >= 0 && !(op->fut.flags & FUT_NOPPED)) {
+		m->user->msg_namelen = m->msg.msg_namelen;
+		m->user->msg_controllen = m->msg.msg_controllen;
+		m->user->msg_flags = m->msg.msg_flags;
+	}
+	if (op->ctx) {
+		halo_mem_free(op->fut.loop, op->ctx,
+			      (op->aux & IO_AUX_OWN_MASK) *
+				      sizeof(struct iovec));
+		op->ctx = NULL;
+	}
+	io_finish(op, res);
+}
+
+static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
+			   const struct msghdr *msg, int flags,
+			   const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	struct msg_meta *m;
+	struct iovec *iov = NULL;
+	halo_op *op;
+
+	if (msg->msg_iovlen > IOV_MAX)
+		return NULL;
+	op = halo__op_new(loop, file, line);
+	if (!op)
+		return NULL;
+	m = (struct msg_meta *)&op->meta;
+	m->msg = *msg;
+	m->user = is_recv ? (struct msghdr *)msg : NULL;
+	if (msg->msg_iovlen) {
+		iov = halo__io_iov_copy(op, msg->msg_iov, (int)msg->msg_iovlen,
+					m->iov, 4);
+		if (!iov) {
+			halo__op_abort(op);
+			return NULL;
+		}
+	}
+	m->msg.msg_iov = iov;
+	op->on_cqe = msg_cqe;
+	sqe = halo__op_sqe(op);
+	if (!sqe) {
+		if (op->ctx)
+			halo_mem_free(loop, op->ctx,
+				      msg->msg_iovlen * sizeof(*iov));
+		halo__op_abort(op);
+		return NULL;
+	}
+	if (is_recv)
+		io_uring_prep_recvmsg(sqe, fd, &m->msg, (unsigned)flags);
+	else
+		io_uring_prep_sendmsg(sqe, fd, &m->msg, (unsigned)flags);
+	return &op->fut;
+}
+
+halo_fut *halo_sendmsg_at(halo_loop *loop, int fd, const struct msghdr *msg,
+			  int flags, const char *file, int line)
+{
+	return msg_start(loop, false, fd, msg, flags, file, line);
+}
+
+halo_fut *halo_recvmsg_at(halo_loop *loop, int fd, struct msghdr *msg,
+			  int flags, const char *file, int line)
+{
+	return msg_start(loop, true, fd, msg, flags, file, line);
+}
+
+halo_fut *halo_shutdown_at(halo_loop *loop, int fd, int how, const char *file,
+			   int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op = io_op_start(loop, file, line, &sqe);
+
+	if (!op)
+		return NULL;
+	io_uring_prep_shutdown(sqe, fd, how);
+	return &op->fut;
+}
+
+/* --- provided buffer rings --- */
+
+struct halo_bufring {
+	halo_loop *loop;
+	struct io_uring_buf_ring *ring;
+	char *mem;
+	size_t buf_size;
+	size_t ring_bytes;
+	unsigned nbufs;
+	unsigned mask;
+	unsigned avail;
+	uint16_t bgid;
+	halo_op *starved; /* recvs parked on -ENOBUFS, oldest first */
+	halo_op *starved_tail;
+};
+
+halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
+			       size_t buf_size, int *err)
+{
+	struct io_uring_buf_reg reg;
+	halo_bufring *br;
+	int r = -ENOMEM;
+
+	if (!nbufs || nbufs > 32768 || (nbufs & (nbufs - 1)) || !buf_size ||
+	    buf_size > UINT32_MAX) {
+		r = -EINVAL;
+		goto fail;
+	}
+	br = calloc(1, sizeof(*br));
+	if (!br)
+		goto fail;
+	br->loop = loop;
+	br->nbufs = nbufs;
+	br->mask = (unsigned)io_uring_buf_ring_mask(nbufs);
+	br->buf_size = buf_size;
+	br->bgid = bgid;
+	/* The kernel wants the ring page aligned; liburing 2.3 has no
+	 * io_uring_setup_buf_ring, so map it by hand. */
+	br->ring_bytes = nbufs * sizeof(struct io_uring_buf);
+	br->ring = mmap(NULL, br->ring_bytes, PROT_READ | PROT_WRITE,
+			MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (br->ring == MAP_FAILED)
+		goto fail_br;
+	if (posix_memalign((void **)&br->mem, 4096, nbufs * buf_size))
+		goto fail_ring;
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)br->ring;
+	reg.ring_entries = nbufs;
+	reg.bgid = bgid;
+	r = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+	if (r < 0)
+		goto fail_mem;
+	io_uring_buf_ring_init(br->ring);
+	for (unsigned i = 0; i < nbufs; i++)
+		io_uring_buf_ring_add(br->ring, br->mem + i * buf_size,
+				      (unsigned)buf_size, (unsigned short)i,
+				      (int)br->mask, (int)i);
+	io_uring_buf_ring_advance(br->ring, (int)nbufs);
+	br->avail = nbufs;
+	return br;
+fail_mem:
+	free(br->mem);
+fail_ring:
+	munmap(br->ring, br->ring_bytes);
+fail_br:
+	free(br);
+fail:
+	if (err)
+		*err = r;
+	return NULL;
+}
+
+void *halo_bufring_buf(const halo_bufring *br, uint16_t bid)
+{
+	return br->mem + (size_t)bid * br->buf_size;
+}
+
+size_t halo_bufring_buf_size(const halo_bufring *br)
+{
+	return br->buf_size;
+}
+
+unsigned halo_bufring_avail(const halo_bufring *br)
+{
+	return br->avail;
+}
+
+int halo_bufring_free(halo_bufring *br)
+{
+	int r = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
+
+	free(br->mem);
+	munmap(br->ring, br->ring_bytes);
+	free(br);
+	return r;
+}
+
+/* --- multishot recv --- */
+
+enum { MS_STOPPED = 1, MS_ENDED = 2, MS_STARVED = 4 };
+
+struct recv_ms {
+	halo_recv_ms_cb cb;
+	void *arg;
+	halo_bufring *br;
+	uint64_t rearms;
+	halo_op *next; /* on br's starved list */
+	int fd;
+	unsigned state;
+};
+
+static inline struct recv_ms *rms_of(halo_op *op)
+{
+	return (struct recv_ms *)&op->meta;
+}
+
+static bool recv_arm(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+	struct io_uring_sqe *sqe = halo__op_sqe(op);
+
+	if (!sqe)
+		return false;
+	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = s->br->bgid;
+	io_apply_fixed(op, sqe);
+	return true;
+}
+
+/* The handle is over: complete its future and drop halo's reference; the
+ * reaper drops the kernel's, if it holds one. */
+static void ms_end(halo_op *op, unsigned *state, int32_t res)
+{
+	*state |= MS_ENDED;
+	if (halo__fut_pending(&op->fut))
+		halo__op_finish(op, res);
+	halo_fut_release(&op->fut);
+}
+
+static void buf_put(halo_bufring *br, uint16_t bid)
+{
+	io_uring_buf_ring_add(br->ring, halo_bufring_buf(br, bid),
+			      (unsigned)br->buf_size, bid, (int)br->mask, 0);
+	io_uring_buf_ring_advance(br->ring, 1);
+	br->avail++;
+}
+
+void halo_bufring_return(halo_bufring *br, uint16_t bid)
+{
+	halo_op *op;
+
+	buf_put(br, bid);
+	op = br->starved;
+	if (!op || br->loop->closing)
+		return;
+	br->starved = rms_of(op)->next;
+	if (!br->starved)
+		br->starved_tail = NULL;
+	rms_of(op)->state &= ~(unsigned)MS_STARVED;
+	if (recv_arm(op)) {
+		rms_of(op)->rearms++;
+		return;
+	}
+	ms_end(op, &rms_of(op)->state, -EBUSY);
+}
+
+static void starve(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+	halo_bufring *br = s->br;
+
+	s->state |= MS_STARVED;
+	s->next = NULL;
+	if (br->starved_tail)
+		rms_of(br->starved_tail)->next = op;
+	else
+		br->starved = op;
+	br->starved_tail = op;
+}
+
+static void unstarve(halo_op *op)
+{
+	halo_bufring *br = rms_of(op)->br;
+	halo_op *prev = NULL;
+
+	for (halo_op *o = br->starved; o; prev = o, o = rms_of(o)->next) {
+		if (o != op)
+			continue;
+		if (prev)
+			rms_of(prev)->next = rms_of(o)->next;
+		else
+			br->starved = rms_of(o)->next;
+		if (br->starved_tail == op)
+			br->starved_tail = prev;
+		break;
+	}
+	rms_of(op)->state &= ~(unsigned)MS_STARVED;
+}
+
+static void recv_call(halo_op *op, int res, void *data, uint16_t bid)
+{
+	struct recv_ms *s = rms_of(op);
+	halo_loop *loop = op->fut.loop;
+
+	loop->in_callback++;
+	s->cb((halo_recv_ms *)op, res, data, bid, s->arg);
+	loop->in_callback--;
+}
+
+static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	struct recv_ms *s = rms_of(op);
+	halo_bufring *br = s->br;
+	halo_loop *loop = op->fut.loop;
+	bool more = flags & IORING_CQE_F_MORE;
+	bool has_buf = flags & IORING_CQE_F_BUFFER;
+	uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+
+	if (has_buf)
+		br->avail--;
+	if ((s->state & (MS_STOPPED | MS_ENDED)) || (loop->closing && res > 0)) {
+		if (has_buf)
+			buf_put(br, bid);
+		if (!more && !(s->state & MS_ENDED))
+			ms_end(op, &s->state, res);
+		return;
+	}
+	if (res == -ENOBUFS && !more) {
+		/* The ring ran dry and the kernel ended the recv; the bytes
+		 * wait in the socket. Re-arm now if buffers came back since,
+		 * else when one is returned. */
+		if (loop->closing) {
+			ms_end(op, &s->state, res);
+		} else if (br->avail > 0) {
+			if (recv_arm(op))
+				s->rearms++;
+			else
+				ms_end(op, &s->state, -EBUSY);
+		} else {
+			starve(op);
+		}
+		return;
+	}
+	if (res <= 0) {
+		if (has_buf)
+			buf_put(br, bid);
+		if (more)
+			return;
+		s->state |= MS_ENDED;
+		if (!loop->closing)
+			recv_call(op, res, NULL, 0);
+		ms_end(op, &s->state, res);
+		return;
+	}
+	if (!more) {
+		/* The kernel ended the multishot (CQ overflow, or it stops
+		 * after a while); re-arm before handing out the data so no
+		 * byte arrives unwatched. Its CQEs come after this one. */
+		if (!recv_arm(op)) {
+			recv_call(op, res, halo_bufring_buf(br, bid), bid);
+			s->state |= MS_ENDED;
+			recv_call(op, -EBUSY, NULL, 0);
+			ms_end(op, &s->state, -EBUSY);
+			return;
+		}
+		s->rearms++;
+	}
+	recv_call(op, res, halo_bufring_buf(br, bid), bid);
+}
+
+halo_recv_ms *halo_recv_ms_start(halo_loop *loop, int fd, halo_bufring *br,
+				 halo_recv_ms_cb cb, void *arg)
+{
+	halo_op *op = halo__op_new(loop, __FILE__, __LINE__);
+	struct recv_ms *s;
+
+	if (!op)
+		return NULL;
+	s = rms_of(op);
+	memset(s, 0, sizeof(*s));
+	s->cb = cb;
+	s->arg = arg;
+	s->br = br;
+	s->fd = fd;
+	op->on_cqe = recv_ms_cqe;
+	halo_fut_consume(&op->fut);
+	if (!recv_arm(op)) {
+		halo__op_abort(op);
+		return NULL;
+	}
+	return (halo_recv_ms *)op;
+}
+
+int halo_recv_ms_stop(halo_recv_ms *h)
+{
+	halo_op *op = (halo_op *)h;
+	struct recv_ms *s = rms_of(op);
+
+	if (s->state & (MS_STOPPED | MS_ENDED))
+		return -EALREADY;
+	s->state |= MS_STOPPED;
+	if (s->state & MS_STARVED) {
+		/* Parked: the kernel holds nothing, end it here. */
+		unstarve(op);
+		halo_fut_cancel(&op->fut);
+		ms_end(op, &s->state, -ECANCELED);
+		return 0;
+	}
+	halo_fut_cancel(&op->fut);
+	return 0;
+}
+
+uint64_t halo_recv_ms_rearms(const halo_recv_ms *h)
+{
+	return rms_of((halo_op *)h)->rearms;
+}
+
+/* --- multishot accept --- */
+
+struct accept_ms {
+	halo_accept_ms_cb cb;
+	void *arg;
+	int fd;
+	int flags;
+	unsigned state;
+};
+
+static inline struct accept_ms *ams_of(halo_op *op)
+{
+	return (struct accept_ms *)&op->meta;
+}
+
+static bool accept_arm(halo_op *op)
+{
+	struct accept_ms *s = ams_of(op);
+	struct io_uring_sqe *sqe = halo__op_sqe(op);
+
+	if (!sqe)
+		return false;
+	io_uring_prep_multishot_accept(sqe, s->fd, NULL, NULL, s->flags);
+	io_apply_fixed(op, sqe);
+	return true;
+}
+
+static void accept_call(halo_op *op, int res)
+{
+	struct accept_ms *s = ams_of(op);
+	halo_loop *loop = op->fut.loop;
+
+	loop->in_callback++;
+	s->cb((halo_accept_ms *)op, res, s->arg);
+	loop->in_callback--;
+}
+
+static void accept_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	struct accept_ms *s = ams_of(op);
+	halo_loop *loop = op->fut.loop;
+	bool more = flags & IORING_CQE_F_MORE;
+
+	if ((s->state & (MS_STOPPED | MS_ENDED)) || loop->closing) {
+		if (res >= 0 && !(op->fut.flags & FUT_NOPPED))
+			close(res); /* accepted after the stop: nobody owns it */
+		if (!more && !(s->state & MS_ENDED))
+			ms_end(op, &s->state, res < 0 ? res : -ECANCELED);
+		return;
+	}
+	if (res < 0) {
+		if (more)
+			return;
+		if (res == -ECONNABORTED || res == -EINTR || res == -EAGAIN) {
+			if (accept_arm(op))
+				return;
+			res = -EBUSY;
+		}
+		s->state |= MS_ENDED;
+		accept_call(op, res);
+		ms_end(op, &s->state, res);
+		return;
+	}
+	if (!more && !accept_arm(op)) {
+		accept_call(op, res);
+		s->state |= MS_ENDED;
+		accept_call(op, -EBUSY);
+		ms_end(op, &s->state, -EBUSY);
+		return;
+	}
+	accept_call(op, res);
+}
+
+halo_accept_ms *halo_accept_ms_start(halo_loop *loop, int fd, int flags,
+				     halo_accept_ms_cb cb, void *arg)
+{
+	halo_op *op = halo__op_new(loop, __FILE__, __LINE__);
+	struct accept_ms *s;
+
+	if (!op)
+		return NULL;
+	s = ams_of(op);
+	memset(s, 0, sizeof(*s));
+	s->cb = cb;
+	s->arg = arg;
+	s->fd = fd;
+	s->flags = flags;
+	op->on_cqe = accept_ms_cqe;
+	halo_fut_consume(&op->fut);
+	if (!accept_arm(op)) {
+		halo__op_abort(op);
+		return NULL;
+	}
+	return (halo_accept_ms *)op;
+}
+
+int halo_accept_ms_stop(halo_accept_ms *h)
+{
+	halo_op *op = (halo_op *)h;
+	struct accept_ms *s = ams_of(op);
+
+	if (s->state & (MS_STOPPED | MS_ENDED))
+		return -EALREADY;
+	s->state |= MS_STOPPED;
+	halo_fut_cancel(&op->fut);
+	return 0;
+}

@@ -1,0 +1,194 @@
+/* Sockets as futures: socket, accept, connect, recv, send, sendmsg, recvmsg,
+ * shutdown; multishot accept and multishot recv over a provided buffer ring,
+ * with their lifecycle (re-arming, buffer starvation, stop) owned by halo.
+ * Results are what the kernel's CQE says: bytes, an fd, 0, or -errno. Start
+ * calls return NULL only when out of memory or when the ring failed. */
+#ifndef HALO_IO_NET_H
+#define HALO_IO_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../runtime/api.h"
+#include "../runtime/fut.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Options of halo_net_listen(); zero means default. */
+typedef struct halo_listen_opts {
+	int backlog;	/* listen(2) backlog, default SOMAXCONN */
+	int reuseport;	/* set SO_REUSEPORT (several loops, one port) */
+	int nonblock;	/* make the listening fd O_NONBLOCK */
+} halo_listen_opts;
+
+/* Create a TCP socket bound to host:port (host NULL: any IPv4 address; an
+ * IPv6 literal makes an IPv6 socket) with SO_REUSEADDR, and listen. A
+ * synchronous setup call. Returns the fd (the caller owns it) or -errno. */
+HALO_API int halo_net_listen(const char *host, uint16_t port,
+			     const halo_listen_opts *opts);
+
+/* The local port fd is bound to (after binding port 0), or -errno. */
+HALO_API int halo_net_local_port(int fd);
+
+/* socket(2) through the ring. The result is the new fd or -errno. */
+HALO_API halo_fut *halo_socket_at(halo_loop *loop, int domain, int type,
+				  int protocol, const char *file, int line);
+#define halo_socket(loop, d, t, p)                                             \
+	halo_socket_at((loop), (d), (t), (p), __FILE__, __LINE__)
+
+/* Accept one connection on the listening fd (flags: SOCK_NONBLOCK,
+ * SOCK_CLOEXEC). The result is the new fd (the caller owns it) or -errno. If
+ * the accept is cancelled (or its deadline passes) and the kernel accepted a
+ * connection anyway, halo closes that fd and the future ends CANCELLED (or
+ * -ETIMEDOUT): no fd leaks. */
+HALO_API halo_fut *halo_accept_at(halo_loop *loop, int fd, int flags,
+				  const char *file, int line);
+#define halo_accept(loop, fd, flags)                                           \
+	halo_accept_at((loop), (fd), (flags), __FILE__, __LINE__)
+
+/* Connect fd to addr (copied). Result 0 or -errno. If cancelled and the
+ * kernel connected anyway, the future ends CANCELLED and fd (still the
+ * caller's) is connected: close it. */
+HALO_API halo_fut *halo_connect_at(halo_loop *loop, int fd,
+				   const struct sockaddr *addr,
+				   socklen_t addrlen, const char *file,
+				   int line);
+#define halo_connect(loop, fd, addr, len)                                      \
+	halo_connect_at((loop), (fd), (addr), (len), __FILE__, __LINE__)
+
+/* Receive up to len bytes into buf (flags: MSG_*). The result is the byte
+ * count, 0 at EOF, or -errno; buf must stay valid until done. */
+HALO_API halo_fut *halo_recv_at(halo_loop *loop, int fd, void *buf,
+				size_t len, int flags, const char *file,
+				int line);
+#define halo_recv(loop, fd, buf, len, flags)                                   \
+	halo_recv_at((loop), (fd), (buf), (len), (flags), __FILE__, __LINE__)
+
+/* Send up to len bytes of buf. The result is the byte count or -errno; buf
+ * must stay valid until done. */
+HALO_API halo_fut *halo_send_at(halo_loop *loop, int fd, const void *buf,
+				size_t len, int flags, const char *file,
+				int line);
+#define halo_send(loop, fd, buf, len, flags)                                   \
+	halo_send_at((loop), (fd), (buf), (len), (flags), __FILE__, __LINE__)
+
+/* Send all len bytes, resubmitting the remainder after partial sends, with
+ * MSG_NOSIGNAL added to flags (a closed peer gives -EPIPE, not SIGPIPE). The
+ * result is len or -errno; buf must stay valid until done. */
+HALO_API halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
+				    size_t len, int flags, const char *file,
+				    int line);
+#define halo_send_all(loop, fd, buf, len, flags)                               \
+	halo_send_all_at((loop), (fd), (buf), (len), (flags), __FILE__,       \
+			 __LINE__)
+
+/* sendmsg(2)/recvmsg(2). The msghdr and its iovec array are copied into the
+ * operation (more than 4 iovecs go to loop memory, freed at completion); the
+ * data buffers, msg_name and msg_control must stay valid until done. For
+ * recvmsg, msg itself must also stay valid: msg_namelen, msg_controllen and
+ * msg_flags are written back to it at completion. Result: bytes or -errno. */
+HALO_API halo_fut *halo_sendmsg_at(halo_loop *loop, int fd,
+				   const struct msghdr *msg, int flags,
+				   const char *file, int line);
+#define halo_sendmsg(loop, fd, msg, flags)                                     \
+	halo_sendmsg_at((loop), (fd), (msg), (flags), __FILE__, __LINE__)
+HALO_API halo_fut *halo_recvmsg_at(halo_loop *loop, int fd,
+				   struct msghdr *msg, int flags,
+				   const char *file, int line);
+#define halo_recvmsg(loop, fd, msg, flags)                                     \
+	halo_recvmsg_at((loop), (fd), (msg), (flags), __FILE__, __LINE__)
+
+/* shutdown(2) with how = SHUT_RD, SHUT_WR or SHUT_RDWR. Result 0 or -errno.
+ * (Close a socket with halo_close() from io/file.h.) */
+HALO_API halo_fut *halo_shutdown_at(halo_loop *loop, int fd, int how,
+				    const char *file, int line);
+#define halo_shutdown(loop, fd, how)                                           \
+	halo_shutdown_at((loop), (fd), (how), __FILE__, __LINE__)
+
+/* --- provided buffer rings --- */
+
+typedef struct halo_bufring halo_bufring;
+
+/* Create a ring of nbufs (a power of two, <= 32768) buffers of buf_size
+ * bytes each, registered with the kernel as buffer group bgid, and fill it.
+ * Multishot recvs pick buffers from it. Returns the ring (owned by the
+ * caller, free with halo_bufring_free()) or NULL with *err set to -errno. */
+HALO_API halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid,
+					unsigned nbufs, size_t buf_size,
+					int *err);
+
+/* The memory of buffer bid. */
+HALO_API void *halo_bufring_buf(const halo_bufring *br, uint16_t bid);
+
+/* Size of every buffer of br. */
+HALO_API size_t halo_bufring_buf_size(const halo_bufring *br);
+
+/* Give buffer bid back to the ring (exactly once per buffer handed to a
+ * callback). If a multishot recv stopped for want of buffers (-ENOBUFS), the
+ * return re-arms it, in the tick's next submit. */
+HALO_API void halo_bufring_return(halo_bufring *br, uint16_t bid);
+
+/* Buffers in the ring now (as far as halo knows). */
+HALO_API unsigned halo_bufring_avail(const halo_bufring *br);
+
+/* Unregister and free br. Every multishot recv on it must be stopped and
+ * reaped first. Returns 0 or -errno. */
+HALO_API int halo_bufring_free(halo_bufring *br);
+
+/* --- multishot accept and recv --- */
+
+typedef struct halo_accept_ms halo_accept_ms;
+
+/* Called with each accepted fd (>= 0; the callback owns it), or once with a
+ * -errno when accepting ended (e.g. -EMFILE; the handle is gone after the
+ * call; start a new one to go on). Runs from the loop's reap step: it may
+ * start operations and stop handles, but must not wait. */
+typedef void (*halo_accept_ms_cb)(halo_accept_ms *h, int fd, void *arg);
+
+/* Accept connections on the listening fd with one multishot ACCEPT until
+ * stopped; re-armed whenever the kernel ends it. flags as for halo_accept().
+ * Returns a handle owned by halo or NULL when out of memory. */
+HALO_API halo_accept_ms *halo_accept_ms_start(halo_loop *loop, int fd,
+					      int flags, halo_accept_ms_cb cb,
+					      void *arg);
+
+/* Stop accepting: no callback after this returns; connections the kernel
+ * accepted meanwhile are closed. Do not use h afterwards. Returns 0 or
+ * -EALREADY if it already ended. */
+HALO_API int halo_accept_ms_stop(halo_accept_ms *h);
+
+typedef struct halo_recv_ms halo_recv_ms;
+
+/* Called for each piece of data: res > 0 bytes at data, which is buffer bid
+ * of the ring; the callback must give it back with halo_bufring_return()
+ * (now or later), or the ring runs dry and receiving pauses. res == 0: the
+ * peer closed (EOF); res < 0: -errno (e.g. -ECONNRESET). After a call with
+ * res <= 0 the handle is gone. Runs from the loop's reap step: it may start
+ * operations and stop handles, but must not wait. */
+typedef void (*halo_recv_ms_cb)(halo_recv_ms *h, int res, void *data,
+				uint16_t bid, void *arg);
+
+/* Receive from fd with one multishot RECV picking buffers from br, until
+ * EOF, an error or stop. halo re-arms it when the kernel ends it (without
+ * losing or reordering bytes: the new recv is submitted after every CQE of
+ * the old one was seen), and after -ENOBUFS it re-arms when a buffer is given
+ * back. Returns a handle owned by halo or NULL when out of memory. */
+HALO_API halo_recv_ms *halo_recv_ms_start(halo_loop *loop, int fd,
+					  halo_bufring *br, halo_recv_ms_cb cb,
+					  void *arg);
+
+/* Stop receiving: no callback after this returns; buffers the kernel filled
+ * meanwhile go back to the ring. Do not use h afterwards. Returns 0 or
+ * -EALREADY if it already ended. */
+HALO_API int halo_recv_ms_stop(halo_recv_ms *h);
+
+/* How many times h was re-armed (kernel ended it, or -ENOBUFS). */
+HALO_API uint64_t halo_recv_ms_rearms(const halo_recv_ms *h);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
