@@ -183,48 +183,48 @@ static int start_msg(int ep, struct conn *c, uint64_t now)
 	return push(ep, c);
 }
 
-/* Read what arrived and check it byte by byte; the count of completed
- * messages goes to *done. */
+/* Read what arrived and check it byte by byte; a completed message counts in
+ * *done and starts the next. One recv per readiness: level-triggered epoll
+ * reports whatever arrives later, so a recv that would only say EAGAIN is
+ * never made. */
 static void pull(int ep, struct conn *c, uint64_t measure_from,
 		 uint64_t measure_to, uint64_t *done)
 {
 	static unsigned char rx[65536];
+	size_t want = c->sent - c->recvd;
+	uint64_t now;
+	ssize_t n;
 
-	for (int round = 0; round < 64; round++) {
-		ssize_t n = recv(c->fd, rx, sizeof(rx), 0);
-		uint64_t now;
-
-		if (n < 0 && errno == EAGAIN)
-			return;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			drop(ep, c, n < 0 ? strerror(errno) : "closed by server");
-			return;
-		}
-		if ((size_t)n > c->sent - c->recvd) {
-			fprintf(stderr, "loadgen: connection %d: %zd bytes "
-				"echoed, %zu outstanding\n",
-				c->idx, n, c->sent - c->recvd);
-			exit(1);
-		}
-		if (memcmp(rx, c->msg + c->recvd, (size_t)n) != 0) {
-			fprintf(stderr, "loadgen: connection %d message %llu: "
-				"echo differs from what was sent\n",
-				c->idx, (unsigned long long)c->seq);
-			exit(1);
-		}
-		c->recvd += (size_t)n;
-		if (c->recvd < msg_size)
-			continue;
-		now = bench_now_ns();
-		if (now >= measure_from && now < measure_to) {
-			hist_add(&hist, now - c->start_ns);
-			(*done)++;
-		}
-		if (now >= measure_to || start_msg(ep, c, now) < 0)
-			return;
+	do
+		n = recv(c->fd, rx, sizeof(rx), 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return;
+	if (n <= 0) {
+		drop(ep, c, n < 0 ? strerror(errno) : "closed by server");
+		return;
 	}
+	if ((size_t)n > want) {
+		fprintf(stderr, "loadgen: connection %d: %zd bytes echoed, "
+			"%zu outstanding\n", c->idx, n, want);
+		exit(1);
+	}
+	if (memcmp(rx, c->msg + c->recvd, (size_t)n) != 0) {
+		fprintf(stderr, "loadgen: connection %d message %llu: echo "
+			"differs from what was sent\n",
+			c->idx, (unsigned long long)c->seq);
+		exit(1);
+	}
+	c->recvd += (size_t)n;
+	if (c->recvd < msg_size)
+		return;
+	now = bench_now_ns();
+	if (now >= measure_from && now < measure_to) {
+		hist_add(&hist, now - c->start_ns);
+		(*done)++;
+	}
+	if (now < measure_to)
+		start_msg(ep, c, now);
 }
 
 static int connect_one(int port)

@@ -1,0 +1,113 @@
+# Shared by the bench/load_*.sh scripts (sourced, POSIX sh): servers on
+# 127.0.0.1, pinned to cpu 0 with clients on cpu 1, results as JSON lines in
+# $HALO_BENCH_OUT in the shape bench/bench.h describes.
+
+HALO_BUILD=${HALO_BUILD:-build/rel}
+HALO_BENCH_OUT=${HALO_BENCH_OUT:-bench/results.jsonl}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt "$CLIENT_CPU" ]; then
+	ON_SERVER_CPU="taskset -c $SERVER_CPU"
+	ON_CLIENT_CPU="taskset -c $CLIENT_CPU"
+else
+	echo "note: no taskset or too few cpus: servers and clients run unpinned" >&2
+	ON_SERVER_CPU=
+	ON_CLIENT_CPU=
+fi
+
+# Ports come from a range picked per script run, so that a socket still held
+# by a server that just exited (an io_uring tears down asynchronously) never
+# meets the next server.
+bench_port=$((20000 + $$ % 20000))
+server_pid=
+
+progress() { echo "[$BENCH_NAME] $*" >&2; }
+
+# Is anything listening on TCP port $1 (any address, v4 or v6)?
+port_listening() {
+	hex=$(printf '%04X' "$1")
+	grep -q ":$hex [0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# The next port that nobody listens on, in $port.
+next_port() {
+	i=0
+	while [ $i -lt 100 ]; do
+		bench_port=$((bench_port + 1))
+		[ $bench_port -gt 60000 ] && bench_port=20001
+		if ! port_listening $bench_port; then
+			port=$bench_port
+			return 0
+		fi
+		i=$((i + 1))
+	done
+	echo "no free port" >&2
+	return 1
+}
+
+# Start "$@" on the server cpu in the background as $server_pid and wait up
+# to 5 s for it to listen on $port. Returns 1 if it died or never listened.
+start_server() {
+	$ON_SERVER_CPU "$@" >/dev/null 2>"$tmp/server.err" &
+	server_pid=$!
+	i=0
+	while [ $i -lt 100 ]; do
+		port_listening "$port" && return 0
+		if ! kill -0 "$server_pid" 2>/dev/null; then
+			echo "server $1 exited before listening:" >&2
+			cat "$tmp/server.err" >&2
+			server_pid=
+			return 1
+		fi
+		sleep 0.05
+		i=$((i + 1))
+	done
+	echo "server $1 does not listen on $port after 5 s" >&2
+	stop_server
+	return 1
+}
+
+# SIGTERM, then SIGKILL if it has not exited within 2 s.
+stop_server() {
+	[ -n "$server_pid" ] || return 0
+	kill -TERM "$server_pid" 2>/dev/null
+	i=0
+	while kill -0 "$server_pid" 2>/dev/null && [ $i -lt 40 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	kill -KILL "$server_pid" 2>/dev/null
+	wait "$server_pid" 2>/dev/null
+	server_pid=
+}
+
+# Temp dir and a trap that always takes the server down with the script.
+bench_setup() {
+	tmp=$(mktemp -d)
+	trap 'stop_server; rm -rf "$tmp"' EXIT
+	trap 'exit 130' INT TERM
+	mkdir -p "$(dirname "$HALO_BENCH_OUT")"
+}
+
+# emit BENCH CASE METRIC VALUE UNIT [BASELINE BASELINE_VALUE HIGHER_IS_BETTER]
+emit() {
+	awk -v b="$1" -v c="$2" -v m="$3" -v v="$4" -v u="$5" -v bl="${6:-}" \
+		-v bv="${7:-0}" -v hib="${8:-1}" -v out="$HALO_BENCH_OUT" 'BEGIN {
+		line = sprintf("{\"bench\":\"%s\",\"case\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"", b, c, m, v, u)
+		show = sprintf("  [%s] %-28s %-18s %12.4g %s", b, c, m, v, u)
+		if (bl != "" && bv > 0 && v > 0) {
+			r = hib ? v / bv : bv / v
+			line = line sprintf(",\"baseline\":\"%s\",\"baseline_value\":%.6g,\"ratio\":%.4f", bl, bv, r)
+			show = show sprintf("   vs %s %.4g  ratio %.2f", bl, bv, r)
+		}
+		print line "}" >> out
+		print show > "/dev/stderr"
+	}'
+}
+
+# The median line of file $1 by its first field (the lower middle for an even
+# count): "value rest...".
+median_line() {
+	sort -g "$1" | awk '{ l[NR] = $0 } END { if (NR) print l[int((NR + 1) / 2)] }'
+}

@@ -1,0 +1,107 @@
+#!/bin/sh
+# Echo servers under aux_loadgen: halo's examples/echo against a plain epoll
+# server and a raw liburing one, at 1, 50 and 500 connections of 64-byte
+# ping-pong. Rounds interleave the servers (halo, epoll, uring, halo, ...) so
+# that a noisy neighbour hurts all of them alike; each server's figure is its
+# median-rps round, with that round's p99.
+#   env: ECHO_SECS (3) per round, ECHO_ROUNDS (3), ECHO_CONNS ("1 50 500"),
+#        ECHO_SIZE (64), HALO_BUILD, HALO_BENCH_OUT.
+set -u
+BENCH_NAME=echo
+. bench/lib.sh
+
+secs=${ECHO_SECS:-3}
+rounds=${ECHO_ROUNDS:-3}
+conns_list=${ECHO_CONNS:-1 50 500}
+size=${ECHO_SIZE:-64}
+loadgen=$HALO_BUILD/bench/aux_loadgen
+halo=$HALO_BUILD/examples/echo
+
+for b in "$loadgen" "$HALO_BUILD/bench/aux_epoll_echo" \
+	"$HALO_BUILD/bench/aux_uring_echo"; do
+	if [ ! -x "$b" ]; then
+		echo "load_echo: $b is missing: run make benchbin first" >&2
+		exit 1
+	fi
+done
+servers="halo epoll uring"
+if [ ! -x "$halo" ]; then
+	echo "" >&2
+	echo "!!! load_echo: $halo is missing: the halo rows are SKIPPED" >&2
+	echo "" >&2
+	servers="epoll uring"
+fi
+
+bench_setup
+ulimit -n 4096 2>/dev/null || true
+fail=0
+
+server_cmd() {
+	case $1 in
+	halo) echo "$halo" ;;
+	epoll) echo "$HALO_BUILD/bench/aux_epoll_echo" ;;
+	uring) echo "$HALO_BUILD/bench/aux_uring_echo" ;;
+	esac
+}
+
+# One round of server $1 at $2 connections: appends "rps p99" to
+# $tmp/$1_$2, or marks the pair failed.
+run_round() {
+	next_port || return 1
+	if ! start_server "$(server_cmd "$1")" "$port"; then
+		touch "$tmp/$1_$2.failed"
+		return 1
+	fi
+	out=$($ON_CLIENT_CPU "$loadgen" -p "$port" -c "$2" -d "$secs" \
+		-s "$size" 2>"$tmp/loadgen.err")
+	rc=$?
+	stop_server
+	progress "$1 c$2: $out"
+	if [ $rc -ne 0 ]; then
+		echo "!!! load_echo: loadgen against $1 at $2 conns failed:" >&2
+		cat "$tmp/loadgen.err" >&2
+		touch "$tmp/$1_$2.failed"
+		return 1
+	fi
+	echo "$out" | sed -n 's/.* rps=\([0-9.]*\) .* p99_us=\([0-9.]*\) .*/\1 \2/p' \
+		>>"$tmp/$1_$2"
+}
+
+# Median round of server $1 at $2 conns: sets rps and p99, or returns 1.
+median_of() {
+	rps=
+	p99=
+	[ -f "$tmp/$1_$2.failed" ] && return 1
+	[ -s "$tmp/$1_$2" ] || return 1
+	set -- $(median_line "$tmp/$1_$2")
+	rps=$1
+	p99=$2
+}
+
+for c in $conns_list; do
+	r=1
+	while [ $r -le "$rounds" ]; do
+		for s in $servers; do
+			progress "round $r/$rounds: $s, $c connections, ${secs}s"
+			run_round "$s" "$c" || fail=1
+		done
+		r=$((r + 1))
+	done
+
+	for base in epoll uring; do
+		if median_of $base "$c"; then
+			emit echo "${base}_c$c" rps "$rps" req/s
+			emit echo "${base}_c$c" p99_us "$p99" us
+		fi
+	done
+	case " $servers " in *" halo "*) ;; *) continue ;; esac
+	median_of halo "$c" || continue
+	halo_rps=$rps
+	halo_p99=$p99
+	for base in epoll uring; do
+		median_of $base "$c" || continue
+		emit echo "halo_c$c" rps "$halo_rps" req/s $base "$rps" 1
+		emit echo "halo_c$c" p99_us "$halo_p99" us $base "$p99" 0
+	done
+done
+exit $fail
