@@ -21,7 +21,9 @@
 #include "patterns/as_completed.h"
 
 #include "patterns/aggregate.h"
+#include "patterns/groupcommit.h"
 #include "patterns/marksweep.h"
 #include "patterns/poller.h"
+#include "patterns/sockwriter.h"
 
 #endif

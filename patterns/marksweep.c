@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "../io/poll.h"
 #include "../runtime/pool.h"
 
 #define MS_MARKED 0x01u	  /* in the queue */
@@ -68,9 +69,70 @@ static uint32_t sweep_pass(halo_marksweep *ms, uint32_t n)
 	return n;
 }
 
+struct halo__ms_watch {
+	halo_marksweep *ms;
+	halo_poll_ms *h;
+	uint64_t rearms; /* of ended or stopped polls */
+};
+
 static void watch_close(halo_marksweep *ms)
 {
-	(void)ms;
+	if (!ms->watch)
+		return;
+	for (uint32_t fd = 0; fd < ms->cap; fd++)
+		halo_marksweep_unwatch(ms, (int)fd);
+	halo_mem_free(ms->loop, ms->watch,
+		      (size_t)ms->cap * sizeof(*ms->watch));
+	ms->watch = NULL;
+}
+
+/* A poll CQE (from the reap step): mark the fd. An error ends the poll; the
+ * fd is marked too, so that the handler's next operation meets the error. */
+static void on_ready(halo_poll_ms *h, int revents, void *arg)
+{
+	struct halo__ms_watch *w = arg;
+	halo_marksweep *ms = w->ms;
+
+	ms->stats.events++;
+	if (revents < 0) {
+		w->rearms += halo_poll_ms_rearms(h);
+		w->h = NULL;
+	}
+	halo_marksweep_mark(ms, (uint32_t)(w - ms->watch));
+}
+
+int halo_marksweep_watch(halo_marksweep *ms, int fd, unsigned events)
+{
+	struct halo__ms_watch *w;
+
+	if (fd < 0 || (uint32_t)fd >= ms->cap)
+		return -EINVAL;
+	if (!ms->watch) {
+		ms->watch = halo_mem_zalloc(ms->loop, (size_t)ms->cap *
+							      sizeof(*ms->watch));
+		if (!ms->watch)
+			return -ENOMEM;
+	}
+	w = &ms->watch[fd];
+	if (w->h)
+		return -EBUSY;
+	w->ms = ms;
+	w->h = halo_poll_ms_start(ms->loop, fd, events, on_ready, w);
+	return w->h ? 0 : -ENOMEM;
+}
+
+int halo_marksweep_unwatch(halo_marksweep *ms, int fd)
+{
+	struct halo__ms_watch *w;
+
+	if (!ms->watch || fd < 0 || (uint32_t)fd >= ms->cap ||
+	    !ms->watch[fd].h)
+		return -ENOENT;
+	w = &ms->watch[fd];
+	w->rearms += halo_poll_ms_rearms(w->h);
+	halo_poll_ms_stop(w->h);
+	w->h = NULL;
+	return 0;
 }
 
 static int sweep_hook(halo_loop *loop, void *arg)
@@ -179,4 +241,10 @@ void halo_marksweep_stats_get(const halo_marksweep *ms,
 			      halo_marksweep_stats *out)
 {
 	*out = ms->stats;
+	out->rearms = 0;
+	for (uint32_t fd = 0; ms->watch && fd < ms->cap; fd++) {
+		out->rearms += ms->watch[fd].rearms;
+		if (ms->watch[fd].h)
+			out->rearms += halo_poll_ms_rearms(ms->watch[fd].h);
+	}
 }

@@ -66,8 +66,8 @@ HALO_API int halo_marksweep_init(halo_marksweep *ms, halo_loop *loop,
 				 const halo_marksweep_opts *opts,
 				 halo_marksweep_fn fn, void *arg);
 
-/* Cancel every watch, wait for the kernel to let go of them, unregister the
- * hook and free the arrays. Marks not yet swept are dropped. */
+/* Stop every watch (halo frees each poll once the kernel lets go of it),
+ * unregister the hook and free the arrays. Marks not yet swept are dropped. */
 HALO_API void halo_marksweep_close(halo_marksweep *ms);
 
 /* Mark id ready. O(1); marking an id already marked only counts it. Returns
@@ -82,6 +82,16 @@ HALO_API int halo_marksweep_hold(halo_marksweep *ms, uint32_t id);
 /* End the hold of id (its async work is done); if it was marked meanwhile,
  * it is queued to be swept again. Returns 0 or -EINVAL if id is not held. */
 HALO_API int halo_marksweep_release(halo_marksweep *ms, uint32_t id);
+
+/* Watch fd (< capacity) for events (POLLIN, ...) with one multishot
+ * POLL_ADD whose every CQE marks fd; halo re-arms it when the kernel ends it.
+ * An error CQE marks fd once and ends the watch. Returns 0, -EINVAL, -EBUSY
+ * (already watched) or -ENOMEM. */
+HALO_API int halo_marksweep_watch(halo_marksweep *ms, int fd, unsigned events);
+
+/* Stop watching fd (the poll is cancelled; no mark comes from it after this
+ * returns). Returns 0 or -ENOENT. */
+HALO_API int halo_marksweep_unwatch(halo_marksweep *ms, int fd);
 
 /* True if id is marked and waiting to be swept. */
 HALO_API int halo_marksweep_is_marked(const halo_marksweep *ms, uint32_t id);

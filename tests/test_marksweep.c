@@ -2,6 +2,7 @@
  * and readiness from multishot polls on real sockets. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +173,142 @@ START_TEST(test_budget_bounds_ids_per_tick)
 }
 END_TEST
 
+
+#define NPAIRS 1000
+
+struct pairs {
+	halo_marksweep ms;
+	int rd[NPAIRS], wr[NPAIRS];
+	int idx_of_fd[NPAIRS * 4 + 64];
+	char buf[NPAIRS];
+	int swept[NPAIRS], reads[NPAIRS], bad;
+	int reads_left;
+	uint64_t enters_at_pass, sqes_at_pass;
+	unsigned submitted_in_pass;
+	int passes_checked;
+};
+
+struct read_arg {
+	struct pairs *p;
+	int i;
+};
+
+static void read_done(halo_fut *f, void *arg)
+{
+	struct read_arg *ra = arg;
+	struct pairs *p = ra->p;
+	int i = ra->i;
+
+	if (halo_fut_result(f) != 1)
+		p->bad++;
+	halo_fut_release(f);
+	p->reads[i]++;
+	p->reads_left--;
+	ck_assert_int_eq(halo_marksweep_release(&p->ms, (uint32_t)p->rd[i]),
+			 0);
+	free(ra);
+}
+
+static int pairs_sweep(halo_marksweep *ms, const uint32_t *ids, size_t n,
+		       void *arg)
+{
+	struct pairs *p = arg;
+	halo_stats st;
+
+	halo_loop_stats(&loop, &st);
+	p->enters_at_pass = st.enters;
+	p->sqes_at_pass = st.sqes_submitted;
+	for (size_t k = 0; k < n; k++) {
+		int i = p->idx_of_fd[ids[k]];
+		struct read_arg *ra = malloc(sizeof(*ra));
+		halo_fut *f = halo_read(&loop, p->rd[i], &p->buf[i], 1, -1);
+
+		ck_assert_ptr_nonnull(f);
+		p->swept[i]++;
+		ra->p = p;
+		ra->i = i;
+		ck_assert_int_eq(halo_fut_on_done(f, read_done, ra), 0);
+		ck_assert_int_eq(halo_marksweep_hold(ms, ids[k]), 0);
+		p->submitted_in_pass++;
+	}
+	return 0;
+}
+
+/* Run ticks until every write was read; check after each tick that what
+ * the sweeper submitted left in that tick's single enter. */
+static void drain_pairs(struct pairs *p)
+{
+	for (int t = 0; t < 1000000 && p->reads_left > 0; t++) {
+		halo_stats st;
+
+		/* nowait: the polls stay in flight, so a blocking tick after
+		 * the last read would wait forever. */
+		p->submitted_in_pass = 0;
+		ck_assert_int_ge(halo_loop_run_nowait(&loop), 0);
+		if (!p->submitted_in_pass)
+			continue;
+		halo_loop_stats(&loop, &st);
+		ck_assert_uint_eq(st.enters, p->enters_at_pass + 1);
+		ck_assert_uint_ge(st.sqes_submitted - p->sqes_at_pass,
+				  p->submitted_in_pass);
+		p->passes_checked++;
+	}
+	ck_assert_int_eq(p->reads_left, 0);
+}
+
+START_TEST(test_thousand_socketpairs_each_swept_and_read_once_per_write)
+{
+	static struct pairs p;
+	halo_marksweep_opts o = {.batch = 64, .budget = 256};
+	struct rlimit rl;
+	int fds_before;
+
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < 4 * NPAIRS + 64 && rl.rlim_max >= 4 * NPAIRS + 64) {
+		rl.rlim_cur = 4 * NPAIRS + 64;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	memset(&p, 0, sizeof(p));
+	fds_before = tu_count_fds();
+	o.capacity = NPAIRS * 4 + 64;
+	ck_assert_int_eq(halo_marksweep_init(&p.ms, &loop, &o, pairs_sweep, &p),
+			 0);
+	for (int i = 0; i < NPAIRS; i++) {
+		int sv[2];
+
+		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		ck_assert_int_lt(sv[0], (int)o.capacity);
+		p.rd[i] = sv[0];
+		p.wr[i] = sv[1];
+		p.idx_of_fd[sv[0]] = i;
+		ck_assert_int_eq(halo_marksweep_watch(&p.ms, sv[0], POLLIN), 0);
+	}
+	ck_assert_int_eq(halo_marksweep_watch(&p.ms, p.rd[0], POLLIN), -EBUSY);
+	halo_loop_run_nowait(&loop); /* the polls are armed */
+	for (int round = 1; round <= 2; round++) {
+		for (int i = 0; i < NPAIRS; i++)
+			ck_assert_int_eq(write(p.wr[i], "x", 1), 1);
+		p.reads_left = NPAIRS;
+		drain_pairs(&p);
+		for (int i = 0; i < NPAIRS; i++) {
+			ck_assert_int_eq(p.swept[i], round);
+			ck_assert_int_eq(p.reads[i], round);
+		}
+	}
+	ck_assert_int_eq(p.bad, 0);
+	ck_assert_int_gt(p.passes_checked, 0);
+	ck_assert_int_eq(halo_marksweep_unwatch(&p.ms, p.rd[0]), 0);
+	ck_assert_int_eq(halo_marksweep_unwatch(&p.ms, p.rd[0]), -ENOENT);
+	halo_marksweep_close(&p.ms);
+	for (int i = 0; i < NPAIRS; i++) {
+		close(p.rd[i]);
+		close(p.wr[i]);
+	}
+	halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(tu_count_fds(), fds_before);
+}
+END_TEST
+
 Suite *marksweep_suite(void)
 {
 	Suite *s = suite_create("marksweep");
@@ -181,6 +318,8 @@ Suite *marksweep_suite(void)
 	tcase_set_timeout(tc, tu_timeout(30));
 	tcase_add_test(tc, test_million_marks_dedup_batches_and_lose_no_id);
 	tcase_add_test(tc, test_budget_bounds_ids_per_tick);
+	tcase_add_test(tc,
+		       test_thousand_socketpairs_each_swept_and_read_once_per_write);
 	suite_add_tcase(s, tc);
 	return s;
 }
