@@ -31,7 +31,7 @@ static void teardown(void)
 	ck_assert_int_eq(tu_count_fds(), fds_before);
 }
 
-__attribute__((unused)) static void run_until_idle(void)
+static void run_until_idle(void)
 {
 	for (int i = 0; i < 10000 && loop.stats.inflight; i++)
 		halo_loop_run_once(&loop);
@@ -48,7 +48,7 @@ static struct sockaddr_in local(int port)
 	return a;
 }
 
-__attribute__((unused)) static int connect_blocking(int port)
+static int connect_blocking(int port)
 {
 	struct sockaddr_in a = local(port);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -152,6 +152,311 @@ START_TEST(test_socket_connect_accept_send_recv_shutdown)
 }
 END_TEST
 
+
+/* A send buffer far smaller than the data and a reader that takes a little
+ * per tick: the kernel returns short sends, send_all resubmits the rest. */
+START_TEST(test_send_all_completes_partial_sends_with_slow_reader)
+{
+	int sv[2], small = 4096;
+	size_t len = 2u << 20, got = 0;
+	unsigned char *src = malloc(len), *dst = malloc(len);
+	halo_fut *f;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+			 0);
+	ck_assert_int_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small,
+				    sizeof(small)),
+			 0);
+	ck_assert_int_eq(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+	for (size_t i = 0; i < len; i++)
+		src[i] = (unsigned char)(i * 31 + (i >> 11));
+	f = halo_send_all(&loop, sv[0], src, len, 0);
+	while (got < len) {
+		ssize_t n;
+		halo_loop_run_nowait(&loop);
+		n = read(sv[1], dst + got, 3000);
+		if (n < 0) {
+			ck_assert_int_eq(errno, EAGAIN);
+			continue;
+		}
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
+	ck_assert_int_eq(halo_fut_join(f), (int64_t)len);
+	ck_assert_int_eq(memcmp(src, dst, len), 0);
+	close(sv[0]);
+	close(sv[1]);
+	free(src);
+	free(dst);
+}
+END_TEST
+
+static void abort_close(int fd)
+{
+	struct linger l = { .l_onoff = 1, .l_linger = 0 };
+
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l)),
+			 0);
+	close(fd);
+}
+
+START_TEST(test_peer_reset_surfaces_as_econnreset_on_recv)
+{
+	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
+	int cfd, afd;
+	char buf[16];
+	halo_fut *r, *other;
+	int p[2];
+
+	ck_assert_int_ge(lfd, 0);
+	ck_assert_int_eq(pipe(p), 0);
+	cfd = connect_blocking(halo_net_local_port(lfd));
+	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(afd, 0);
+	r = halo_recv(&loop, afd, buf, sizeof(buf), 0);
+	other = halo_read(&loop, p[0], buf, 1, -1);
+	halo_loop_run_nowait(&loop);
+	abort_close(cfd);
+	ck_assert_int_eq(halo_fut_join(r), -ECONNRESET);
+	ck_assert(!halo_fut_is_done(other)); /* only the right future */
+	ck_assert_int_eq(halo_fut_cancel(other), 0);
+	ck_assert_int_eq(halo_fut_join(other), -ECANCELED);
+	close(afd);
+	close(lfd);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+struct burst {
+	int fds[1100];
+	int n;
+	int err;
+};
+
+static void burst_cb(halo_accept_ms *h, int fd, void *arg)
+{
+	struct burst *b = arg;
+
+	(void)h;
+	if (fd < 0) {
+		b->err = fd;
+		return;
+	}
+	b->fds[b->n++] = fd;
+}
+
+START_TEST(test_multishot_accept_takes_1000_connection_burst)
+{
+	enum { N = 1000 };
+	struct rlimit rl;
+	struct burst *b = calloc(1, sizeof(*b));
+	static int cl[N];
+	halo_listen_opts lo = { .backlog = 4096 };
+	int lfd, port;
+	halo_accept_ms *h;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_cur < 2 * N + 64) {
+		rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < 2 * N + 64) {
+		printf("note: RLIMIT_NOFILE %lu too low for 1000 pairs; "
+		       "skipped\n", (unsigned long)rl.rlim_cur);
+		free(b);
+		return;
+	}
+	lfd = halo_net_listen("127.0.0.1", 0, &lo);
+	ck_assert_int_ge(lfd, 0);
+	port = halo_net_local_port(lfd);
+	h = halo_accept_ms_start(&loop, lfd, SOCK_CLOEXEC, burst_cb, b);
+	ck_assert_ptr_nonnull(h);
+	halo_loop_run_nowait(&loop);
+	for (int i = 0; i < N; i++) {
+		struct sockaddr_in a = local(port);
+		cl[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ck_assert_int_ge(cl[i], 0);
+		ck_assert_int_eq(connect(cl[i], (struct sockaddr *)&a,
+					 sizeof(a)),
+				 0);
+		if (i % 64 == 0)
+			halo_loop_run_nowait(&loop);
+	}
+	for (int i = 0; i < 2000 && b->n < N; i++)
+		halo_loop_run_once(&loop);
+	ck_assert_int_eq(b->err, 0);
+	ck_assert_int_eq(b->n, N);
+	ck_assert_int_eq(halo_accept_ms_stop(h), 0);
+	ck_assert_int_eq(halo_accept_ms_stop(h), -EALREADY);
+	run_until_idle();
+	for (int i = 0; i < N; i++) {
+		close(cl[i]);
+		close(b->fds[i]);
+	}
+	close(lfd);
+	free(b);
+}
+END_TEST
+
+struct stream {
+	halo_bufring *br;
+	size_t got;
+	size_t bad_at;
+	int ended;
+	int held; /* buffers not yet returned */
+	uint64_t rearms;
+	uint16_t hold[4];
+};
+
+static unsigned char pattern_at(size_t i)
+{
+	return (unsigned char)((i * 131) ^ (i >> 10));
+}
+
+static void stream_cb(halo_recv_ms *h, int res, void *data, uint16_t bid,
+		      void *arg)
+{
+	struct stream *s = arg;
+	const unsigned char *p = data;
+
+	s->rearms = halo_recv_ms_rearms(h); /* h is valid during the call */
+	if (res <= 0) {
+		s->ended = res == 0 ? 1 : res;
+		return;
+	}
+	for (int i = 0; i < res; i++)
+		if (p[i] != pattern_at(s->got + (size_t)i) && !s->bad_at)
+			s->bad_at = s->got + (size_t)i + 1;
+	s->got += (size_t)res;
+	/* Hold the buffer until the next tick: the ring runs dry (-ENOBUFS)
+	 * and the return has to re-arm the recv. */
+	s->hold[s->held++] = bid;
+}
+
+START_TEST(test_multishot_recv_two_buffers_delivers_10mib_in_order)
+{
+	size_t len = 10u << 20, sent = 0;
+	unsigned char *src = malloc(len);
+	struct stream s = { 0 };
+	halo_recv_ms *h;
+	int sv[2], err = 0;
+
+	for (size_t i = 0; i < len; i++)
+		src[i] = pattern_at(i);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+			 0);
+	ck_assert_int_eq(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+	s.br = halo_bufring_new(&loop, 7, 2, 1024, &err);
+	ck_assert_msg(s.br != NULL, "bufring: %d", err);
+	h = halo_recv_ms_start(&loop, sv[0], s.br, stream_cb, &s);
+	ck_assert_ptr_nonnull(h);
+	for (int guard = 0; !s.ended && guard < 10000000; guard++) {
+		if (sent < len) {
+			ssize_t n = write(sv[1], src + sent, len - sent);
+			if (n > 0)
+				sent += (size_t)n;
+			if (sent == len)
+				shutdown(sv[1], SHUT_WR);
+		}
+		halo_loop_run_nowait(&loop);
+		while (s.held)
+			halo_bufring_return(s.br, s.hold[--s.held]);
+	}
+	ck_assert_int_eq(s.ended, 1);
+	ck_assert_uint_eq(s.got, len);
+	ck_assert_msg(s.bad_at == 0, "byte %zu out of order", s.bad_at - 1);
+	ck_assert_int_gt(s.rearms, 0);
+	run_until_idle();
+	ck_assert_int_eq(halo_bufring_free(s.br), 0);
+	close(sv[0]);
+	close(sv[1]);
+	free(src);
+}
+END_TEST
+
+START_TEST(test_multishot_recv_peer_reset_and_stop)
+{
+	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
+	struct stream s = { 0 };
+	int cfd, afd, err = 0;
+	halo_recv_ms *h;
+
+	cfd = connect_blocking(halo_net_local_port(lfd));
+	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	s.br = halo_bufring_new(&loop, 3, 8, 4096, &err);
+	ck_assert_ptr_nonnull(s.br);
+	h = halo_recv_ms_start(&loop, afd, s.br, stream_cb, &s);
+	halo_loop_run_nowait(&loop);
+	abort_close(cfd);
+	for (int i = 0; i < 100 && !s.ended; i++)
+		halo_loop_run_once(&loop);
+	ck_assert_int_eq(s.ended, -ECONNRESET);
+	run_until_idle();
+	close(afd);
+	/* Stop on a quiet socket ends without a callback. */
+	cfd = connect_blocking(halo_net_local_port(lfd));
+	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	s.ended = 0;
+	h = halo_recv_ms_start(&loop, afd, s.br, stream_cb, &s);
+	halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(halo_recv_ms_stop(h), 0);
+	run_until_idle();
+	ck_assert_int_eq(s.ended, 0);
+	ck_assert_uint_eq(halo_bufring_avail(s.br), 8);
+	ck_assert_int_eq(halo_bufring_free(s.br), 0);
+	close(afd);
+	close(cfd);
+	close(lfd);
+}
+END_TEST
+
+START_TEST(test_cancelled_accept_leaks_no_fd)
+{
+	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
+	int before, port;
+
+	ck_assert_int_ge(lfd, 0);
+	port = halo_net_local_port(lfd);
+	before = tu_count_fds();
+	for (int i = 0; i < 50; i++) {
+		halo_fut *a = halo_accept(&loop, lfd, SOCK_CLOEXEC);
+		int cfd;
+		halo_loop_run_nowait(&loop);
+		/* A connection arrives while the cancel is on its way: the
+		 * kernel may complete the accept anyway. */
+		cfd = connect_blocking(port);
+		ck_assert_int_eq(halo_fut_cancel(a), 0);
+		int64_t r = halo_fut_join(a);
+		ck_assert(r == -ECANCELED || r >= 0);
+		if (r >= 0)
+			close((int)r);
+		close(cfd);
+		/* Drain anything the backlog holds. */
+		for (;;) {
+			struct pollfd pf = { .fd = lfd, .events = POLLIN };
+			if (poll(&pf, 1, 0) != 1)
+				break;
+			close(accept4(lfd, NULL, NULL, SOCK_CLOEXEC));
+		}
+	}
+	/* Cancelled before submission, and cancelled in the kernel. */
+	{
+		halo_fut *a = halo_accept(&loop, lfd, 0);
+		ck_assert_int_eq(halo_fut_cancel(a), 0);
+		ck_assert_int_eq(halo_fut_join(a), -ECANCELED);
+		a = halo_accept(&loop, lfd, 0);
+		halo_loop_run_nowait(&loop);
+		ck_assert_int_eq(halo_fut_cancel(a), 0);
+		ck_assert_int_eq(halo_fut_join(a), -ECANCELED);
+	}
+	ck_assert_int_eq(tu_count_fds(), before);
+	ck_assert_uint_eq(loop.stats.inflight, 0);
+	close(lfd);
+}
+END_TEST
+
 Suite *net_suite(void)
 {
 	Suite *s = suite_create("net");
@@ -162,6 +467,12 @@ Suite *net_suite(void)
 	tcase_add_test(tc, test_writev_and_sendmsg_recvmsg_on_socket);
 	tcase_add_test(tc, test_sendmsg_with_many_iovecs);
 	tcase_add_test(tc, test_socket_connect_accept_send_recv_shutdown);
+	tcase_add_test(tc, test_send_all_completes_partial_sends_with_slow_reader);
+	tcase_add_test(tc, test_peer_reset_surfaces_as_econnreset_on_recv);
+	tcase_add_test(tc, test_multishot_accept_takes_1000_connection_burst);
+	tcase_add_test(tc, test_multishot_recv_two_buffers_delivers_10mib_in_order);
+	tcase_add_test(tc, test_multishot_recv_peer_reset_and_stop);
+	tcase_add_test(tc, test_cancelled_accept_leaks_no_fd);
 	suite_add_tcase(s, tc);
 	return s;
 }
