@@ -16,27 +16,40 @@ else
 	ON_CLIENT_CPU=
 fi
 
-# Ports come from a range picked per script run, so that a socket still held
-# by a server that just exited (an io_uring tears down asynchronously) never
-# meets the next server.
-bench_port=$((20000 + $$ % 20000))
+# Ports come from a range below the kernel's ephemeral ports (which clients,
+# ours and anyone else's, take from), starting at a point picked per script
+# run, so that a socket still held by a server that just exited (an io_uring
+# tears down asynchronously) never meets the next server.
+eph_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$eph_low" -gt 12000 ] 2>/dev/null || eph_low=32768
+port_low=10000
+port_high=$((eph_low - 1))
+bench_port=$((port_low + $$ % (port_high - port_low)))
 server_pid=
 
 progress() { echo "[$BENCH_NAME] $*" >&2; }
 
-# Is anything listening on TCP port $1 (any address, v4 or v6)?
-port_listening() {
+# Does any TCP socket use local port $1 (any state, v4 or v6)?
+port_used() {
 	hex=$(printf '%04X' "$1")
-	grep -q ":$hex [0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
+	grep -qE "^ *[0-9]+: [0-9A-F]+:$hex " /proc/net/tcp /proc/net/tcp6 \
+		2>/dev/null
 }
 
-# The next port that nobody listens on, in $port.
+# Is anything listening on TCP port $1?
+port_listening() {
+	hex=$(printf '%04X' "$1")
+	grep -qE "^ *[0-9]+: [0-9A-F]+:$hex [0-9A-F]+:0000 0A " \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# The next port that no socket uses, in $port.
 next_port() {
 	i=0
 	while [ $i -lt 100 ]; do
 		bench_port=$((bench_port + 1))
-		[ $bench_port -gt 60000 ] && bench_port=20001
-		if ! port_listening $bench_port; then
+		[ $bench_port -gt $port_high ] && bench_port=$port_low
+		if ! port_used $bench_port; then
 			port=$bench_port
 			return 0
 		fi

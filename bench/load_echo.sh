@@ -47,11 +47,14 @@ server_cmd() {
 # One round of server $1 at $2 connections: appends "rps p99" to
 # $tmp/$1_$2, or marks the pair failed.
 run_round() {
-	next_port || return 1
-	if ! start_server "$(server_cmd "$1")" "$port"; then
-		touch "$tmp/$1_$2.failed"
-		return 1
-	fi
+	try=0
+	until next_port && start_server "$(server_cmd "$1")" "$port"; do
+		try=$((try + 1))
+		if [ $try -ge 3 ]; then
+			touch "$tmp/$1_$2.failed"
+			return 1
+		fi
+	done
 	out=$($ON_CLIENT_CPU "$loadgen" -p "$port" -c "$2" -d "$secs" \
 		-s "$size" 2>"$tmp/loadgen.err")
 	rc=$?
