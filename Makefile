@@ -34,7 +34,7 @@ LIB_SRC := $(wildcard runtime/*.c io/*.c patterns/*.c)
 LIB_ASM := $(wildcard runtime/*.S)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_ASM:%.S=$(BUILD)/%.o)
 HEADERS := halo.h $(wildcard runtime/*.h io/*.h patterns/*.h)
-PUBLIC_HEADERS := $(filter-out %/internal.h %/uring_compat.h patterns/wake.h,$(HEADERS))
+PUBLIC_HEADERS := $(filter-out %/internal.h %/uring_compat.h,$(HEADERS))
 
 # TESTS="fut loop" builds a runner with only those suites.
 ifeq ($(TESTS),)

@@ -8,7 +8,6 @@
 
 #include "as_completed.h"
 #include "wait.h"
-#include "wake.h"
 
 #include "../runtime/pool.h"
 #include "../runtime/timer.h"
@@ -39,10 +38,8 @@ static void on_done(halo_fut *f, void *arg)
 	(void)f;
 	nd->hooked = false;
 	push(it, nd->idx);
-	if (it->wake) {
+	if (it->wake)
 		halo_fut_resolve(it->wake, 0, NULL);
-		halo__wake_tick(it->loop);
-	}
 }
 
 int halo_as_completed_init(halo_as_completed *it, halo_loop *loop,

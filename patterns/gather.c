@@ -7,7 +7,6 @@
 
 #include "gather.h"
 
-#include "wake.h"
 
 #include "../runtime/pool.h"
 
@@ -60,7 +59,6 @@ static void finish(struct gst *st)
 		halo_fut_fail(out, st->err < 0 ? st->err : -EIO,
 			      st->msg[0] ? st->msg : NULL);
 	}
-	halo__wake_tick(st->loop);
 	halo_mem_free(st->loop, st, st->size);
 	halo_fut_release(out);
 }

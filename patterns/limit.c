@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "limit.h"
-#include "wake.h"
 
 #include "../runtime/loop.h"
 #include "../runtime/pool.h"
@@ -84,7 +83,6 @@ static void q_pop(halo_loop *loop, halo_limit_queue *q, bool grant)
 		halo_fut_cancelled(f);
 	halo_fut_release(f);
 	halo_mem_free(loop, r, sizeof(*r));
-	halo__wake_tick(loop);
 }
 
 static halo_fut *done_now(halo_loop *loop, const char *file, int line)
@@ -174,7 +172,6 @@ static void map_finish(struct mst *st)
 		halo_fut_fail(out, st->err, NULL);
 	else
 		halo_fut_resolve(out, (int64_t)st->n, st->o.results);
-	halo__wake_tick(st->loop);
 	halo_mem_free(st->loop, st, st->size);
 	halo_fut_release(out);
 }

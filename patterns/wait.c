@@ -26,7 +26,6 @@ struct wctx {
 	unsigned mode;
 	size_t n, done_n, first, first_error;
 	halo_waiter tw;
-	halo_hook hook;
 	halo_fut *timer;
 	struct wnode nodes[];
 };
@@ -63,14 +62,6 @@ static void on_child(halo_fut *f, void *arg)
 		halo_fut_resolve(c->helper, 0, NULL);
 }
 
-static int helper_done(halo_loop *loop, void *arg)
-{
-	struct wctx *c = arg;
-
-	(void)loop;
-	return halo_fut_is_done(c->helper) ? 1 : 0;
-}
-
 static void on_deadline(halo_fut *f, void *arg)
 {
 	struct wctx *c = arg;
@@ -85,7 +76,6 @@ static int wait_on(halo_loop *loop, struct wctx *c, halo_fut *const *futs,
 		   uint64_t deadline_ns)
 {
 	halo_fut *timer = NULL;
-	bool driving;
 	int64_t r;
 
 	c->helper = halo_fut_new(loop);
@@ -102,14 +92,6 @@ static int wait_on(halo_loop *loop, struct wctx *c, halo_fut *const *futs,
 		c->tw.arg = c;
 		halo_fut_add_waiter(timer, &c->tw);
 	}
-	/* The helper is completed from a callback while the tick's ready
-	 * queue runs; a loop-driving halo_fut_wait would then block in that
-	 * tick's enter until some unrelated CQE or timer. A prepare hook that
-	 * reports work once the helper is done keeps that enter from
-	 * blocking. A fiber is resumed by its waiter and needs none. */
-	driving = !halo_loop_in_fiber(loop);
-	if (driving)
-		halo_loop_prepare_add(loop, &c->hook, helper_done, c);
 	for (size_t i = 0; i < c->n; i++) {
 		struct wnode *nd = &c->nodes[i];
 
@@ -131,8 +113,6 @@ static int wait_on(halo_loop *loop, struct wctx *c, halo_fut *const *futs,
 		halo_fut_cancel(timer);
 		halo_fut_release(timer);
 	}
-	if (driving)
-		halo_loop_prepare_remove(loop, &c->hook);
 	halo_fut_release(c->helper);
 	return r < 0 ? (int)r : 0;
 }

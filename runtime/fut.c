@@ -219,10 +219,10 @@ const char *halo_fut_error_msg(const halo_fut *f)
 	return f->errmsg;
 }
 
-static void noop_waiter(halo_fut *f, void *arg)
+static void wake_driver(halo_fut *f, void *arg)
 {
-	(void)f;
 	(void)arg;
+	f->loop->woken = 1;
 }
 
 int64_t halo_fut_wait(halo_fut *f)
@@ -244,9 +244,9 @@ int64_t halo_fut_wait(halo_fut *f)
 		return -EDEADLK;
 	loop->stats.blocking_waits++;
 	halo_fut_ref(f);
-	/* A waiter on f queues f when it completes, so a completion made by a
-	 * callback in step 1 keeps this tick from parking in io_uring_enter. */
-	w.fn = noop_waiter;
+	/* f may be completed by a callback in step 1; its waiter then tells
+	 * the tick not to park in io_uring_enter, so the caller sees it now. */
+	w.fn = wake_driver;
 	w.arg = NULL;
 	halo_fut_add_waiter(f, &w);
 	while (halo__fut_pending(f)) {

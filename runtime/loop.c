@@ -263,10 +263,11 @@ static int tick(halo_loop *loop, bool may_block)
 	int r = 0;
 
 	loop->stats.ticks++;
+	loop->woken = 0;
 	run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
-	ready = !may_block || loop->stopping || loop->ready_head ||
+	ready = !may_block || loop->stopping || loop->woken || loop->ready_head ||
 		loop->later_head ||
 		loop->hooks_busy;
 	to_submit = io_uring_sq_ready(&loop->ring);

@@ -88,6 +88,7 @@ struct halo_loop {
 	int closing;
 	int hooks_busy;
 	int cq_overflowed;
+	int woken; /* a loop-driving wait's future completed this tick */
 	struct halo_fiber *cur_fiber;
 	void *sched_sp; /* the loop's stack pointer while a fiber runs */
 	void *sched_fake_stack;
