@@ -121,6 +121,8 @@ $(BUILD)/bench/%: bench/%.c $(BENCH_COMMON) $(BUILD)/libhalo.a bench/bench.h
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BENCH_COMMON) $(BUILD)/libhalo.a \
 		$(LDLIBS) -lm
 
+.SECONDARY: $(BENCH_COMMON)
+
 benchbin: lib $(BENCH_BIN) $(BENCH_AUX_BIN) examples
 
 bench: deps-bench

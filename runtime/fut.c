@@ -397,6 +397,6 @@ int halo__loop_report_leaks(halo_loop *loop)
 {
 	struct leak_scan ls = {loop, 0};
 
-	halo__pool_each_slot(loop, leak_check, &ls);
+	halo__pool_each_slot(loop, sizeof(halo_fut), leak_check, &ls);
 	return ls.n;
 }

@@ -73,13 +73,12 @@ struct halo__promise {
 /* A timer: a future with its place in the heap. */
 struct halo__timer {
 	struct halo_fut fut;
-	uint64_t deadline;
 	uint32_t idx; /* position in the heap, UINT32_MAX when not in it */
+	uint32_t seq; /* creation order, for equal deadlines */
 };
 
 struct halo__timer_ent {
 	uint64_t deadline;
-	uint64_t seq;
 	struct halo__timer *t;
 };
 
@@ -206,10 +205,11 @@ void halo__stacks_close(halo_loop *loop);
 int halo__pools_init(halo_loop *loop);
 void halo__pools_close(halo_loop *loop);
 int halo__pool_refill(halo_loop *loop, halo_pool *p);
-/* Call fn on every slot of every slab of size class slot_size (live or
- * free); slabs are zeroed when carved, so never-used slots read as zero. */
-void halo__pool_each_slot(halo_loop *loop, void (*fn)(void *slot, void *arg),
-			  void *arg);
+/* Call fn on every slot (live or free) of every slab whose slots are at
+ * least min_slot bytes; slabs are zeroed when carved, so never-used slots
+ * read as zero. */
+void halo__pool_each_slot(halo_loop *loop, size_t min_slot,
+			  void (*fn)(void *slot, void *arg), void *arg);
 
 #ifdef HALO_ASAN
 #include <sanitizer/asan_interface.h>
@@ -220,9 +220,12 @@ void halo__pool_each_slot(halo_loop *loop, void (*fn)(void *slot, void *arg),
 #define HALO_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
+/* Classes: every 16 bytes up to 256, then every 64 bytes up to 2048. */
 static inline halo_pool *halo__pool_of(halo_loop *loop, size_t size)
 {
-	return &loop->pools.cls[(size + 63) / 64 - 1];
+	if (size <= 256)
+		return &loop->pools.cls[(size + 15) / 16 - 1];
+	return &loop->pools.cls[16 + (size - 256 + 63) / 64 - 1];
 }
 
 /* The hot path of halo_mem_alloc for 0 < size <= HALO_POOL_MAX. */

@@ -54,8 +54,10 @@ int halo__pools_init(halo_loop *loop)
 	halo_pools *ps = &loop->pools;
 
 	memset(ps, 0, sizeof(*ps));
-	for (int i = 0; i < HALO_POOL_CLASSES; i++)
-		ps->cls[i].slot = 64u * (unsigned)(i + 1);
+	for (int i = 0; i < 16; i++)
+		ps->cls[i].slot = 16u * (unsigned)(i + 1);
+	for (int i = 16; i < HALO_POOL_CLASSES; i++)
+		ps->cls[i].slot = 256u + 64u * (unsigned)(i - 15);
 #ifndef HALO_NO_JEMALLOC
 	size_t sz = sizeof(ps->arena);
 	if (mallctl("arenas.create", &ps->arena, &sz, NULL, 0) == 0)
@@ -85,7 +87,13 @@ void halo__pools_close(halo_loop *loop)
 #endif
 }
 
-/* Carve a new slab into slots. The slab header takes the first slot. */
+/* The slab header takes the first slot or slots. */
+static size_t first_slot(size_t slot)
+{
+	return (sizeof(struct slab) + slot - 1) / slot;
+}
+
+/* Carve a new slab into slots. */
 int halo__pool_refill(halo_loop *loop, halo_pool *p)
 {
 	size_t bytes = SLAB_BYTES;
@@ -103,7 +111,7 @@ int halo__pool_refill(halo_loop *loop, halo_pool *p)
 	s->slot = p->slot;
 	s->next = loop->pools.slabs;
 	loop->pools.slabs = s;
-	for (size_t i = bytes / p->slot - 1; i >= 1; i--) {
+	for (size_t i = bytes / p->slot - 1; i >= first_slot(p->slot); i--) {
 		void **slot = (void **)(mem + i * p->slot);
 		*slot = p->free;
 		p->free = slot;
@@ -113,13 +121,16 @@ int halo__pool_refill(halo_loop *loop, halo_pool *p)
 	return 0;
 }
 
-void halo__pool_each_slot(halo_loop *loop, void (*fn)(void *slot, void *arg),
-			  void *arg)
+void halo__pool_each_slot(halo_loop *loop, size_t min_slot,
+			  void (*fn)(void *slot, void *arg), void *arg)
 {
 	for (struct slab *s = loop->pools.slabs; s; s = s->next) {
+		if (s->slot < min_slot)
+			continue;
 		HALO_UNPOISON(s, s->size);
-		for (size_t off = s->slot; off + s->slot <= s->size; off += s->slot)
-			fn((char *)s + off, arg);
+		for (size_t i = first_slot(s->slot); (i + 1) * s->slot <= s->size;
+		     i++)
+			fn((char *)s + i * s->slot, arg);
 	}
 }
 

@@ -16,7 +16,7 @@ extern "C" {
 
 typedef struct halo_loop halo_loop;
 
-#define HALO_POOL_CLASSES 32 /* every multiple of 64 bytes up to 2048 */
+#define HALO_POOL_CLASSES 44 /* 16..256 by 16, then ..2048 by 64 */
 #define HALO_POOL_MAX 2048
 
 typedef struct halo_pool {
@@ -33,7 +33,7 @@ typedef struct halo_pools {
 } halo_pools;
 
 /* Allocate size bytes from loop's pools (sizes above HALO_POOL_MAX come from
- * the loop's arena). 64-byte aligned for pool sizes. Returns NULL on
+ * the loop's arena). 16-byte aligned. Returns NULL on
  * exhaustion. Free with halo_mem_free() and the same size. */
 HALO_API void *halo_mem_alloc(halo_loop *loop, size_t size);
 

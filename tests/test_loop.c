@@ -215,7 +215,7 @@ START_TEST(test_pool_memory_sizes_and_alignment)
 	for (int i = 0; i < 6; i++) {
 		p[i] = halo_mem_alloc(&loop, sizes[i]);
 		ck_assert_ptr_nonnull(p[i]);
-		ck_assert_uint_eq((uintptr_t)p[i] % 64, 0);
+		ck_assert_uint_eq((uintptr_t)p[i] % 16, 0);
 		memset(p[i], 0xab, sizes[i]);
 	}
 	for (int i = 0; i < 6; i++)
