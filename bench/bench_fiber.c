@@ -1,6 +1,7 @@
-/* Fiber costs: a context switch (two fibers yielding to each other through
- * the loop; baseline: glibc swapcontext between two contexts in the same
- * process) and spawn+join of a fiber that returns at once. */
+/* Fiber costs: the bare context switch (halo's hand-written stack switch,
+ * one direction; baseline: glibc swapcontext in the same process), a yield
+ * (fiber -> loop -> next fiber: two switches plus the scheduling), and
+ * spawn+join of a fiber that returns at once. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <ucontext.h>
@@ -104,6 +105,35 @@ static double spawn_batch_join_ns(long n)
 	return (double)dt / (double)n;
 }
 
+void halo__ctx_switch(void **save_sp, void *load_sp);
+void halo__ctx_trampoline(void);
+
+static void *raw_main_sp, *raw_peer_sp;
+
+static void raw_peer(void *arg)
+{
+	(void)arg;
+	for (;;)
+		halo__ctx_switch(&raw_peer_sp, raw_main_sp);
+}
+
+/* Same frame layout as runtime/fiber.c builds for a new fiber. */
+static double raw_switch_ns(long n)
+{
+	static uint64_t stack[8192] __attribute__((aligned(16)));
+	uint64_t *top = &stack[8192], t0;
+
+	top[-1] = (uint64_t)(uintptr_t)halo__ctx_trampoline;
+	top[-2] = top[-3] = top[-4] = 0;
+	top[-5] = (uint64_t)(uintptr_t)raw_peer;
+	top[-6] = top[-7] = 0;
+	raw_peer_sp = &top[-7];
+	t0 = bench_now_ns();
+	for (long i = 0; i < n; i++)
+		halo__ctx_switch(&raw_main_sp, raw_peer_sp);
+	return (double)(bench_now_ns() - t0) / (2.0 * (double)n);
+}
+
 static double best(double (*fn)(long), long n)
 {
 	double b = 1e18;
@@ -121,10 +151,13 @@ int main(void)
 	long n = (long)(2000000 * bench_scale());
 
 	bench_pin(0);
-	bench_progress("fiber", "context switch: 2 fibers x %ld yields", n);
+	bench_progress("fiber", "context switch: %ld round trips", n);
 	bench_emit("fiber", "context_switch", "ns_per_switch",
-		   best(halo_switch_ns, n), "ns", "swapcontext",
+		   best(raw_switch_ns, n), "ns", "swapcontext",
 		   best(ucontext_switch_ns, n), 0);
+	bench_progress("fiber", "yield: 2 fibers x %ld yields", n);
+	bench_emit("fiber", "yield", "ns_per_yield", best(halo_switch_ns, n),
+		   "ns", NULL, 0, 0);
 	bench_progress("fiber", "spawn+join: %ld fibers", n / 2);
 	bench_emit("fiber", "spawn_join", "ns_per_fiber",
 		   best(spawn_join_ns, n / 2), "ns", NULL, 0, 0);
