@@ -1,0 +1,220 @@
+/* Random 4 KiB reads from a 1 GiB file at queue depth 1 and 32, from the
+ * page cache and with O_DIRECT: halo read futures against fio's io_uring
+ * engine on the same file in the same run. The file is made once (real data,
+ * not fallocated holes, so O_DIRECT reads reach the device) at
+ * $HALO_BENCH_FILE or /var/tmp/halo-bench-file.dat and reused; it is never
+ * in the source tree. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+#include "halo.h"
+
+#define FILE_SIZE (1ull << 30)
+#define BS 4096
+#define MAX_QD 32
+
+static const char *path;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_off(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (rng % (FILE_SIZE / BS)) * BS;
+}
+
+static int make_file(void)
+{
+	struct stat st;
+	char *buf;
+	int fd;
+
+	if (stat(path, &st) == 0 && (uint64_t)st.st_size == FILE_SIZE)
+		return 0;
+	bench_progress("file", "creating %s (1 GiB)", path);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	buf = malloc(1 << 20);
+	for (uint64_t off = 0; off < FILE_SIZE; off += 1 << 20) {
+		for (size_t i = 0; i < (1 << 20) / 8; i++)
+			((uint64_t *)buf)[i] = off + i * 0x9e3779b97f4a7c15ull;
+		if (pwrite(fd, buf, 1 << 20, (off_t)off) != 1 << 20) {
+			free(buf);
+			close(fd);
+			unlink(path);
+			return -EIO;
+		}
+	}
+	free(buf);
+	fsync(fd);
+	close(fd);
+	return 0;
+}
+
+/* Pull the whole file into the page cache. */
+static void warm_cache(void)
+{
+	char *buf = malloc(1 << 20);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	while (fd >= 0 && read(fd, buf, 1 << 20) > 0)
+		;
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+}
+
+struct slot {
+	halo_waiter w;
+	halo_fut *f;
+	char *buf;
+};
+
+static halo_loop loop;
+static int rfd;
+static uint64_t done_n, stop_at;
+
+static void start(struct slot *s);
+
+static void on_read(halo_fut *f, void *arg)
+{
+	struct slot *s = arg;
+
+	if (halo_fut_result(f) != BS) {
+		fprintf(stderr, "bench_file: read: %lld\n",
+			(long long)halo_fut_result(f));
+		exit(1);
+	}
+	halo_fut_release(f);
+	s->f = NULL;
+	done_n++;
+	if (halo_now_ns() < stop_at)
+		start(s);
+}
+
+static void start(struct slot *s)
+{
+	s->f = halo_read(&loop, rfd, s->buf, BS, (int64_t)next_off());
+	if (!s->f) {
+		fprintf(stderr, "bench_file: out of memory\n");
+		exit(1);
+	}
+	s->w.fn = on_read;
+	s->w.arg = s;
+	halo_fut_add_waiter(s->f, &s->w);
+}
+
+static double halo_iops(int qd, int direct, double secs)
+{
+	struct slot slots[MAX_QD];
+	uint64_t t0;
+
+	rfd = open(path, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
+	if (rfd < 0)
+		return -1;
+	if (halo_loop_init(&loop, NULL) < 0) {
+		fprintf(stderr, "halo: %s\n", halo_loop_error(&loop));
+		exit(1);
+	}
+	for (int i = 0; i < qd; i++)
+		slots[i].buf = halo_buf_alloc_aligned(BS, 4096);
+	done_n = 0;
+	t0 = halo_now_ns();
+	stop_at = t0 + (uint64_t)(secs * 1e9);
+	for (int i = 0; i < qd; i++)
+		start(&slots[i]);
+	while (halo_loop_run_once(&loop) > 0)
+		;
+	t0 = halo_now_ns() - t0;
+	halo_loop_close(&loop);
+	for (int i = 0; i < qd; i++)
+		halo_buf_free(slots[i].buf);
+	close(rfd);
+	return (double)done_n / ((double)t0 / 1e9);
+}
+
+static double fio_iops(int qd, int direct, double secs)
+{
+	char cmd[1024], *out = malloc(1 << 20), *p;
+	size_t n = 0, r;
+	double iops = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd),
+		 "fio --name=x --ioengine=io_uring --rw=randread --bs=4k "
+		 "--iodepth=%d --direct=%d --invalidate=0 --filename=%s "
+		 "--size=1g --runtime=%d --time_based --output-format=json "
+		 "2>/dev/null",
+		 qd, direct, path, secs < 1 ? 1 : (int)secs);
+	f = popen(cmd, "r");
+	if (!f) {
+		free(out);
+		return -1;
+	}
+	while ((r = fread(out + n, 1, (1 << 20) - 1 - n, f)) > 0)
+		n += r;
+	out[n] = 0;
+	pclose(f);
+	p = strstr(out, "\"read\"");
+	if (p)
+		p = strstr(p, "\"iops\"");
+	if (p && (p = strchr(p, ':')))
+		iops = strtod(p + 1, NULL);
+	free(out);
+	return iops;
+}
+
+int main(void)
+{
+	double secs = 4.0 * bench_scale();
+	int has_fio = system("fio --version >/dev/null 2>&1") == 0;
+	int qds[2] = { 1, 32 };
+	int r;
+
+	path = getenv("HALO_BENCH_FILE");
+	if (!path)
+		path = "/var/tmp/halo-bench-file.dat";
+	r = make_file();
+	if (r < 0) {
+		fprintf(stderr, "bench_file: cannot make %s: %s\n", path,
+			strerror(-r));
+		return 1;
+	}
+	if (!has_fio)
+		fprintf(stderr, "bench_file: note: fio is missing (make "
+				"deps-bench); emitting halo rows only\n");
+	bench_pin(0);
+	for (int direct = 0; direct <= 1; direct++) {
+		if (!direct)
+			warm_cache();
+		for (int i = 0; i < 2; i++) {
+			char name[64];
+			double h, b = 0;
+
+			snprintf(name, sizeof(name), "randread_4k_qd%d_%s",
+				 qds[i], direct ? "direct" : "pagecache");
+			h = halo_iops(qds[i], direct, secs);
+			if (h < 0) {
+				fprintf(stderr, "bench_file: %s: O_DIRECT "
+						"refused here; skipped\n",
+					name);
+				continue;
+			}
+			if (has_fio)
+				b = fio_iops(qds[i], direct, secs);
+			bench_progress("file", "%s halo=%.0f fio=%.0f", name,
+				       h, b);
+			bench_emit("file", name, "iops", h, "IO/s",
+				   has_fio && b > 0 ? "fio" : NULL, b, 1);
+		}
+	}
+	return 0;
+}
