@@ -108,6 +108,11 @@ $(TEST_BIN): $(TEST_OBJ) $(BUILD)/libhalo.a
 deps:
 	$(Q)sh .ci/deps check
 
+# libFuzzer over the HTTP parser for $(FUZZ_SECONDS) seconds.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz.sh
+
 deps-bench:
 	$(Q)sh .ci/deps bench
 
