@@ -457,6 +457,51 @@ START_TEST(test_cancelled_accept_leaks_no_fd)
 }
 END_TEST
 
+static void never_cb(halo_recv_ms *h, int res, void *data, uint16_t bid,
+		     void *arg)
+{
+	(void)h;
+	(void)data;
+	(void)bid;
+	*(int *)arg = res == 0 ? 1 : res;
+}
+
+static void count_accept_cb(halo_accept_ms *h, int fd, void *arg)
+{
+	(void)h;
+	if (fd >= 0)
+		close(fd);
+	(*(int *)arg)++;
+}
+
+/* Live multishot handles end silently at loop close: no callback, no
+ * leaked future, the kernel lets go of everything. */
+START_TEST(test_loop_close_ends_live_multishots)
+{
+	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
+	int sv[2], err = 0, ended = 0, accepted = 0;
+	halo_bufring *br;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+			 0);
+	br = halo_bufring_new(&loop, 5, 4, 256, &err);
+	ck_assert_ptr_nonnull(br);
+	ck_assert_ptr_nonnull(halo_recv_ms_start(&loop, sv[0], br, never_cb,
+						 &ended));
+	ck_assert_ptr_nonnull(halo_accept_ms_start(&loop, lfd, SOCK_CLOEXEC,
+						   count_accept_cb, &accepted));
+	halo_loop_run_nowait(&loop);
+	tu_loop_close(&loop);
+	ck_assert_int_eq(ended, 0);
+	ck_assert_int_eq(accepted, 0);
+	halo_bufring_free(br);
+	tu_loop_init(&loop, NULL); /* for the fixture's close */
+	close(sv[0]);
+	close(sv[1]);
+	close(lfd);
+}
+END_TEST
+
 Suite *net_suite(void)
 {
 	Suite *s = suite_create("net");
@@ -473,6 +518,7 @@ Suite *net_suite(void)
 	tcase_add_test(tc, test_multishot_recv_two_buffers_delivers_10mib_in_order);
 	tcase_add_test(tc, test_multishot_recv_peer_reset_and_stop);
 	tcase_add_test(tc, test_cancelled_accept_leaks_no_fd);
+	tcase_add_test(tc, test_loop_close_ends_live_multishots);
 	suite_add_tcase(s, tc);
 	return s;
 }
