@@ -11,9 +11,13 @@ bin=build/fuzz_http
 art=build/fuzz-artifacts/
 
 mkdir -p build "$art"
-"$cc" -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror \
+if ! "$cc" -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-I. tests/fuzz_http.c io/http.c -o "$bin"
+	-I. tests/fuzz_http.c io/http.c -o "$bin"; then
+	echo "fuzz: cannot build $bin: libFuzzer needs clang and its runtime" \
+		"(Debian: clang, libclang-rt-14-dev)" >&2
+	exit 1
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
