@@ -341,9 +341,7 @@ halo_fut *halo_fallocate_at(halo_loop *loop, int fd, int mode, int64_t off,
 
 int halo_files_register(halo_loop *loop, const int *fds, unsigned n)
 {
-	int r = io_uring_register_files(&loop->ring, fds, n);
-
-	return r == -ENXIO ? -EBUSY : r;
+	return io_uring_register_files(&loop->ring, fds, n);
 }
 
 int halo_files_update(halo_loop *loop, unsigned off, const int *fds,

@@ -266,6 +266,7 @@ START_TEST(test_fixed_files_read_and_write_by_index)
 	halo_fut *f;
 
 	ck_assert_int_eq(halo_files_register(&loop, fds, 2), 0);
+	ck_assert_int_eq(halo_files_register(&loop, fds, 2), -EBUSY);
 	f = halo_write(&loop, 1, "fixed", 5, 0);
 	ck_assert_int_eq(halo_files_use_fixed(f), 0);
 	ck_assert_int_eq(halo_fut_join(f), 5);
