@@ -14,18 +14,19 @@ ifeq ($(SANITIZE),1)
 BUILD ?= build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
-MEMDEF := -DHALO_NO_JEMALLOC
+MODEDEF := -DHALO_NO_JEMALLOC
 MEMLIB :=
 else
 BUILD ?= build/rel
 SANFLAGS :=
-MEMDEF :=
+# Assertions guard invariants in debug and sanitizer builds only (STYLE.md).
+MODEDEF := -DNDEBUG
 MEMLIB := -ljemalloc
 endif
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
-	-D_GNU_SOURCE -I. $(MEMDEF) $(SANFLAGS)
+	-D_GNU_SOURCE -I. $(MODEDEF) $(SANFLAGS)
 ASFLAGS := $(SANFLAGS)
 LDLIBS := -luring $(MEMLIB) -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)

@@ -9,21 +9,21 @@
 #include "runtime/timer.h"
 
 #include "io/file.h"
+#include "io/http.h"
 #include "io/net.h"
 #include "io/poll.h"
 #include "io/timeout.h"
-
-#include "patterns/gather.h"
-#include "patterns/wait.h"
-#include "patterns/build.h"
-#include "patterns/scope.h"
-#include "patterns/limit.h"
-#include "patterns/as_completed.h"
 
 #include "patterns/aggregate.h"
 #include "patterns/groupcommit.h"
 #include "patterns/marksweep.h"
 #include "patterns/poller.h"
 #include "patterns/sockwriter.h"
+#include "patterns/gather.h"
+#include "patterns/wait.h"
+#include "patterns/build.h"
+#include "patterns/scope.h"
+#include "patterns/limit.h"
+#include "patterns/as_completed.h"
 
 #endif

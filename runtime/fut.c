@@ -7,7 +7,6 @@
 
 #include "internal.h"
 
-static void run_waiters(halo_task *t);
 
 void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
 		      const char *file, int line)
@@ -15,35 +14,6 @@ void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
 	return halo__fut_alloc_zero(loop, size, size, kind, file, line);
 }
 
-void *halo__fut_alloc_zero(halo_loop *loop, size_t size, size_t zero,
-			   uint8_t kind, const char *file, int line)
-{
-	halo_fut *f = halo__pool_get(loop, size);
-	uint16_t gen;
-
-	if (!f)
-		return NULL;
-	gen = f->gen;
-	/* Field by field: a memset of the whole header costs more. */
-	f->task.next = NULL;
-	f->task.fn = run_waiters;
-	f->loop = loop;
-	f->waiters = NULL;
-	f->result = 0;
-	f->value = NULL;
-	f->file = file;
-	f->errmsg = NULL;
-	f->refs = 1;
-	f->gen = (uint16_t)(gen + 1);
-	f->state = HALO_FUT_PENDING;
-	f->flags = 0;
-	f->line = line;
-	f->kind = kind;
-	if (zero > sizeof(*f))
-		memset(f + 1, 0, zero - sizeof(*f));
-	loop->stats.live_futures++;
-	return f;
-}
 
 size_t halo__fut_size(const halo_fut *f)
 {
@@ -85,7 +55,7 @@ void halo__fut_queue(halo_fut *f)
 
 /* Pop one waiter at a time from the future itself, so that a waiter that
  * removes another waiter of the same future (or adds one) stays correct. */
-static void run_waiters(halo_task *t)
+void halo__run_waiters(halo_task *t)
 {
 	halo_fut *f = (halo_fut *)t;
 	halo_waiter *w;
@@ -383,7 +353,7 @@ static void leak_check(void *slot, void *arg)
 	struct leak_scan *ls = arg;
 	halo_fut *f = slot;
 
-	if (f->task.fn != run_waiters || f->loop != ls->loop ||
+	if (f->task.fn != halo__run_waiters || f->loop != ls->loop ||
 	    (f->flags & FUT_CONSUMED))
 		return;
 	ls->n++;

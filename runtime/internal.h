@@ -116,9 +116,7 @@ void halo__ctx_switch(void **save_sp, void *load_sp);
 /* --- futures (fut.c) --- */
 void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
 		      const char *file, int line);
-/* The same, zeroing only the first zero bytes (the rest is the caller's). */
-void *halo__fut_alloc_zero(halo_loop *loop, size_t size, size_t zero,
-			   uint8_t kind, const char *file, int line);
+void halo__run_waiters(halo_task *t);
 void halo__fut_free(halo_fut *f);
 void halo__fut_queue(halo_fut *f);
 
@@ -157,13 +155,8 @@ void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 
 /* --- operations (op.c) --- */
 
-/* A new pending op future; the caller owns one reference. */
-halo_op *halo__op_new(halo_loop *loop, const char *file, int line);
-
-/* An SQE tagged with op (user_data carries the slot and its generation);
- * the op gains a kernel reference. A full SQ is flushed first (counted).
- * Returns NULL only if the ring failed; then the op holds no new reference. */
-struct io_uring_sqe *halo__op_sqe(halo_op *op);
+/* Get an SQE after flushing a full SQ to the kernel (counted). */
+struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop);
 
 /* An SQE whose CQE the reaper ignores (cancels, linked timeouts). */
 struct io_uring_sqe *halo__loop_sqe(halo_loop *loop);
@@ -176,7 +169,10 @@ void halo__op_finish(halo_op *op, int32_t res);
 void halo__op_abort(halo_op *op);
 
 /* user_data of op (slot pointer | generation << 48). */
-uint64_t halo__op_tag(const halo_op *op);
+static inline uint64_t halo__op_tag(const halo_op *op)
+{
+	return (uint64_t)(uintptr_t)op | ((uint64_t)op->fut.gen << 48);
+}
 
 /* Cancel hook of op futures (fut.c calls it). */
 int halo__op_cancel(halo_op *op);
@@ -252,6 +248,81 @@ static inline void halo__pool_put(halo_loop *loop, void *ptr, size_t size)
 	p->free = slot;
 	p->free_n++;
 	HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
+}
+
+/* The same as halo__fut_alloc, zeroing only the first zero bytes past the
+ * header (the rest is the caller's); inline, for the operation hot path. */
+static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
+					 size_t zero, uint8_t kind,
+					 const char *file, int line)
+{
+	halo_fut *f = halo__pool_get(loop, size);
+	uint16_t gen;
+
+	if (unlikely(!f))
+		return NULL;
+	gen = f->gen;
+	/* Field by field: a memset of the whole header costs more. */
+	f->task.next = NULL;
+	f->task.fn = halo__run_waiters;
+	f->loop = loop;
+	f->waiters = NULL;
+	f->result = 0;
+	f->value = NULL;
+	f->file = file;
+	f->errmsg = NULL;
+	f->refs = 1;
+	f->gen = (uint16_t)(gen + 1);
+	f->state = HALO_FUT_PENDING;
+	f->flags = 0;
+	f->line = line;
+	f->kind = kind;
+	if (zero > sizeof(*f))
+		memset(f + 1, 0, zero - sizeof(*f));
+	loop->stats.live_futures++;
+	return f;
+}
+
+/* A new pending op future; the caller owns one reference. */
+static inline halo_op *halo__op_new(halo_loop *loop, const char *file,
+				    int line)
+{
+	/* meta and ts are written by the start calls that use them: zeroing
+	 * them for every op would be the costliest stores of the hot path. */
+	halo_op *op = (halo_op *)halo__fut_alloc_zero(
+		loop, sizeof(halo_op), sizeof(halo_fut), FUT_OP, file, line);
+
+	if (likely(op)) {
+		op->on_cqe = NULL;
+		op->sqe = NULL;
+		op->sq_epoch = 0;
+		op->kernel_refs = 0;
+		op->aux = 0;
+		op->ctx = NULL;
+	}
+	return op;
+}
+
+/* An SQE tagged with op (user_data carries the slot and its generation);
+ * the op gains a kernel reference. A full SQ is flushed first (counted).
+ * Returns NULL only if the ring failed; then the op holds no new reference. */
+static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
+{
+	halo_loop *loop = op->fut.loop;
+	struct io_uring_sqe *sqe = halo_uring_get_sqe(&loop->ring);
+
+	if (unlikely(!sqe)) {
+		sqe = halo__get_sqe_slow(loop);
+		if (!sqe)
+			return NULL;
+	}
+	sqe->user_data = halo__op_tag(op);
+	op->sqe = sqe;
+	op->sq_epoch = loop->sq_epoch;
+	op->kernel_refs++;
+	op->fut.refs++;
+	loop->stats.inflight++;
+	return sqe;
 }
 
 #endif

@@ -8,29 +8,6 @@
 
 #define TAG_PTR_MASK ((1ull << 48) - 1)
 
-uint64_t halo__op_tag(const halo_op *op)
-{
-	return (uint64_t)(uintptr_t)op | ((uint64_t)op->fut.gen << 48);
-}
-
-halo_op *halo__op_new(halo_loop *loop, const char *file, int line)
-{
-	/* meta and ts are written by the start calls that use them: zeroing
-	 * them for every op would be the costliest stores of the hot path. */
-	halo_op *op = halo__fut_alloc_zero(loop, sizeof(halo_op),
-					   sizeof(halo_fut), FUT_OP, file, line);
-
-	if (likely(op)) {
-		op->on_cqe = NULL;
-		op->sqe = NULL;
-		op->sq_epoch = 0;
-		op->kernel_refs = 0;
-		op->aux = 0;
-		op->ctx = NULL;
-	}
-	return op;
-}
-
 /* Hand the prepared SQEs to the kernel without waiting, because the SQ is
  * full and the caller needs another entry now. */
 static int flush_early(halo_loop *loop)
@@ -47,32 +24,19 @@ static int flush_early(halo_loop *loop)
 	return r;
 }
 
-static inline struct io_uring_sqe *get_sqe(halo_loop *loop)
+struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop)
 {
-	struct io_uring_sqe *sqe = halo_uring_get_sqe(&loop->ring);
-
-	if (likely(sqe))
-		return sqe;
 	/* -EBUSY/-EAGAIN: the kernel is short of room; the SQEs stay queued
 	 * and the next enter retries them, but none is free for us now. */
 	flush_early(loop);
 	return halo_uring_get_sqe(&loop->ring);
 }
 
-struct io_uring_sqe *halo__op_sqe(halo_op *op)
+static inline struct io_uring_sqe *get_sqe(halo_loop *loop)
 {
-	halo_loop *loop = op->fut.loop;
-	struct io_uring_sqe *sqe = get_sqe(loop);
+	struct io_uring_sqe *sqe = halo_uring_get_sqe(&loop->ring);
 
-	if (unlikely(!sqe))
-		return NULL;
-	sqe->user_data = halo__op_tag(op);
-	op->sqe = sqe;
-	op->sq_epoch = loop->sq_epoch;
-	op->kernel_refs++;
-	op->fut.refs++;
-	loop->stats.inflight++;
-	return sqe;
+	return likely(sqe) ? sqe : halo__get_sqe_slow(loop);
 }
 
 struct io_uring_sqe *halo__loop_sqe(halo_loop *loop)
@@ -148,11 +112,13 @@ int halo__op_cancel(halo_op *op)
 unsigned halo__reap(halo_loop *loop)
 {
 	struct io_uring *ring = &loop->ring;
-	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	unsigned head, tail, n = 0, mask = ring->cq.ring_mask;
 
-	io_uring_for_each_cqe(ring, head, cqe)
-	{
+	/* One acquire load of the tail for the whole batch; liburing's
+	 * for_each reloads it per CQE. */
+	tail = io_uring_smp_load_acquire(ring->cq.ktail);
+	for (head = *ring->cq.khead; head != tail; head++) {
+		struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
 		uint64_t ud = cqe->user_data;
 		halo_op *op;
 		bool more;
