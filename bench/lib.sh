@@ -121,6 +121,11 @@ emit() {
 
 # The median line of file $1 by its first field (the lower middle for an even
 # count): "value rest...".
+# utime + stime of process $1, in clock ticks.
+cpu_ticks() {
+	sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+}
+
 median_line() {
 	sort -g "$1" | awk '{ l[NR] = $0 } END { if (NR) print l[int((NR + 1) / 2)] }'
 }

@@ -33,6 +33,7 @@ if [ ! -x "$halo" ]; then
 fi
 
 bench_setup
+tck=$(getconf CLK_TCK)
 ulimit -n 4096 2>/dev/null || true
 fail=0
 
@@ -55,9 +56,11 @@ run_round() {
 			return 1
 		fi
 	done
+	before=$(cpu_ticks "$server_pid")
 	out=$($ON_CLIENT_CPU "$loadgen" -p "$port" -c "$2" -d "$secs" \
 		-s "$size" 2>"$tmp/loadgen.err")
 	rc=$?
+	after=$(cpu_ticks "$server_pid")
 	stop_server
 	progress "$1 c$2: $out"
 	if [ $rc -ne 0 ]; then
@@ -66,8 +69,11 @@ run_round() {
 		touch "$tmp/$1_$2.failed"
 		return 1
 	fi
-	echo "$out" | sed -n 's/.* rps=\([0-9.]*\) .* p99_us=\([0-9.]*\) .*/\1 \2/p' \
-		>>"$tmp/$1_$2"
+	# rps, p99 and requests per second of server CPU (the client, not the
+	# server, is what saturates first on two cores).
+	echo "$out" | sed -n 's/.*reqs=\([0-9]*\) .* rps=\([0-9.]*\) .* p99_us=\([0-9.]*\) .*/\2 \3 \1/p' |
+		awk -v t="$tck" -v d=$((after - before)) \
+			'{ print $1, $2, (d > 0 ? $3 * t / d : 0) }' >>"$tmp/$1_$2"
 }
 
 # Median round of server $1 at $2 conns: sets rps and p99, or returns 1.
@@ -79,6 +85,7 @@ median_of() {
 	set -- $(median_line "$tmp/$1_$2")
 	rps=$1
 	p99=$2
+	eff=$3
 }
 
 for c in $conns_list; do
@@ -95,16 +102,20 @@ for c in $conns_list; do
 		if median_of $base "$c"; then
 			emit echo "${base}_c$c" rps "$rps" req/s
 			emit echo "${base}_c$c" p99_us "$p99" us
+			emit echo "${base}_c$c" req_per_cpu_s "$eff" req/cpu-s
 		fi
 	done
 	case " $servers " in *" halo "*) ;; *) continue ;; esac
 	median_of halo "$c" || continue
 	halo_rps=$rps
 	halo_p99=$p99
+	halo_eff=$eff
 	for base in epoll uring; do
 		median_of $base "$c" || continue
 		emit echo "halo_c$c" rps "$halo_rps" req/s $base "$rps" 1
 		emit echo "halo_c$c" p99_us "$halo_p99" us $base "$p99" 0
+		emit echo "halo_c$c" req_per_cpu_s "$halo_eff" req/cpu-s $base \
+			"$eff" 1
 	done
 done
 exit $fail

@@ -69,11 +69,6 @@ http {
 EOF
 }
 
-# utime + stime of process $1, in clock ticks.
-cpu_ticks() {
-	sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
-}
-
 # wrk's latency figure ("850.00us", "1.23ms", "2.00s") in us.
 to_us() {
 	echo "$1" | awk '{
