@@ -35,7 +35,7 @@ LIB_SRC := $(wildcard runtime/*.c io/*.c patterns/*.c)
 LIB_ASM := $(wildcard runtime/*.S)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_ASM:%.S=$(BUILD)/%.o)
 HEADERS := halo.h $(wildcard runtime/*.h io/*.h patterns/*.h)
-PUBLIC_HEADERS := $(filter-out %/internal.h %/uring_compat.h,$(HEADERS))
+PUBLIC_HEADERS := $(filter-out %/internal.h %/uring_compat.h runtime/ctx.h,$(HEADERS))
 
 # TESTS="fut loop" builds a runner with only those suites.
 ifeq ($(TESTS),)
@@ -44,7 +44,7 @@ else
 TEST_SRC := $(TESTS:%=tests/test_%.c)
 endif
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/main.o \
-	$(BUILD)/tests/util.o
+	$(BUILD)/tests/util.o $(BUILD)/tests/ctx_selftest.o
 TEST_BIN := $(BUILD)/tests/halo_tests
 SUITES := $(patsubst tests/test_%.c,%,$(TEST_SRC))
 
@@ -57,7 +57,7 @@ EXAMPLE_DIRS := $(patsubst examples/%/,%,$(sort $(dir $(wildcard examples/*/*.c)
 EXAMPLE_BIN := $(EXAMPLE_DIRS:%=$(BUILD)/examples/%)
 
 .PHONY: all lib check bench install clean deps deps-bench layers examples \
-	benchbin fuzz
+	benchbin fuzz cross-aarch64
 all: lib examples
 
 lib: layers $(BUILD)/libhalo.a $(BUILD)/libhalo.so
@@ -108,6 +108,16 @@ $(TEST_BIN): $(TEST_OBJ) $(BUILD)/libhalo.a
 
 deps:
 	$(Q)sh .ci/deps check
+
+# The fiber context switch for aarch64, built with Debian's cross compiler
+# and run under qemu-user (apt-get install gcc-aarch64-linux-gnu
+# libc6-dev-arm64-cross qemu-user-static).
+cross-aarch64:
+	@mkdir -p build
+	aarch64-linux-gnu-gcc -O2 -g -static -Wall -Wextra -Werror \
+		-DCTX_SELFTEST_MAIN -I. tests/ctx_selftest.c runtime/ctx.S \
+		-o build/ctx_selftest_aarch64
+	qemu-aarch64-static build/ctx_selftest_aarch64
 
 # libFuzzer over the HTTP parser for $(FUZZ_SECONDS) seconds.
 FUZZ_SECONDS ?= 60

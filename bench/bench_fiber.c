@@ -8,6 +8,7 @@
 
 #include "bench/bench.h"
 #include "halo.h"
+#include "runtime/ctx.h"
 
 static long yields;
 
@@ -105,9 +106,6 @@ static double spawn_batch_join_ns(long n)
 	return (double)dt / (double)n;
 }
 
-void halo__ctx_switch(void **save_sp, void *load_sp);
-void halo__ctx_trampoline(void);
-
 static void *raw_main_sp, *raw_peer_sp;
 
 static void raw_peer(void *arg)
@@ -117,17 +115,12 @@ static void raw_peer(void *arg)
 		halo__ctx_switch(&raw_peer_sp, raw_main_sp);
 }
 
-/* Same frame layout as runtime/fiber.c builds for a new fiber. */
 static double raw_switch_ns(long n)
 {
-	static uint64_t stack[8192] __attribute__((aligned(16)));
-	uint64_t *top = &stack[8192], t0;
+	static char stack[64 * 1024] __attribute__((aligned(16)));
+	uint64_t t0;
 
-	top[-1] = (uint64_t)(uintptr_t)halo__ctx_trampoline;
-	top[-2] = top[-3] = top[-4] = 0;
-	top[-5] = (uint64_t)(uintptr_t)raw_peer;
-	top[-6] = top[-7] = 0;
-	raw_peer_sp = &top[-7];
+	raw_peer_sp = halo__ctx_init(stack, sizeof(stack), raw_peer, NULL);
 	t0 = bench_now_ns();
 	for (long i = 0; i < n; i++)
 		halo__ctx_switch(&raw_main_sp, raw_peer_sp);

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "ctx.h"
 #include "internal.h"
 
 #ifdef HALO_ASAN
@@ -16,7 +17,6 @@
 
 #define STACK_CACHE_MAX 1024
 
-void halo__ctx_trampoline(void);
 
 struct halo_fiber {
 	struct halo_fut fut;
@@ -103,10 +103,11 @@ void halo__fiber_free(halo_fut *f)
 	halo_mem_free(f->loop, fb, sizeof(*fb));
 }
 
-static void fiber_main(struct halo_fiber *fb) __attribute__((noreturn));
+static void fiber_main(void *arg) __attribute__((noreturn));
 
-static void fiber_main(struct halo_fiber *fb)
+static void fiber_main(void *arg)
 {
+	struct halo_fiber *fb = arg;
 	halo_loop *loop = fb->fut.loop;
 	int64_t r;
 
@@ -132,26 +133,10 @@ static void fiber_main(struct halo_fiber *fb)
 
 static int start(struct halo_fiber *fb)
 {
-	halo_loop *loop = fb->fut.loop;
-	uint64_t *top;
-
-	fb->stack = stack_get(loop, fb->stack_size);
+	fb->stack = stack_get(fb->fut.loop, fb->stack_size);
 	if (!fb->stack)
 		return -ENOMEM;
-	/* Initial frame popped by halo__ctx_switch: r15 r14 r13 r12 rbx rbp,
-	 * then the return address. The return slot sits 8 below a 16-byte
-	 * boundary: after the ret, rsp is 16-aligned at the trampoline's call,
-	 * so fiber_main starts with the ABI's rsp % 16 == 8 (an aligned SSE
-	 * spill in any callee depends on it). */
-	top = (uint64_t *)(((uintptr_t)(fb->stack + fb->stack_size)) & ~15ul);
-	top[-1] = (uint64_t)(uintptr_t)halo__ctx_trampoline;
-	top[-2] = 0;				   /* rbp */
-	top[-3] = 0;				   /* rbx */
-	top[-4] = (uint64_t)(uintptr_t)fb;	   /* r12: argument */
-	top[-5] = (uint64_t)(uintptr_t)fiber_main; /* r13: entry */
-	top[-6] = 0;				   /* r14 */
-	top[-7] = 0;				   /* r15 */
-	fb->sp = &top[-7];
+	fb->sp = halo__ctx_init(fb->stack, fb->stack_size, fiber_main, fb);
 	fb->started = 1;
 	return 0;
 }

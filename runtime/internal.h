@@ -110,9 +110,6 @@ struct halo_op {
 	} meta;
 };
 
-/* Stack switching (runtime/ctx.S). */
-void halo__ctx_switch(void **save_sp, void *load_sp);
-
 /* --- futures (fut.c) --- */
 void *halo__fut_alloc(halo_loop *loop, size_t size, uint8_t kind,
 		      const char *file, int line);

@@ -256,6 +256,14 @@ START_TEST(test_stack_overflow_faults_on_guard_page)
 }
 END_TEST
 
+int ctx_selftest(void);
+
+START_TEST(test_bare_switch_keeps_callee_saved_registers)
+{
+	ck_assert_int_eq(ctx_selftest(), 0);
+}
+END_TEST
+
 Suite *fiber_suite(void)
 {
 	Suite *s = suite_create("fiber");
@@ -263,6 +271,7 @@ Suite *fiber_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, tu_timeout(30));
+	tcase_add_test(tc, test_bare_switch_keeps_callee_saved_registers);
 	tcase_add_test(tc, test_spawn_returns_result_and_starts_later);
 	tcase_add_test(tc, test_negative_return_is_error);
 	tcase_add_test(tc, test_fiber_suspends_on_io_while_loop_runs);
