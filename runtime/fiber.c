@@ -83,8 +83,24 @@ static void stack_put(halo_loop *loop, char *s, size_t size)
 	munmap(s - page_size(), size + page_size());
 }
 
+/* A fiber still suspended at loop close owns its stack; nothing will resume
+ * it, so unmap the stack here (the fiber itself goes with the pools). */
+static void free_suspended_stack(void *slot, void *arg)
+{
+	struct halo_fiber *fb = slot;
+	halo_loop *loop = arg;
+
+	if (fb->fut.task.fn != halo__run_waiters || fb->fut.loop != loop ||
+	    fb->fut.kind != FUT_FIBER || !fb->stack)
+		return;
+	munmap(fb->stack - page_size(), fb->stack_size + page_size());
+	fb->stack = NULL;
+}
+
 void halo__stacks_close(halo_loop *loop)
 {
+	halo__pool_each_slot(loop, sizeof(struct halo_fiber),
+			     free_suspended_stack, loop);
 	while (loop->stack_cache) {
 		char *s = loop->stack_cache;
 		loop->stack_cache = *(void **)s;

@@ -2,6 +2,7 @@
  * stack overflow that faults on the guard page. */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -256,6 +257,49 @@ START_TEST(test_stack_overflow_faults_on_guard_page)
 }
 END_TEST
 
+static int count_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	int n = 0, c;
+
+	ck_assert_ptr_nonnull(f);
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static int64_t wait_on_arg(halo_loop *l, void *arg)
+{
+	(void)l;
+	return halo_fut_wait(arg);
+}
+
+START_TEST(test_close_unmaps_stacks_of_suspended_fibers)
+{
+	halo_loop l;
+	halo_fiber_opts o = {.stack_size = 1 << 20}; /* not from the cache */
+	halo_fut *p, *f[8];
+	int before = count_maps();
+
+	tu_loop_init(&l, NULL);
+	p = halo_fut_new(&l);
+	for (int i = 0; i < 8; i++)
+		f[i] = halo_spawn_opts(&l, wait_on_arg, p, &o);
+	for (int i = 0; i < 3; i++)
+		halo_loop_run_nowait(&l);
+	ck_assert_int_ge(count_maps(), before + 16); /* stack + guard each */
+	for (int i = 0; i < 8; i++) {
+		ck_assert(!halo_fut_is_done(f[i]));
+		halo_fut_release(f[i]);
+	}
+	halo_fut_release(p);
+	tu_loop_close(&l);
+	/* Slack for the allocator's (or ASan's) own mappings. */
+	ck_assert_int_lt(count_maps(), before + 8);
+}
+END_TEST
+
 int ctx_selftest(void);
 
 START_TEST(test_bare_switch_keeps_callee_saved_registers)
@@ -281,6 +325,7 @@ Suite *fiber_suite(void)
 	tcase_add_test(tc, test_driving_the_loop_from_a_fiber_is_edeadlk);
 	tcase_add_test(tc, test_100000_fibers_spawned_and_joined);
 	tcase_add_test(tc, test_fiber_awaits_fiber);
+	tcase_add_test(tc, test_close_unmaps_stacks_of_suspended_fibers);
 	tcase_add_test_raise_signal(tc, test_stack_overflow_faults_on_guard_page,
 				    SIGSEGV);
 	suite_add_tcase(s, tc);
