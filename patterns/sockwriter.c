@@ -33,6 +33,29 @@ static void pop(halo_sw *sw, int64_t res, int err)
 	sw->head_off = 0;
 }
 
+/* Cancel hook of a send: a send no sendmsg has touched leaves the queue and
+ * ends CANCELLED; one the kernel may still read (in the sendmsg in flight,
+ * or partly written) is not abandoned: it completes when its bytes are out. */
+static void send_cancel(halo_fut *f, void *arg)
+{
+	halo_sw *sw = arg;
+	size_t i;
+
+	for (i = 0; i < sw->n && at(sw, i)->fut != f; i++)
+		;
+	if (i == sw->n) {
+		halo_fut_cancelled(f);
+		return;
+	}
+	if (i < (size_t)sw->inflight || (i == 0 && sw->head_off))
+		return;
+	for (; i + 1 < sw->n; i++)
+		*at(sw, i) = *at(sw, i + 1);
+	sw->n--;
+	halo_fut_cancelled(f);
+	halo_fut_release(f);
+}
+
 static void sent(halo_fut *f, void *arg)
 {
 	halo_sw *sw = arg;
@@ -87,7 +110,7 @@ static int flush_hook(halo_loop *loop, void *arg)
 	if (!op)
 		return 1; /* out of slots: try again next tick */
 	sw->stats.syscalls++;
-	sw->inflight = 1;
+	sw->inflight = (int)cnt; /* the sends the kernel may read */
 	sw->op = op;
 	sw->op_w.fn = sent;
 	sw->op_w.arg = sw;
@@ -164,6 +187,7 @@ halo_fut *halo_sw_send_at(halo_sw *sw, const void *buf, size_t len,
 	s->fut = f;
 	sw->n++;
 	sw->stats.sends++;
+	halo_fut_set_cancel(f, send_cancel, sw);
 	return halo_fut_ref(f);
 }
 

@@ -42,7 +42,7 @@ typedef struct halo_sw {
 	struct halo__sw_send *q; /* ring of sends, grown by doubling */
 	size_t head, n, cap;
 	size_t head_off; /* bytes of the front send already written */
-	int inflight;
+	int inflight; /* sends in the sendmsg in flight, 0 if none */
 	int err; /* sticky: the socket failed */
 	struct iovec *iov;
 	halo_fut *op;
@@ -61,8 +61,10 @@ HALO_API int halo_sw_close(halo_sw *sw);
 
 /* Queue len bytes of buf after every earlier send. Not copied: buf must stay
  * valid until the future is done. The result is len, or the socket's -errno
- * (after an error every queued and later send fails with it). Caller owns a
- * reference; NULL on exhaustion or len 0. */
+ * (after an error every queued and later send fails with it). Cancelling a
+ * send no sendmsg has taken yet removes it (CANCELLED, nothing written); one
+ * the kernel may be reading completes once its bytes are written. Caller owns
+ * a reference; NULL on exhaustion or len 0. */
 HALO_API halo_fut *halo_sw_send_at(halo_sw *sw, const void *buf, size_t len,
 				   const char *file, int line);
 #define halo_sw_send(sw, buf, len)                                             \

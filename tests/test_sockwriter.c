@@ -124,6 +124,68 @@ START_TEST(test_closed_peer_fails_queued_and_later_sends)
 }
 END_TEST
 
+START_TEST(test_cancelled_queued_send_is_never_written)
+{
+	halo_sw sw;
+	halo_fut *a, *b, *c;
+	char got[64];
+	int sv[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	ck_assert_int_eq(halo_sw_init(&sw, &loop, sv[0], NULL), 0);
+	a = halo_sw_send(&sw, "aaaa", 4);
+	b = halo_sw_send(&sw, "bbbb", 4);
+	c = halo_sw_send(&sw, "cccc", 4);
+	ck_assert_int_eq(halo_fut_cancel(b), 0);
+	ck_assert_int_eq(halo_fut_status(b), HALO_FUT_CANCELLED);
+	ck_assert_int_eq(halo_fut_join(a), 4);
+	ck_assert_int_eq(halo_fut_join(c), 4);
+	ck_assert_int_eq(halo_fut_join(b), -ECANCELED);
+	/* b's future is done: its buffer is the caller's again, so its
+	 * bytes must not reach the socket. */
+	ck_assert_int_eq(recv(sv[1], got, sizeof(got), MSG_DONTWAIT), 8);
+	ck_assert_int_eq(memcmp(got, "aaaacccc", 8), 0);
+	ck_assert_int_eq(halo_sw_close(&sw), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_cancel_of_send_in_flight_completes_after_its_bytes)
+{
+	enum { LEN = 256 * 1024 };
+	static unsigned char data[LEN], out[LEN];
+	halo_fut *f, *rf;
+	halo_sw sw;
+	struct reader r;
+	int sv[2], small = 4096;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	ck_assert_int_eq(halo_sw_init(&sw, &loop, sv[0], NULL), 0);
+	for (int j = 0; j < LEN; j++)
+		data[j] = (unsigned char)(j * 13);
+	f = halo_sw_send(&sw, data, LEN);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_ge(halo_loop_run_nowait(&loop), 0);
+	/* The sendmsg holds data now (or a piece of it went out): the
+	 * future may not be done while the kernel can still read data. */
+	ck_assert_int_eq(halo_fut_cancel(f), 0);
+	ck_assert(!halo_fut_is_done(f));
+	r.fd = sv[1];
+	r.want = LEN;
+	r.got = 0;
+	r.buf = out;
+	rf = halo_spawn(&loop, read_all, &r);
+	ck_assert_int_eq(halo_fut_join(f), LEN);
+	ck_assert_int_eq(halo_fut_join(rf), 0);
+	ck_assert_int_eq(memcmp(out, data, LEN), 0);
+	ck_assert_int_eq(halo_sw_close(&sw), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
 Suite *sockwriter_suite(void)
 {
 	Suite *s = suite_create("sockwriter");
@@ -134,6 +196,8 @@ Suite *sockwriter_suite(void)
 	tcase_add_test(tc, test_small_sends_of_one_tick_make_one_sendmsg);
 	tcase_add_test(tc, test_partial_writes_continue_in_order);
 	tcase_add_test(tc, test_closed_peer_fails_queued_and_later_sends);
+	tcase_add_test(tc, test_cancelled_queued_send_is_never_written);
+	tcase_add_test(tc, test_cancel_of_send_in_flight_completes_after_its_bytes);
 	suite_add_tcase(s, tc);
 	return s;
 }
