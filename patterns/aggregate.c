@@ -330,6 +330,17 @@ halo_fut *halo_agg_load_at(halo_agg *agg, uint64_t key, const char *file,
 		agg->stats.cache_hits++;
 		return f;
 	}
+	if (e && halo_fut_is_done(e->fut)) {
+		/* An earlier loader cancelled the shared future: the key's
+		 * answer goes to a fresh one, so that later loaders do not
+		 * inherit that cancellation. */
+		f = halo_fut_new_at(agg->loop, file, line);
+		if (!f)
+			return NULL;
+		halo_fut_release(e->fut);
+		e->fut = f;
+		return halo_fut_ref(f);
+	}
 	if (e) {
 		agg->stats.dedup_hits++;
 		return halo_fut_ref(e->fut);

@@ -250,6 +250,27 @@ START_TEST(test_failed_batch_fails_only_its_unanswered_keys)
 }
 END_TEST
 
+START_TEST(test_load_after_a_cancelled_load_of_the_same_key_gets_a_live_future)
+{
+	struct sync_ctx c = {0};
+	halo_agg agg;
+	halo_fut *a, *b;
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, NULL, sync_batch, &c), 0);
+	a = halo_agg_load(&agg, 5);
+	ck_assert_int_eq(halo_fut_cancel(a), 0);
+	ck_assert_int_eq(halo_fut_join(a), -ECANCELED);
+	/* The key is still queued; a new caller must not inherit the first
+	 * caller's cancellation. */
+	b = halo_agg_load(&agg, 5);
+	ck_assert_ptr_nonnull(b);
+	ck_assert(!halo_fut_is_done(b));
+	ck_assert_int_eq(halo_fut_join(b), 10);
+	ck_assert_int_eq(c.calls, 1);
+	halo_agg_close(&agg);
+}
+END_TEST
+
 Suite *aggregate_suite(void)
 {
 	Suite *s = suite_create("aggregate");
@@ -265,6 +286,9 @@ Suite *aggregate_suite(void)
 		       test_async_batches_respect_max_inflight_and_share_the_enter);
 	tcase_add_test(tc, test_max_delay_collects_keys_across_ticks);
 	tcase_add_test(tc, test_failed_batch_fails_only_its_unanswered_keys);
+	tcase_add_test(
+		tc,
+		test_load_after_a_cancelled_load_of_the_same_key_gets_a_live_future);
 	suite_add_tcase(s, tc);
 	return s;
 }
