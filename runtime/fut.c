@@ -186,7 +186,7 @@ int halo_fut_error(halo_fut *f)
 
 const char *halo_fut_error_msg(const halo_fut *f)
 {
-	return f->errmsg;
+	return (f->flags & FUT_OWNED_MSG) ? f->errmsg : NULL;
 }
 
 static void wake_driver(halo_fut *f, void *arg)

@@ -259,15 +259,13 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 	if (unlikely(!f))
 		return NULL;
 	gen = f->gen;
-	/* Field by field: a memset of the whole header costs more. */
-	f->task.next = NULL;
+	/* Field by field: a memset of the whole header costs more. task.next
+	 * is set when queued, result at completion, errmsg with its flag. */
 	f->task.fn = halo__run_waiters;
 	f->loop = loop;
 	f->waiters = NULL;
-	f->result = 0;
 	f->value = NULL;
 	f->file = file;
-	f->errmsg = NULL;
 	f->refs = 1;
 	f->gen = (uint16_t)(gen + 1);
 	f->state = HALO_FUT_PENDING;
