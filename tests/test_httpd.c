@@ -236,6 +236,29 @@ START_TEST(test_connections_beyond_cap_are_closed_at_once)
 }
 END_TEST
 
+START_TEST(test_stop_after_accept_ended_leaves_no_sweep_behind)
+{
+	halo_stats st;
+
+	start_with(10000, 0);
+	/* A listener shut down ends the multishot accept with an error: the
+	 * server then has nothing in flight but its sweep timer. */
+	ck_assert_int_eq(shutdown(lfd, SHUT_RDWR), 0);
+	for (int i = 0; i < 2000 && srv->acc; i++) {
+		halo_loop_run_nowait(&loop);
+		usleep(500);
+	}
+	ck_assert_ptr_null(srv->acc);
+	httpd_stop(srv);
+	srv = NULL;
+	/* The sweep's callback must have run before the server was freed,
+	 * not be left on the ready queue pointing at it. */
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.live_futures, 0);
+	halo_loop_run_nowait(&loop);
+}
+END_TEST
+
 Suite *httpd_suite(void)
 {
 	Suite *s = suite_create("httpd");
@@ -249,6 +272,7 @@ Suite *httpd_suite(void)
 	tcase_add_test(tc, test_malformed_request_gets_400_and_close);
 	tcase_add_test(tc, test_slow_partial_head_is_closed_after_idle_deadline);
 	tcase_add_test(tc, test_connections_beyond_cap_are_closed_at_once);
+	tcase_add_test(tc, test_stop_after_accept_ended_leaves_no_sweep_behind);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -437,8 +437,9 @@ void httpd_stop(httpd *s)
 			halo_fut_cancel(c->send);
 		conn_close(c);
 	}
-	/* Let the kernel hand back every recv and send before the ring goes. */
-	for (int i = 0; i < 1000 && s->st.conns; i++)
+	/* Let the kernel hand back every recv and send before the ring goes,
+	 * and let the cancelled sweep's callback run: it points at s. */
+	for (int i = 0; i < 1000 && (s->st.conns || s->sweep); i++)
 		halo_loop_run_once(s->loop);
 	for (int i = 0; i < 1000; i++) {
 		halo_stats st;
