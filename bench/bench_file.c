@@ -1,6 +1,7 @@
 /* Random 4 KiB reads from a 1 GiB file at queue depth 1 and 32, from the
  * page cache and with O_DIRECT: halo read futures against fio's io_uring
- * engine on the same file in the same run. The file is made once (real data,
+ * engine, and against a raw liburing loop in this process (same ring flags,
+ * same offsets generator), on the same file in the same run. The file is made once (real data,
  * not fallocated holes, so O_DIRECT reads reach the device) at
  * $HALO_BENCH_FILE or /var/tmp/halo-bench-file.dat and reused; it is never
  * in the source tree. */
@@ -141,6 +142,72 @@ static double halo_iops(int qd, int direct, double secs)
 	return (double)done_n / ((double)t0 / 1e9);
 }
 
+/* The same job written directly on liburing: refill each slot the moment
+ * its CQE is seen, one submit_and_wait per batch of completions. */
+static double raw_iops(int qd, int direct, double secs)
+{
+	struct io_uring ring;
+	struct io_uring_params p = {0};
+	char *bufs[MAX_QD] = {0};
+	uint64_t done = 0, t0, stop;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
+
+	if (fd < 0)
+		return -1;
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	if (io_uring_queue_init_params(64, &ring, &p) < 0) {
+		close(fd);
+		return -1;
+	}
+	for (int i = 0; i < qd; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+
+		bufs[i] = halo_buf_alloc_aligned(BS, 4096);
+		io_uring_prep_read(sqe, fd, bufs[i], BS, next_off());
+		io_uring_sqe_set_data64(sqe, (uint64_t)i);
+	}
+	t0 = halo_now_ns();
+	stop = t0 + (uint64_t)(secs * 1e9);
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int live = halo_now_ns() < stop;
+
+		if (io_uring_submit_and_wait(&ring, 1) < 0)
+			break;
+		io_uring_for_each_cqe(&ring, head, cqe)
+		{
+			int i = (int)cqe->user_data;
+
+			if (cqe->res != BS) {
+				fprintf(stderr, "bench_file: raw read: %d\n",
+					cqe->res);
+				exit(1);
+			}
+			n++;
+			done++;
+			if (live) {
+				struct io_uring_sqe *sqe =
+					io_uring_get_sqe(&ring);
+				io_uring_prep_read(sqe, fd, bufs[i], BS,
+						   next_off());
+				io_uring_sqe_set_data64(sqe, (uint64_t)i);
+			} else {
+				qd--;
+			}
+		}
+		io_uring_cq_advance(&ring, n);
+		if (qd == 0)
+			break;
+	}
+	t0 = halo_now_ns() - t0;
+	io_uring_queue_exit(&ring);
+	for (int i = 0; i < MAX_QD && bufs[i]; i++)
+		halo_buf_free(bufs[i]);
+	close(fd);
+	return (double)done / ((double)t0 / 1e9);
+}
+
 static double fio_iops(int qd, int direct, double secs)
 {
 	char cmd[1024], *out = malloc(1 << 20), *p;
@@ -197,7 +264,7 @@ int main(void)
 			warm_cache();
 		for (int i = 0; i < 2; i++) {
 			char name[64];
-			double h, b = 0;
+			double h, b = 0, raw;
 
 			snprintf(name, sizeof(name), "randread_4k_qd%d_%s",
 				 qds[i], direct ? "direct" : "pagecache");
@@ -210,10 +277,14 @@ int main(void)
 			}
 			if (has_fio)
 				b = fio_iops(qds[i], direct, secs);
-			bench_progress("file", "%s halo=%.0f fio=%.0f", name,
-				       h, b);
+			raw = raw_iops(qds[i], direct, secs);
+			bench_progress("file", "%s halo=%.0f fio=%.0f "
+					       "liburing=%.0f",
+				       name, h, b, raw);
 			bench_emit("file", name, "iops", h, "IO/s",
 				   has_fio && b > 0 ? "fio" : NULL, b, 1);
+			bench_emit("file", name, "iops", h, "IO/s",
+				   raw > 0 ? "liburing" : NULL, raw, 1);
 		}
 	}
 	return 0;
