@@ -60,6 +60,8 @@ static uint32_t sweep_pass(halo_marksweep *ms, uint32_t n)
 		ms->stats.max_pass = n;
 	ms->in_pass = 1;
 	ms->fn(ms, ms->pass, n, ms->arg);
+	if (!ms->loop)
+		return n; /* the handler closed ms: state and pass are gone */
 	ms->in_pass = 0;
 	/* Marks that arrived during the call re-queue the id now, after the
 	 * handler has seen it, so that it is never in two sweeps at once. */

@@ -67,7 +67,8 @@ HALO_API int halo_marksweep_init(halo_marksweep *ms, halo_loop *loop,
 				 halo_marksweep_fn fn, void *arg);
 
 /* Stop every watch (halo frees each poll once the kernel lets go of it),
- * unregister the hook and free the arrays. Marks not yet swept are dropped. */
+ * unregister the hook and free the arrays. Marks not yet swept are dropped.
+ * May be called from the handler. */
 HALO_API void halo_marksweep_close(halo_marksweep *ms);
 
 /* Mark id ready. O(1); marking an id already marked only counts it. Returns

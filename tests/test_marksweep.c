@@ -309,6 +309,39 @@ START_TEST(test_thousand_socketpairs_each_swept_and_read_once_per_write)
 }
 END_TEST
 
+struct closer {
+	halo_marksweep ms;
+	int calls;
+};
+
+static int close_in_handler(halo_marksweep *ms, const uint32_t *ids,
+			    size_t n, void *arg)
+{
+	struct closer *c = arg;
+
+	(void)ids;
+	(void)n;
+	c->calls++;
+	halo_marksweep_close(ms);
+	return 0;
+}
+
+START_TEST(test_handler_may_close_the_sweeper)
+{
+	static struct closer c;
+	halo_marksweep_opts o = {.capacity = 64, .batch = 2};
+
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(
+		halo_marksweep_init(&c.ms, &loop, &o, close_in_handler, &c), 0);
+	for (uint32_t id = 0; id < 8; id++)
+		ck_assert_int_eq(halo_marksweep_mark(&c.ms, id), 0);
+	halo_loop_run_nowait(&loop);
+	halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(c.calls, 1);
+}
+END_TEST
+
 Suite *marksweep_suite(void)
 {
 	Suite *s = suite_create("marksweep");
@@ -318,6 +351,7 @@ Suite *marksweep_suite(void)
 	tcase_set_timeout(tc, tu_timeout(30));
 	tcase_add_test(tc, test_million_marks_dedup_batches_and_lose_no_id);
 	tcase_add_test(tc, test_budget_bounds_ids_per_tick);
+	tcase_add_test(tc, test_handler_may_close_the_sweeper);
 	tcase_add_test(tc,
 		       test_thousand_socketpairs_each_swept_and_read_once_per_write);
 	suite_add_tcase(s, tc);
