@@ -97,6 +97,9 @@ $(BUILD)/tests/suites.h: FORCE
 
 FORCE:
 
+# The HTTP server suite compiles the example's connection logic in.
+$(BUILD)/tests/test_httpd.o: examples/http/server.c examples/http/server.h
+
 $(BUILD)/tests/main.o: tests/main.c $(BUILD)/tests/suites.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/tests -c -o $@ $<

@@ -532,8 +532,11 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 		 * byte arrives unwatched. Its CQEs come after this one. */
 		if (!recv_arm(op)) {
 			recv_call(op, res, halo_bufring_buf(br, bid), bid);
+			/* The data callback may have stopped the handle: no
+			 * callback comes after a stop. */
+			if (!(s->state & MS_STOPPED))
+				recv_call(op, -EBUSY, NULL, 0);
 			s->state |= MS_ENDED;
-			recv_call(op, -EBUSY, NULL, 0);
 			ms_end(op, &s->state, -EBUSY);
 			return;
 		}
@@ -654,8 +657,10 @@ static void accept_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	}
 	if (!more && !accept_arm(op)) {
 		accept_call(op, res);
+		/* No callback after a stop made by the one above. */
+		if (!(s->state & MS_STOPPED))
+			accept_call(op, -EBUSY);
 		s->state |= MS_ENDED;
-		accept_call(op, -EBUSY);
 		ms_end(op, &s->state, -EBUSY);
 		return;
 	}

@@ -41,9 +41,10 @@ HALO_API halo_fut *halo_socket_at(halo_loop *loop, int domain, int type,
 
 /* Accept one connection on the listening fd (flags: SOCK_NONBLOCK,
  * SOCK_CLOEXEC). The result is the new fd (the caller owns it) or -errno. If
- * the accept is cancelled (or its deadline passes) and the kernel accepted a
- * connection anyway, halo closes that fd and the future ends CANCELLED (or
- * -ETIMEDOUT): no fd leaks. */
+ * the accept is cancelled and the kernel accepted a connection anyway, halo
+ * closes that fd and the future ends CANCELLED: no fd leaks. With a
+ * deadline, an accept the kernel completed first keeps its result (the fd is
+ * the caller's), as for any operation under halo_deadline(). */
 HALO_API halo_fut *halo_accept_at(halo_loop *loop, int fd, int flags,
 				  const char *file, int line);
 #define halo_accept(loop, fd, flags)                                           \

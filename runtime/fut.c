@@ -127,8 +127,12 @@ int halo_fut_cancel(halo_fut *f)
 		return 0;
 	f->flags |= FUT_CANCEL_REQ;
 	switch (f->kind) {
-	case FUT_OP:
-		return halo__op_cancel((halo_op *)f);
+	case FUT_OP: {
+		int r = halo__op_cancel((halo_op *)f);
+		if (r < 0) /* no SQE for the cancel: a later call may retry */
+			f->flags &= (uint8_t)~FUT_CANCEL_REQ;
+		return r;
+	}
 	case FUT_FIBER:
 		halo__fiber_cancel(f);
 		return 0;
