@@ -24,15 +24,7 @@ for s in bench/load_*.sh; do
 done
 mv "$OUT.tmp" "$OUT"
 echo
-printf '%-10s %-30s %-20s %14s %-8s %14s %8s\n' bench case metric value unit baseline ratio
-awk '
-function field(k,   m) {
-	if (match($0, "\"" k "\":\"[^\"]*\"")) { m = substr($0, RSTART, RLENGTH); sub("^\"" k "\":\"", "", m); sub("\"$", "", m); return m }
-	if (match($0, "\"" k "\":[-0-9.eE+]+")) { m = substr($0, RSTART, RLENGTH); sub("^\"" k "\":", "", m); return m }
-	return ""
-}
-{ printf "%-10s %-30s %-20s %14s %-8s %14s %8s\n", field("bench"), field("case"), field("metric"), field("value"), field("unit"), field("baseline_value"), field("ratio") }
-' "$OUT"
+sh bench/table.sh "$OUT"
 echo
 echo "results: $OUT ($(uname -r), $(nproc) cores)"
 exit $fail
