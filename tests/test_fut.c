@@ -9,17 +9,7 @@
 #include "runtime/internal.h"
 #include "tests/util.h"
 
-static halo_loop loop;
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-}
-
-static void teardown(void)
-{
-	tu_loop_close(&loop);
-}
+TU_LOOP_FIXTURE(loop)
 
 START_TEST(test_promise_resolves_once)
 {

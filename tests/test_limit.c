@@ -4,17 +4,7 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-}
-
-static void teardown(void)
-{
-	tu_loop_close(&loop);
-}
+TU_LOOP_FIXTURE(loop)
 
 #define MS 1000000ull
 

@@ -12,17 +12,7 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-}
-
-static void teardown(void)
-{
-	tu_loop_close(&loop);
-}
+TU_LOOP_FIXTURE(loop)
 
 static void wait_all(halo_fut **f, int n)
 {

@@ -10,17 +10,7 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-}
-
-static void teardown(void)
-{
-	tu_loop_close(&loop);
-}
+TU_LOOP_FIXTURE(loop)
 
 START_TEST(test_small_sends_of_one_tick_make_one_sendmsg)
 {

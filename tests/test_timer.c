@@ -7,17 +7,7 @@
 
 #define MS 1000000ull
 
-static halo_loop loop;
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-}
-
-static void teardown(void)
-{
-	tu_loop_close(&loop);
-}
+TU_LOOP_FIXTURE(loop)
 
 struct order {
 	int log[64];
