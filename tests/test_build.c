@@ -6,21 +6,7 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-static int pipe_fds[2];
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-	ck_assert_int_eq(pipe(pipe_fds), 0);
-}
-
-static void teardown(void)
-{
-	close(pipe_fds[0]);
-	close(pipe_fds[1]);
-	tu_loop_close(&loop);
-}
+TU_LOOP_PIPE_FIXTURE(loop, pipe_fds)
 
 #define MS 1000000ull
 

@@ -5,36 +5,9 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-static int pipe_fds[2];
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-	ck_assert_int_eq(pipe(pipe_fds), 0);
-}
-
-static void teardown(void)
-{
-	close(pipe_fds[0]);
-	close(pipe_fds[1]);
-	tu_loop_close(&loop);
-}
+TU_LOOP_PIPE_FIXTURE(loop, pipe_fds)
 
 #define MS 1000000ull
-
-struct job {
-	uint64_t ms;
-	int64_t ret;
-};
-
-static int64_t sleeper(halo_loop *l, void *arg)
-{
-	struct job *j = arg;
-	int r = halo_sleep(l, j->ms * MS);
-
-	return r < 0 ? r : j->ret;
-}
 
 static void fail_cb(halo_fut *t, void *arg)
 {
@@ -42,24 +15,16 @@ static void fail_cb(halo_fut *t, void *arg)
 	halo_fut_fail(arg, -EIO, "replica down");
 }
 
-static uint64_t inflight(void)
-{
-	halo_stats st;
-
-	halo_loop_stats(&loop, &st);
-	return st.inflight;
-}
-
 START_TEST(test_gather_results_come_in_input_order)
 {
-	struct job j[4] = {{40, 10}, {10, 20}, {30, 30}, {20, 40}};
+	struct tu_job j[4] = {{40, 10, 0}, {10, 20, 0}, {30, 30, 0}, {20, 40, 0}};
 	halo_fut *f[4];
 	int64_t res[4] = {0};
 	halo_gather_opts o = {.results = res};
 	halo_fut *g;
 
 	for (int i = 0; i < 4; i++)
-		f[i] = halo_spawn(&loop, sleeper, &j[i]);
+		f[i] = halo_spawn(&loop, tu_sleeper, &j[i]);
 	g = halo_gather(&loop, f, 4, &o);
 	for (int i = 0; i < 4; i++)
 		halo_fut_release(f[i]); /* the gather holds its own */
@@ -76,9 +41,9 @@ START_TEST(test_gather_cancel_on_error_cancels_siblings)
 	char buf[8];
 	halo_fut *p = halo_fut_new(&loop);
 	halo_fut *t = halo_timer_after(&loop, 10 * MS);
-	struct job slow = {1000, 0};
+	struct tu_job slow = {1000, 0, 0};
 	halo_fut *f[3] = {halo_read(&loop, pipe_fds[0], buf, sizeof(buf), -1),
-			  p, halo_spawn(&loop, sleeper, &slow)};
+			  p, halo_spawn(&loop, tu_sleeper, &slow)};
 	halo_gather_opts o = {.cancel_on_error = true};
 	uint64_t t0 = halo_now_ns();
 	halo_fut *g;
@@ -90,7 +55,7 @@ START_TEST(test_gather_cancel_on_error_cancels_siblings)
 	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
 	ck_assert_int_eq(halo_fut_status(f[0]), HALO_FUT_CANCELLED);
 	ck_assert_int_eq(halo_fut_status(f[2]), HALO_FUT_CANCELLED);
-	ck_assert_uint_eq(inflight(), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	for (int i = 0; i < 3; i++)
 		halo_fut_release(f[i]);
 	halo_fut_release(g);
@@ -124,11 +89,11 @@ START_TEST(test_cancelling_gather_cancels_children)
 	halo_fut *g = halo_gather(&loop, f, 2, &o);
 
 	halo_loop_run_nowait(&loop);
-	ck_assert_uint_eq(inflight(), 1);
+	ck_assert_uint_eq(tu_inflight(&loop), 1);
 	ck_assert_int_eq(halo_fut_cancel(g), 0);
 	ck_assert_int_eq(halo_fut_wait(g), -ECANCELED);
 	ck_assert_int_eq(halo_fut_status(g), HALO_FUT_CANCELLED);
-	ck_assert_uint_eq(inflight(), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	halo_fut_release(g);
 }
 END_TEST
@@ -146,14 +111,14 @@ static void race_done(halo_fut *r, void *arg)
 START_TEST(test_race_first_success_wins_and_losers_are_done_first)
 {
 	char buf[8];
-	struct job fails = {5, -EIO}, wins = {20, 77};
+	struct tu_job fails = {5, -EIO, 0}, wins = {20, 77, 0};
 	halo_fut *rf;
 	size_t winner = 99;
 	halo_race_opts o = {.winner = &winner};
 
 	race_kids[0] = halo_read(&loop, pipe_fds[0], buf, sizeof(buf), -1);
-	race_kids[1] = halo_spawn(&loop, sleeper, &wins);
-	race_kids[2] = halo_spawn(&loop, sleeper, &fails);
+	race_kids[1] = halo_spawn(&loop, tu_sleeper, &wins);
+	race_kids[2] = halo_spawn(&loop, tu_sleeper, &fails);
 	rf = halo_race_with(&loop, race_kids, 3, &o);
 	halo_fut_on_done(rf, race_done, NULL);
 	ck_assert_int_eq(halo_fut_wait(rf), 77);
@@ -162,7 +127,7 @@ START_TEST(test_race_first_success_wins_and_losers_are_done_first)
 	ck_assert_int_eq(losers_done_at_race_end, 1);
 	ck_assert_int_eq(halo_fut_status(race_kids[0]), HALO_FUT_CANCELLED);
 	ck_assert_int_eq(halo_fut_status(race_kids[2]), HALO_FUT_ERROR);
-	ck_assert_uint_eq(inflight(), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	for (int i = 0; i < 3; i++)
 		halo_fut_release(race_kids[i]);
 	halo_fut_release(rf);

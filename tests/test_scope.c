@@ -5,56 +5,19 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-static int pipe_fds[2];
-
-static void setup(void)
-{
-	tu_loop_init(&loop, NULL);
-	ck_assert_int_eq(pipe(pipe_fds), 0);
-}
-
-static void teardown(void)
-{
-	close(pipe_fds[0]);
-	close(pipe_fds[1]);
-	tu_loop_close(&loop);
-}
+TU_LOOP_PIPE_FIXTURE(loop, pipe_fds)
 
 #define MS 1000000ull
-
-struct job {
-	uint64_t ms;
-	int64_t ret;
-	int64_t got;
-};
-
-static int64_t sleeper(halo_loop *l, void *arg)
-{
-	struct job *j = arg;
-	int r = halo_sleep(l, j->ms * MS);
-
-	j->got = r;
-	return r < 0 ? r : j->ret;
-}
-
-static uint64_t inflight(void)
-{
-	halo_stats st;
-
-	halo_loop_stats(&loop, &st);
-	return st.inflight;
-}
 
 START_TEST(test_scope_close_waits_for_every_child)
 {
 	halo_scope s;
-	struct job j[3] = {{10, 1, 0}, {20, 2, 0}, {30, 3, 0}};
+	struct tu_job j[3] = {{10, 1, 0}, {20, 2, 0}, {30, 3, 0}};
 	halo_fut *f[3], *t = halo_timer_after(&loop, 15 * MS);
 
 	halo_scope_init(&s, &loop, NULL);
 	for (int i = 0; i < 3; i++)
-		f[i] = halo_scope_spawn(&s, sleeper, &j[i]);
+		f[i] = halo_scope_spawn(&s, tu_sleeper, &j[i]);
 	ck_assert_int_eq(halo_scope_add(&s, t), 0);
 	halo_fut_release(t);
 	ck_assert_int_eq(halo_scope_close(&s), 0);
@@ -68,21 +31,21 @@ START_TEST(test_leaving_a_cancelled_scope_cancels_children)
 {
 	halo_scope s;
 	char buf[8];
-	struct job j = {1000, 1, 0};
+	struct tu_job j = {1000, 1, 0};
 	halo_fut *rd;
 	uint64_t t0 = halo_now_ns();
 
 	halo_scope_init(&s, &loop, NULL);
 	rd = halo_read(&loop, pipe_fds[0], buf, sizeof(buf), -1);
 	ck_assert_int_eq(halo_scope_add(&s, rd), 0);
-	halo_scope_spawn(&s, sleeper, &j);
+	halo_scope_spawn(&s, tu_sleeper, &j);
 	halo_loop_run_nowait(&loop);
-	ck_assert_uint_eq(inflight(), 1);
+	ck_assert_uint_eq(tu_inflight(&loop), 1);
 	halo_scope_cancel(&s);
 	ck_assert_int_eq(halo_scope_close(&s), -ECANCELED);
 	ck_assert_int_eq(halo_fut_status(rd), HALO_FUT_CANCELLED);
 	ck_assert_int_eq(j.got, -ECANCELED); /* its wait was interrupted */
-	ck_assert_uint_eq(inflight(), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
 	halo_fut_release(rd);
 }
@@ -98,11 +61,11 @@ static int64_t failer(halo_loop *l, void *arg)
 START_TEST(test_failed_child_cancels_its_siblings)
 {
 	halo_scope s;
-	struct job j = {1000, 1, 0};
+	struct tu_job j = {1000, 1, 0};
 	uint64_t t0 = halo_now_ns();
 
 	halo_scope_init(&s, &loop, NULL);
-	halo_scope_spawn(&s, sleeper, &j);
+	halo_scope_spawn(&s, tu_sleeper, &j);
 	halo_scope_spawn(&s, failer, NULL);
 	ck_assert_int_eq(halo_scope_close(&s), -EPROTO);
 	ck_assert_int_eq(j.got, -ECANCELED);
@@ -113,11 +76,11 @@ END_TEST
 START_TEST(test_keep_going_scope_lets_siblings_finish)
 {
 	halo_scope s;
-	struct job j = {40, 1, 7};
+	struct tu_job j = {40, 1, 7};
 	halo_scope_opts o = {.flags = HALO_SCOPE_KEEP_GOING};
 
 	halo_scope_init(&s, &loop, &o);
-	halo_scope_spawn(&s, sleeper, &j);
+	halo_scope_spawn(&s, tu_sleeper, &j);
 	halo_scope_spawn(&s, failer, NULL);
 	ck_assert_int_eq(halo_scope_close(&s), -EPROTO);
 	ck_assert_int_eq(j.got, 0);
@@ -126,11 +89,11 @@ END_TEST
 
 static halo_scope parent;
 static char nested_buf[8];
-static struct job nested_job = {1000, 1, 0};
+static struct tu_job nested_job = {1000, 1, 0};
 static int64_t nested_result;
 
 /* A fiber of the parent that opens a child scope with real I/O and a
- * sleeper, and waits inside it. */
+ * tu_sleeper, and waits inside it. */
 static int64_t nested(halo_loop *l, void *arg)
 {
 	halo_scope child;
@@ -141,7 +104,7 @@ static int64_t nested(halo_loop *l, void *arg)
 	halo_scope_init_child(&child, &parent, NULL);
 	rd = halo_read(l, pipe_fds[0], nested_buf, sizeof(nested_buf), -1);
 	halo_scope_adopt(&child, rd);
-	halo_scope_spawn(&child, sleeper, &nested_job);
+	halo_scope_spawn(&child, tu_sleeper, &nested_job);
 	r = halo_scope_close(&child);
 	nested_result = r;
 	return r;
@@ -164,7 +127,7 @@ START_TEST(test_cancelling_parent_reaches_nested_scope_and_its_io)
 	ck_assert_int_eq(halo_scope_close(&parent), -ECANCELED);
 	ck_assert_int_eq(nested_result, -ECANCELED);
 	ck_assert_int_eq(nested_job.got, -ECANCELED);
-	ck_assert_uint_eq(inflight(), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	ck_assert_ptr_null(parent.children);
 	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
 	halo_fut_release(t);
@@ -174,10 +137,10 @@ END_TEST
 static int64_t spawner(halo_loop *l, void *arg)
 {
 	halo_scope *s = arg;
-	static struct job late = {30, 5, 1};
+	static struct tu_job late = {30, 5, 1};
 
 	halo_sleep(l, 5 * MS);
-	halo_scope_spawn(s, sleeper, &late); /* added while being joined */
+	halo_scope_spawn(s, tu_sleeper, &late); /* added while being joined */
 	return 0;
 }
 

@@ -9,19 +9,6 @@ TU_LOOP_FIXTURE(loop)
 
 #define MS 1000000ull
 
-struct job {
-	uint64_t ms;
-	int64_t ret;
-};
-
-static int64_t sleeper(halo_loop *l, void *arg)
-{
-	struct job *j = arg;
-	int r = halo_sleep(l, j->ms * MS);
-
-	return r < 0 ? r : j->ret;
-}
-
 static void fail_cb(halo_fut *t, void *arg)
 {
 	(void)t;
@@ -52,9 +39,9 @@ END_TEST
 
 START_TEST(test_first_completed_returns_cache_and_cancels_db)
 {
-	struct job cache = {10, 1}, db = {100, 2};
-	halo_fut *both[2] = {halo_spawn(&loop, sleeper, &cache),
-			     halo_spawn(&loop, sleeper, &db)};
+	struct tu_job cache = {10, 1, 0}, db = {100, 2, 0};
+	halo_fut *both[2] = {halo_spawn(&loop, tu_sleeper, &cache),
+			     halo_spawn(&loop, tu_sleeper, &db)};
 	uint64_t t0 = halo_now_ns();
 	uint64_t deadline_ns = t0 + 1000 * MS;
 	halo_wait_result w;
@@ -77,9 +64,9 @@ END_TEST
 
 START_TEST(test_first_completed_cancel_rest_confirms_losers)
 {
-	struct job cache = {10, 1}, db = {100, 2};
-	halo_fut *both[2] = {halo_spawn(&loop, sleeper, &cache),
-			     halo_spawn(&loop, sleeper, &db)};
+	struct tu_job cache = {10, 1, 0}, db = {100, 2, 0};
+	halo_fut *both[2] = {halo_spawn(&loop, tu_sleeper, &cache),
+			     halo_spawn(&loop, tu_sleeper, &db)};
 	uint64_t t0 = halo_now_ns();
 	halo_wait_result w;
 
@@ -101,8 +88,8 @@ START_TEST(test_first_error_returns_at_the_first_failure)
 {
 	halo_fut *p = halo_fut_new(&loop);
 	halo_fut *t = halo_timer_after(&loop, 10 * MS);
-	struct job slow = {500, 0};
-	halo_fut *f[2] = {halo_spawn(&loop, sleeper, &slow), p};
+	struct tu_job slow = {500, 0, 0};
+	halo_fut *f[2] = {halo_spawn(&loop, tu_sleeper, &slow), p};
 	uint64_t t0 = halo_now_ns();
 	halo_wait_result w;
 

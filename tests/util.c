@@ -68,3 +68,20 @@ int tu_timeout(int seconds)
 	return seconds;
 #endif
 }
+
+int64_t tu_sleeper(halo_loop *l, void *arg)
+{
+	struct tu_job *j = arg;
+	int r = halo_sleep(l, j->ms * 1000000ull);
+
+	j->got = r;
+	return r < 0 ? r : j->ret;
+}
+
+uint64_t tu_inflight(halo_loop *loop)
+{
+	halo_stats st;
+
+	halo_loop_stats(loop, &st);
+	return st.inflight;
+}

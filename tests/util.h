@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "halo.h"
 
@@ -38,6 +39,36 @@ void tu_loop_close(halo_loop *loop);
 		tu_loop_close(&name);                                          \
 		ck_assert_int_eq(tu_count_fds(), name##_fds);                  \
 	}
+
+/* The same with a pipe opened for the test in fds, closed before the loop. */
+#define TU_LOOP_PIPE_FIXTURE(name, fds)                                        \
+	static halo_loop name;                                                 \
+	static int fds[2];                                                     \
+	static void setup(void)                                                \
+	{                                                                      \
+		tu_loop_init(&name, NULL);                                     \
+		ck_assert_int_eq(pipe(fds), 0);                                \
+	}                                                                      \
+	static void teardown(void)                                             \
+	{                                                                      \
+		close(fds[0]);                                                 \
+		close(fds[1]);                                                 \
+		tu_loop_close(&name);                                          \
+	}
+
+/* A unit of work for fibers: sleep ms milliseconds, then return ret (or the
+ * sleep's error); got is what the sleep returned. */
+struct tu_job {
+	uint64_t ms;
+	int64_t ret;
+	int64_t got;
+};
+
+/* Fiber body for a struct tu_job *arg. */
+int64_t tu_sleeper(halo_loop *l, void *arg);
+
+/* Operations the kernel holds for loop now. */
+uint64_t tu_inflight(halo_loop *loop);
 
 /* Per-test timeout for tcases, scaled up under sanitizers. */
 int tu_timeout(int seconds);
