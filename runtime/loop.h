@@ -94,6 +94,7 @@ struct halo_loop {
 	void *sched_fake_stack;
 	const void *sched_stack_bottom;
 	size_t sched_stack_size;
+	int asan_from_fiber; /* a fiber switched straight to another */
 	halo_pools pools;
 	void *stack_cache;
 	unsigned stack_cache_n;

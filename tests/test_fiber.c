@@ -108,6 +108,43 @@ START_TEST(test_yield_interleaves_fibers)
 }
 END_TEST
 
+struct counted {
+	char *log;
+	char name;
+	int yields;
+};
+
+static int64_t yield_n(halo_loop *l, void *arg)
+{
+	struct counted *c = arg;
+
+	for (int i = 0; i < c->yields; i++) {
+		c->log[strlen(c->log)] = c->name;
+		ck_assert_int_eq(halo_yield(l), 0);
+	}
+	c->log[strlen(c->log)] = (char)(c->name - 'a' + 'A'); /* done */
+	return c->yields;
+}
+
+START_TEST(test_yields_hand_over_in_order_while_fibers_finish)
+{
+	char log[64] = {0};
+	struct counted c[3] = {{log, 'a', 1}, {log, 'b', 3}, {log, 'c', 2}};
+	halo_fut *f[3];
+	halo_stats st;
+
+	for (int i = 0; i < 3; i++)
+		f[i] = halo_spawn(&loop, yield_n, &c[i]);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(halo_fut_join(f[i]), c[i].yields);
+	/* Each pass runs every fiber once, in spawn order; a fiber that
+	 * yielded straight into the next one ends up in the same order. */
+	ck_assert_str_eq(log, "abcAbcbC" "B");
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.live_fibers, 0);
+}
+END_TEST
+
 static int64_t wait_forever(halo_loop *l, void *arg)
 {
 	halo_fut *p = arg;
@@ -310,6 +347,7 @@ Suite *fiber_suite(void)
 	tcase_add_test(tc, test_negative_return_is_error);
 	tcase_add_test(tc, test_fiber_suspends_on_io_while_loop_runs);
 	tcase_add_test(tc, test_yield_interleaves_fibers);
+	tcase_add_test(tc, test_yields_hand_over_in_order_while_fibers_finish);
 	tcase_add_test(tc, test_cancel_interrupts_the_wait);
 	tcase_add_test(tc, test_cancel_before_start_never_runs);
 	tcase_add_test(tc, test_driving_the_loop_from_a_fiber_is_edeadlk);
