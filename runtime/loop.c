@@ -258,23 +258,27 @@ bool halo__loop_has_work(const halo_loop *loop)
 
 static int tick(halo_loop *loop, bool may_block)
 {
-	bool ready;
+	struct io_uring_sq *sq = &loop->ring.sq;
 	unsigned to_submit;
-	int r = 0;
+	int r;
 
 	loop->stats.ticks++;
 	loop->woken = 0;
 	run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
-	ready = !may_block || loop->stopping || loop->woken || loop->ready_head ||
-		loop->later_head ||
-		loop->hooks_busy;
-	to_submit = io_uring_sq_ready(&loop->ring);
+	/* SQEs not yet consumed by the kernel (liburing's sq_ready without
+	 * its SQPOLL branch). */
+	to_submit = sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
 	if (to_submit || loop->stats.inflight || loop->internal_inflight ||
-	    loop->cq_overflowed || (!ready && loop->timers.n)) {
+	    loop->cq_overflowed || loop->timers.n) {
+		bool ready = !may_block || loop->stopping || loop->woken ||
+			     loop->ready_head || loop->later_head ||
+			     loop->hooks_busy;
 		uint64_t timeout = UINT64_MAX;
 		unsigned wait_nr = 0;
+		bool io = to_submit || loop->stats.inflight ||
+			  loop->internal_inflight || loop->cq_overflowed;
 
 		if (!ready) {
 			wait_nr = 1;
@@ -284,19 +288,19 @@ static int tick(halo_loop *loop, bool may_block)
 				timeout = next > now ? next - now : 0;
 				if (!timeout)
 					wait_nr = 0;
-			} else if (!loop->stats.inflight &&
-				   !loop->internal_inflight && !to_submit) {
-				wait_nr = 0;
 			}
 		}
-		r = halo__enter(loop, wait_nr, timeout);
-		if (r < 0)
-			return r;
-		halo__reap(loop);
-	}
-	if (loop->timers.n) {
-		loop->now_ns = halo_now_ns();
-		halo__timers_expire(loop, loop->now_ns);
+		/* Only timers and ready work: nothing for the kernel to do. */
+		if (io || wait_nr) {
+			r = halo__enter(loop, wait_nr, timeout);
+			if (r < 0)
+				return r;
+			halo__reap(loop);
+		}
+		if (loop->timers.n) {
+			loop->now_ns = halo_now_ns();
+			halo__timers_expire(loop, loop->now_ns);
+		}
 	}
 	return halo__loop_has_work(loop) ? 1 : 0;
 }
