@@ -256,6 +256,17 @@ bool halo__loop_has_work(const halo_loop *loop)
 	       io_uring_sq_ready(&loop->ring);
 }
 
+/* Busy polling: spin (enter without waiting) for busy_poll_ns after the
+ * last submission or completion, then sleep in the kernel as usual. */
+static bool busy_polling(halo_loop *loop, unsigned to_submit)
+{
+	uint64_t now = halo_now_ns();
+
+	if (to_submit)
+		loop->busy_until_ns = now + loop->opts.busy_poll_ns;
+	return now < loop->busy_until_ns;
+}
+
 static int tick(halo_loop *loop, bool may_block)
 {
 	struct io_uring_sq *sq = &loop->ring.sq;
@@ -289,13 +300,18 @@ static int tick(halo_loop *loop, bool may_block)
 				if (!timeout)
 					wait_nr = 0;
 			}
+			if (io && wait_nr && loop->opts.busy_poll_ns &&
+			    busy_polling(loop, to_submit))
+				wait_nr = 0; /* no sleep, no wakeup to pay for */
 		}
 		/* Only timers and ready work: nothing for the kernel to do. */
 		if (io || wait_nr) {
 			r = halo__enter(loop, wait_nr, timeout);
 			if (r < 0)
 				return r;
-			halo__reap(loop);
+			if (halo__reap(loop) && loop->opts.busy_poll_ns)
+				loop->busy_until_ns =
+					halo_now_ns() + loop->opts.busy_poll_ns;
 		}
 		if (loop->timers.n) {
 			loop->now_ns = halo_now_ns();

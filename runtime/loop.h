@@ -23,6 +23,8 @@ typedef struct halo_loop_opts {
 	size_t fiber_stack_size; /* default 64 KiB (256 KiB under ASan) */
 	unsigned ready_budget;	 /* ready tasks run per tick, default 4096 */
 	unsigned setup_flags;	 /* HALO_SETUP_* to restrict ring features */
+	uint64_t busy_poll_ns;	 /* spin this long after the last I/O before
+				    sleeping in io_uring_enter; 0: never */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */
@@ -81,6 +83,7 @@ struct halo_loop {
 	halo_timer_heap timers;
 	uint64_t sq_epoch;     /* bumps each time the SQ is handed over */
 	uint64_t now_ns;
+	uint64_t busy_until_ns; /* busy polling: spin, don't sleep, until */
 	unsigned sq_pending;   /* SQEs prepared since the last enter */
 	uint64_t internal_inflight; /* cancels and such: CQEs to ignore */
 	int in_callback;       /* > 0 while user callbacks run outside a fiber */

@@ -141,6 +141,54 @@ START_TEST(test_prepare_hook_sqes_ride_the_same_enter)
 }
 END_TEST
 
+static void write_byte(halo_fut *f, void *arg)
+{
+	(void)f;
+	ck_assert_int_eq(write(*(int *)arg, "x", 1), 1);
+}
+
+/* Wait for a read that a timer makes possible after ms; returns the
+ * number of io_uring_enter calls the wait took. */
+static uint64_t enters_for_late_read(uint64_t busy_poll_ns, unsigned ms)
+{
+	halo_loop l;
+	halo_loop_opts o = {.busy_poll_ns = busy_poll_ns};
+	int p[2];
+	char c;
+	halo_fut *r, *t;
+	halo_stats a, b;
+
+	tu_loop_init(&l, &o);
+	ck_assert_int_eq(pipe(p), 0);
+	r = halo_read(&l, p[0], &c, 1, -1);
+	t = halo_timer_after(&l, (uint64_t)ms * 1000000ull);
+	halo_fut_on_done(t, write_byte, &p[1]);
+	halo_loop_stats(&l, &a);
+	ck_assert_int_eq(halo_fut_wait(r), 1);
+	halo_loop_stats(&l, &b);
+	halo_fut_release(r);
+	halo_fut_release(t);
+	tu_loop_close(&l);
+	close(p[0]);
+	close(p[1]);
+	return b.enters - a.enters;
+}
+
+START_TEST(test_busy_poll_spins_for_its_window_then_sleeps)
+{
+	/* Without busy polling the wait sleeps in the kernel: a few enters. */
+	uint64_t sleeping = enters_for_late_read(0, 60);
+	/* With a 2 ms window it spins (enters without waiting) for about
+	 * 2 ms after the read was submitted, then sleeps until the timer. */
+	uint64_t polling = enters_for_late_read(2000000, 60);
+
+	ck_assert_uint_lt(sleeping, 10);
+	ck_assert_uint_gt(polling, 20);
+	/* Spinning through all 60 ms would take ~30x the enters of 2 ms. */
+	ck_assert_uint_lt(polling, enters_for_late_read(60000000, 60) / 4);
+}
+END_TEST
+
 static int posted;
 static void post_fn(void *arg)
 {
@@ -274,6 +322,7 @@ Suite *loop_suite(void)
 	tc = tcase_create("setup");
 	tcase_set_timeout(tc, tu_timeout(20));
 	tcase_add_test(tc, test_fallback_modes_still_run_io);
+	tcase_add_test(tc, test_busy_poll_spins_for_its_window_then_sleeps);
 	tcase_add_test(tc, test_tiny_cq_with_10000_nops_loses_nothing);
 	tcase_add_test(tc, test_invalid_options_are_einval);
 	tcase_add_test(tc, test_init_without_io_uring_names_the_cause);
