@@ -36,13 +36,17 @@ int main(int argc, char **argv)
 	int lfd, sfd, err = 0, r, opt;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s PORT [-t idle_ms] [-m max_conns]\n",
+		fprintf(stderr,
+			"usage: %s PORT [-t idle_ms] [-m max_conns] "
+			"[-b busy_poll_us]\n",
 			argv[0]);
 		return 2;
 	}
 	optind = 2;
-	while ((opt = getopt(argc, argv, "t:m:")) != -1) {
-		if (opt == 't')
+	while ((opt = getopt(argc, argv, "t:m:b:")) != -1) {
+		if (opt == 'b')
+			lo.busy_poll_ns = strtoull(optarg, NULL, 10) * 1000ull;
+		else if (opt == 't')
 			o.idle_ns = strtoull(optarg, NULL, 10) * 1000000ull;
 		else if (opt == 'm')
 			o.max_conns = (unsigned)strtoul(optarg, NULL, 10);
