@@ -146,7 +146,6 @@ static inline bool halo__fut_pending(const halo_fut *f)
 /* --- loop (loop.c) --- */
 void halo__ready_push(halo_loop *loop, halo_task *t);
 void halo__later_push(halo_loop *loop, halo_task *t);
-bool halo__loop_has_work(const halo_loop *loop);
 void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

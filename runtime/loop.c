@@ -190,7 +190,6 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 		return r;
 	}
 	halo__timers_init(loop);
-	loop->now_ns = halo_now_ns();
 	return 0;
 }
 
@@ -249,11 +248,19 @@ static int run_hooks(halo_loop *loop)
 	return busy;
 }
 
-bool halo__loop_has_work(const halo_loop *loop)
+/* SQEs the kernel has not consumed yet (liburing's io_uring_sq_ready
+ * without its SQPOLL branch; a halo ring never uses SQPOLL). */
+static inline unsigned sq_unconsumed(const halo_loop *loop)
+{
+	const struct io_uring_sq *sq = &loop->ring.sq;
+
+	return sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
+}
+
+static bool has_work(const halo_loop *loop)
 {
 	return loop->ready_head || loop->later_head || loop->stats.inflight ||
-	       loop->timers.n || loop->hooks_busy ||
-	       io_uring_sq_ready(&loop->ring);
+	       loop->timers.n || loop->hooks_busy || sq_unconsumed(loop);
 }
 
 /* Busy polling: spin (enter without waiting) for busy_poll_ns after the
@@ -269,7 +276,6 @@ static bool busy_polling(halo_loop *loop, unsigned to_submit)
 
 static int tick(halo_loop *loop, bool may_block)
 {
-	struct io_uring_sq *sq = &loop->ring.sq;
 	unsigned to_submit;
 	int r;
 
@@ -278,9 +284,7 @@ static int tick(halo_loop *loop, bool may_block)
 	run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
-	/* SQEs not yet consumed by the kernel (liburing's sq_ready without
-	 * its SQPOLL branch). */
-	to_submit = sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
+	to_submit = sq_unconsumed(loop);
 	if (to_submit || loop->stats.inflight || loop->internal_inflight ||
 	    loop->cq_overflowed || loop->timers.n) {
 		bool ready = !may_block || loop->stopping || loop->woken ||
@@ -314,11 +318,10 @@ static int tick(halo_loop *loop, bool may_block)
 					halo_now_ns() + loop->opts.busy_poll_ns;
 		}
 		if (loop->timers.n) {
-			loop->now_ns = halo_now_ns();
-			halo__timers_expire(loop, loop->now_ns);
+			halo__timers_expire(loop, halo_now_ns());
 		}
 	}
-	return halo__loop_has_work(loop) ? 1 : 0;
+	return has_work(loop) ? 1 : 0;
 }
 
 int halo_loop_run_once(halo_loop *loop)

@@ -82,9 +82,7 @@ struct halo_loop {
 	halo_hook *hooks;
 	halo_timer_heap timers;
 	uint64_t sq_epoch;     /* bumps each time the SQ is handed over */
-	uint64_t now_ns;
 	uint64_t busy_until_ns; /* busy polling: spin, don't sleep, until */
-	unsigned sq_pending;   /* SQEs prepared since the last enter */
 	uint64_t internal_inflight; /* cancels and such: CQEs to ignore */
 	int in_callback;       /* > 0 while user callbacks run outside a fiber */
 	int stopping;
