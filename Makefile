@@ -10,6 +10,17 @@ else
 Q := @
 endif
 
+# FAULT=1: allocation fault injection (runtime/fault.h) for the fault tests
+# and make faultsweep, in a build directory of its own.
+ifeq ($(FAULT),1)
+ifeq ($(SANITIZE),1)
+BUILD ?= build/san-fault
+else
+BUILD ?= build/fault
+endif
+FAULTDEF := -DHALO_FAULT
+endif
+
 ifeq ($(SANITIZE),1)
 BUILD ?= build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -27,6 +38,7 @@ endif
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
 	-D_GNU_SOURCE -I. $(MODEDEF) $(SANFLAGS)
+CFLAGS += $(FAULTDEF)
 ASFLAGS := $(SANFLAGS)
 LDLIBS := -luring $(MEMLIB) -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
@@ -36,6 +48,13 @@ LIB_ASM := $(wildcard runtime/*.S)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_ASM:%.S=$(BUILD)/%.o)
 HEADERS := halo.h $(wildcard runtime/*.h io/*.h patterns/*.h)
 PUBLIC_HEADERS := $(filter-out %/internal.h %/uring_compat.h runtime/ctx.h,$(HEADERS))
+PUBLIC_HEADERS := $(filter-out runtime/fault.h runtime/fault_libc.h,$(PUBLIC_HEADERS))
+
+ifeq ($(FAULT),1)
+# Every raw malloc, calloc, realloc of a library source becomes a fault point.
+$(filter-out $(BUILD)/runtime/pool.o $(BUILD)/runtime/fault.o,$(LIB_OBJ)): \
+	CFLAGS += -include runtime/fault_libc.h
+endif
 
 # TESTS="fut loop" builds a runner with only those suites.
 ifeq ($(TESTS),)

@@ -58,6 +58,8 @@ static char *stack_get(halo_loop *loop, size_t size)
 #endif
 		return s;
 	}
+	if (halo__fault(HALO_FAULT_STACK))
+		return NULL;
 	base = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
 		    0);

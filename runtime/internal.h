@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "fault.h"
 #include "fiber.h"
 #include "fut.h"
 #include "loop.h"
@@ -252,9 +253,12 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 					 size_t zero, uint8_t kind,
 					 const char *file, int line)
 {
-	halo_fut *f = halo__pool_get(loop, size);
+	halo_fut *f;
 	uint16_t gen;
 
+	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
+		return NULL;
+	f = halo__pool_get(loop, size);
 	if (unlikely(!f))
 		return NULL;
 	gen = f->gen;

@@ -102,6 +102,8 @@ int halo__pool_refill(halo_loop *loop, halo_pool *p)
 
 	if (bytes < 8u * p->slot)
 		bytes = 8u * p->slot;
+	if (halo__fault(HALO_FAULT_REFILL))
+		return -ENOMEM;
 	mem = heap_alloc(loop, bytes);
 	if (!mem)
 		return -ENOMEM;
@@ -136,6 +138,8 @@ void halo__pool_each_slot(halo_loop *loop, size_t min_slot,
 
 void *halo_mem_alloc(halo_loop *loop, size_t size)
 {
+	if (halo__fault(HALO_FAULT_HEAP))
+		return NULL;
 	if (size == 0)
 		size = 1;
 	if (size > HALO_POOL_MAX)
