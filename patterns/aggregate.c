@@ -61,37 +61,37 @@ static struct halo__agg_ent *lookup(const halo_agg *agg, uint64_t key)
 	return agg->table[i] ? &agg->ent[agg->table[i] - 1] : NULL;
 }
 
-static int rebuild_table(halo_agg *agg, uint32_t table_n)
-{
-	uint32_t *t = calloc(table_n, sizeof(*t));
-
-	if (!t)
-		return -ENOMEM;
-	free(agg->table);
-	agg->table = t;
-	agg->table_mask = table_n - 1;
-	for (uint32_t e = 0; e < agg->ent_cap; e++)
-		if (agg->ent[e].state != ENT_FREE)
-			t[find_slot(agg, agg->ent[e].key)] = e + 1;
-	return 0;
-}
-
-/* Double the entry slots (amortized: a load never allocates otherwise). */
+/* Double the entry slots and the table (amortized: a load never allocates
+ * otherwise). Both allocations come first, so that a failure leaves the
+ * aggregator exactly as it was: a table that kept its size while the entry
+ * count doubled would fill up, and find_slot would probe it forever. */
 static int grow(halo_agg *agg)
 {
 	uint32_t cap = agg->ent_cap ? agg->ent_cap * 2 : INITIAL_CAP;
-	struct halo__agg_ent *ent = realloc(agg->ent, cap * sizeof(*ent));
+	uint32_t *table = calloc((size_t)cap * 2, sizeof(*table));
+	struct halo__agg_ent *ent;
 
-	if (!ent)
+	if (!table)
 		return -ENOMEM;
+	ent = realloc(agg->ent, cap * sizeof(*ent));
+	if (!ent) {
+		free(table);
+		return -ENOMEM;
+	}
 	memset(ent + agg->ent_cap, 0, (cap - agg->ent_cap) * sizeof(*ent));
 	for (uint32_t e = cap; e > agg->ent_cap; e--) {
 		ent[e - 1].next = agg->free_head;
 		agg->free_head = e;
 	}
+	free(agg->table);
 	agg->ent = ent;
 	agg->ent_cap = cap;
-	return rebuild_table(agg, cap * 2);
+	agg->table = table;
+	agg->table_mask = cap * 2 - 1;
+	for (uint32_t e = 0; e < cap; e++)
+		if (ent[e].state != ENT_FREE)
+			table[find_slot(agg, ent[e].key)] = e + 1;
+	return 0;
 }
 
 static struct halo__agg_ent *insert(halo_agg *agg, uint64_t key)
@@ -185,28 +185,47 @@ static int fail_rest(halo_agg_batch *b, int err, const char *msg)
 	return n;
 }
 
+/* Take the oldest queued key off the queue. */
+static struct halo__agg_ent *dequeue(halo_agg *agg)
+{
+	struct halo__agg_ent *e = &agg->ent[agg->pend_head - 1];
+
+	agg->pend_head = e->next;
+	if (!agg->pend_head)
+		agg->pend_tail = 0;
+	agg->pend_n--;
+	e->next = 0;
+	return e;
+}
+
+/* No memory for the batch: its keys fail now. Leaving them queued for a
+ * later tick would retry without end for as long as memory stays short. */
+static void fail_unbatched(halo_agg *agg, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		finish(agg, dequeue(agg), -ENOMEM, "out of memory for the batch",
+		       0, NULL);
+}
+
 static void dispatch(halo_agg *agg, size_t n)
 {
 	halo_agg_batch *b = halo_mem_alloc(agg->loop,
 					   sizeof(*b) + n * sizeof(uint64_t));
 	int r;
 
-	if (!b)
-		return; /* keys stay queued; the next tick tries again */
+	if (!b) {
+		fail_unbatched(agg, n);
+		return;
+	}
 	b->agg = agg;
 	b->n = n;
 	for (size_t i = 0; i < n; i++) {
-		struct halo__agg_ent *e = &agg->ent[agg->pend_head - 1];
+		struct halo__agg_ent *e = dequeue(agg);
 
-		agg->pend_head = e->next;
-		e->next = 0;
 		e->state = ENT_INFLIGHT;
 		e->batch = b;
 		b->keys[i] = e->key;
 	}
-	if (!agg->pend_head)
-		agg->pend_tail = 0;
-	agg->pend_n -= n;
 	agg->pend_since = agg->opts.max_delay_ns ? halo_now_ns() : 0;
 	agg->inflight++;
 	agg->stats.batches++;
@@ -284,10 +303,8 @@ int halo_agg_init(halo_agg *agg, halo_loop *loop, const halo_agg_opts *opts,
 	agg->loop = loop;
 	agg->fn = fn;
 	agg->arg = arg;
-	if (grow(agg) < 0) {
-		free(agg->ent);
+	if (grow(agg) < 0)
 		return -ENOMEM;
-	}
 	halo_loop_prepare_add(loop, &agg->hook, flush_hook, agg);
 	return 0;
 }

@@ -87,8 +87,8 @@ HALO_API void halo_agg_close(halo_agg *agg);
 /* Ask for key. Returns a future (caller owns a reference) that completes
  * with the key's result and value, or its error; loads of a key already
  * pending share its future (cancelling it cancels it for all of them; a
- * later load of the key gets a fresh future). NULL on
- * exhaustion. */
+ * later load of the key gets a fresh future). A key whose batch finds no
+ * memory fails with -ENOMEM. NULL on exhaustion. */
 HALO_API halo_fut *halo_agg_load_at(halo_agg *agg, uint64_t key,
 				    const char *file, int line);
 #define halo_agg_load(agg, key)                                                \

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/fault.h"
 #include "tests/util.h"
 
 TU_LOOP_FIXTURE(loop)
@@ -261,6 +262,66 @@ START_TEST(test_load_after_a_cancelled_load_of_the_same_key_gets_a_live_future)
 }
 END_TEST
 
+#ifdef HALO_FAULT
+/* The entry slots grow, the new table cannot be had: the load fails and
+ * the aggregator stays as it was, so later loads of new keys still find a
+ * free table slot instead of probing a full table forever. */
+START_TEST(test_load_that_cannot_grow_the_table_fails_and_later_loads_work)
+{
+	enum { FIRST = 256, MORE = 600 }; /* 256: the initial entry slots */
+	static halo_fut *f[FIRST + MORE];
+	struct sync_ctx c = {0};
+	halo_agg agg;
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, NULL, sync_batch, &c), 0);
+	for (int i = 0; i < FIRST; i++)
+		ck_assert_ptr_nonnull(f[i] = halo_agg_load(&agg, (uint64_t)i));
+	/* Growing takes two heap allocations, entries and table: fail each. */
+	for (int nth = 1; nth <= 2; nth++) {
+		halo__fault_arm(HALO_FAULT_HEAP, (uint64_t)nth, false);
+		ck_assert_ptr_null(halo_agg_load(&agg, FIRST));
+		ck_assert_uint_eq(halo__fault_failed(), (uint64_t)nth);
+	}
+	for (int i = FIRST; i < FIRST + MORE; i++)
+		ck_assert_ptr_nonnull(f[i] = halo_agg_load(&agg, (uint64_t)i));
+	for (int i = 0; i < FIRST + MORE; i++) {
+		int64_t want = i % 100 == 13 ? -EIO
+			       : i % 100 == 42 ? -ENOENT
+					       : 2 * i;
+
+		ck_assert_int_eq(halo_fut_join(f[i]), want);
+	}
+	halo_agg_close(&agg);
+}
+END_TEST
+
+/* No memory for a batch: its keys fail with -ENOMEM in the same tick, and
+ * the tick returns; nothing retries in a loop while memory stays short. */
+START_TEST(test_batch_without_memory_fails_its_keys_and_the_tick_returns)
+{
+	struct sync_ctx c = {0};
+	halo_agg agg;
+	halo_agg_opts o = {.max_batch = 2};
+	halo_fut *f[5];
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, &o, sync_batch, &c), 0);
+	for (int i = 0; i < 5; i++)
+		f[i] = halo_agg_load(&agg, (uint64_t)i + 1);
+	halo__fault_arm(HALO_FAULT_HEAP, 1, true);
+	ck_assert_int_ge(halo_loop_run_once(&loop), 0);
+	halo__fault_disarm();
+	ck_assert_int_eq(c.calls, 0);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(halo_fut_status(f[i]), HALO_FUT_ERROR);
+		ck_assert_int_eq(halo_fut_join(f[i]), -ENOMEM);
+	}
+	ck_assert_int_eq(halo_fut_join(halo_agg_load(&agg, 3)), 6);
+	ck_assert_int_eq(c.calls, 1);
+	halo_agg_close(&agg);
+}
+END_TEST
+#endif
+
 Suite *aggregate_suite(void)
 {
 	Suite *s = suite_create("aggregate");
@@ -280,5 +341,16 @@ Suite *aggregate_suite(void)
 		tc,
 		test_load_after_a_cancelled_load_of_the_same_key_gets_a_live_future);
 	suite_add_tcase(s, tc);
+#ifdef HALO_FAULT
+	tc = tcase_create("enomem");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(5));
+	tcase_add_test(
+		tc,
+		test_load_that_cannot_grow_the_table_fails_and_later_loads_work);
+	tcase_add_test(
+		tc, test_batch_without_memory_fails_its_keys_and_the_tick_returns);
+	suite_add_tcase(s, tc);
+#endif
 	return s;
 }
