@@ -71,13 +71,25 @@ static void on_deadline(halo_fut *f, void *arg)
 	halo_fut_fail(c->helper, -ETIMEDOUT, NULL);
 }
 
-/* Hook the nodes, wait on the helper, unhook whatever did not run. */
+/* Hook the nodes, wait on the helper, unhook whatever did not run. The
+ * nodes are filled before anything can fail: settle() reads them whatever
+ * this returns. */
 static int wait_on(halo_loop *loop, struct wctx *c, halo_fut *const *futs,
 		   uint64_t deadline_ns)
 {
 	halo_fut *timer = NULL;
 	int64_t r;
 
+	for (size_t i = 0; i < c->n; i++) {
+		struct wnode *nd = &c->nodes[i];
+
+		nd->ctx = c;
+		nd->idx = i;
+		nd->f = futs[i];
+		nd->hooked = false;
+		nd->w.fn = on_child;
+		nd->w.arg = nd;
+	}
 	c->helper = halo_fut_new(loop);
 	if (!c->helper)
 		return -ENOMEM;
@@ -93,15 +105,8 @@ static int wait_on(halo_loop *loop, struct wctx *c, halo_fut *const *futs,
 		halo_fut_add_waiter(timer, &c->tw);
 	}
 	for (size_t i = 0; i < c->n; i++) {
-		struct wnode *nd = &c->nodes[i];
-
-		nd->ctx = c;
-		nd->idx = i;
-		nd->f = futs[i];
-		nd->hooked = true;
-		nd->w.fn = on_child;
-		nd->w.arg = nd;
-		halo_fut_add_waiter(futs[i], &nd->w);
+		c->nodes[i].hooked = true;
+		halo_fut_add_waiter(futs[i], &c->nodes[i].w);
 	}
 	r = halo_fut_wait(c->helper);
 	for (size_t i = 0; i < c->n; i++)
@@ -147,6 +152,63 @@ static void settle(struct wctx *out, const struct wctx *c)
 	}
 }
 
+/* Wait with waiter nodes from the pool; head holds the tally so far and
+ * gets the final one. */
+static int wait_pooled(halo_loop *loop, struct wctx *head,
+		       halo_fut *const *futs, uint64_t deadline_ns)
+{
+	size_t size = sizeof(*head) + head->n * sizeof(struct wnode);
+	struct wctx *c = halo_mem_alloc(loop, size);
+	int r;
+
+	if (!c)
+		return -ENOMEM;
+	/* Completion order is what counts: recount. */
+	*c = *head;
+	c->done_n = 0;
+	c->first = c->first_error = SIZE_MAX;
+	c->timer = NULL;
+	r = wait_on(loop, c, futs, deadline_ns);
+	settle(head, c);
+	if (is_met(head))
+		r = 0;
+	else if (r == 0)
+		r = -EDEADLK;
+	halo_mem_free(loop, c, size);
+	return r;
+}
+
+/* Wait for f with halo_fut_wait, whose waiter needs no memory (f ends
+ * consumed). Returns 0 once f is done, else why the wait ended. */
+static int wait_alone(halo_fut *f)
+{
+	int64_t r = halo_fut_wait(f);
+
+	return halo_fut_is_done(f) ? 0 : (int)r;
+}
+
+/* What HALO_WAIT_CANCEL_REST promises, kept when memory is short (one
+ * future at a time, without allocating) and when the waiting fiber is
+ * cancelled meanwhile (that interrupts one wait, then waits work again). */
+static int wait_rest(halo_loop *loop, halo_fut *const *futs, size_t n)
+{
+	halo_wait_result w = {.status = -ECANCELED};
+
+	for (int round = 0; round < 2 && w.status == -ECANCELED; round++)
+		w = halo_wait(loop, futs, n, HALO_ALL_COMPLETED, 0);
+	if (w.status != -ENOMEM && w.status != -ECANCELED)
+		return w.status;
+	for (size_t i = 0; i < n; i++) {
+		int r = wait_alone(futs[i]);
+
+		if (r == -ECANCELED)
+			r = wait_alone(futs[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 halo_wait_result halo_wait(halo_loop *loop, halo_fut *const *futs, size_t n,
 			   unsigned mode, uint64_t deadline_ns)
 {
@@ -156,40 +218,27 @@ halo_wait_result halo_wait(halo_loop *loop, halo_fut *const *futs, size_t n,
 
 	tally(&head, futs);
 	if (!is_met(&head)) {
-		if (deadline_ns && deadline_ns <= halo_now_ns()) {
+		if (deadline_ns && deadline_ns <= halo_now_ns())
 			res.status = -ETIMEDOUT;
-		} else {
-			size_t size = sizeof(head) + n * sizeof(struct wnode);
-			struct wctx *c = halo_mem_alloc(loop, size);
-
-			if (!c) {
-				res.status = -ENOMEM;
-			} else {
-				/* Completion order is what counts: recount. */
-				*c = head;
-				c->done_n = 0;
-				c->first = c->first_error = SIZE_MAX;
-				c->timer = NULL;
-				res.status = wait_on(loop, c, futs, deadline_ns);
-				settle(&head, c);
-				if (is_met(&head))
-					res.status = 0;
-				else if (res.status == 0)
-					res.status = -EDEADLK;
-				halo_mem_free(loop, c, size);
-			}
+		else
+			res.status = wait_pooled(loop, &head, futs, deadline_ns);
+		/* One future needs no nodes: wait for it all the same. */
+		if (res.status == -ENOMEM && n == 1 && !deadline_ns) {
+			res.status = wait_alone(futs[0]);
+			if (!res.status)
+				note_done(&head, futs[0], 0);
 		}
 	}
 	res.done_n = head.done_n;
 	res.first = head.first;
 	res.first_error = head.first_error;
 	if ((mode & HALO_WAIT_CANCEL_REST) && res.done_n < n) {
-		halo_wait_result all;
+		int r;
 
 		res.cancelled_n = halo_cancel_all(futs, n);
-		all = halo_wait(loop, futs, n, HALO_ALL_COMPLETED, 0);
-		if (all.status && !res.status)
-			res.status = all.status;
+		r = wait_rest(loop, futs, n);
+		if (r && !res.status)
+			res.status = r;
 	}
 	return res;
 }

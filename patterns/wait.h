@@ -23,13 +23,17 @@ extern "C" {
 
 /* OR into mode: once halo_wait returns (condition met, deadline passed or
  * wait interrupted), cancel every future not done yet and wait until all of
- * them are done, so the kernel has let go of their buffers. */
+ * them are done, so the kernel has let go of their buffers; also when memory
+ * is short (then one at a time, marking them consumed). */
 #define HALO_WAIT_CANCEL_REST 0x100u
 
 typedef struct halo_wait_result {
 	int status;	    /* 0 met; -ETIMEDOUT; -ECANCELED (the waiting
 			       fiber was cancelled); -EDEADLK (in a callback, or
-			       nothing left could finish them); -ENOMEM */
+			       nothing left could finish them); -ENOMEM (no
+			       memory for the waiters: nothing was waited
+			       for, except that a wait for one future
+			       without deadline needs none and goes on) */
 	size_t done_n;	    /* futures done when the wait ended, before any
 			       cancel-rest */
 	size_t first;	    /* index of the first future seen done, or

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "runtime/fault.h"
 #include "tests/util.h"
 
 TU_LOOP_FIXTURE(loop)
@@ -261,6 +262,86 @@ START_TEST(test_wait_on_orphan_promise_is_edeadlk)
 }
 END_TEST
 
+#ifdef HALO_FAULT
+/* No memory for the helper future or the deadline timer: -ENOMEM, and the
+ * report counts what is done, not what a node left by an earlier wait in
+ * the same memory pointed at. */
+START_TEST(test_wait_without_memory_for_its_helper_is_enomem)
+{
+	halo_fut *old[2], *f[2];
+	halo_wait_result w;
+
+	old[0] = halo_timer_after(&loop, 1 * MS);
+	old[1] = halo_timer_after(&loop, 1 * MS);
+	w = halo_wait(&loop, old, 2, HALO_ALL_COMPLETED, 0);
+	ck_assert_int_eq(w.status, 0);
+	f[0] = halo_fut_new(&loop);
+	f[1] = halo_fut_new(&loop);
+	/* The helper is the wait's first slot, the timer its second. */
+	for (int timed = 0; timed <= 1; timed++) {
+		halo__fault_arm(HALO_FAULT_SLOT, 1 + (uint64_t)timed, false);
+		w = halo_wait(&loop, f, 2, HALO_ALL_COMPLETED,
+			      timed ? halo_now_ns() + 1000 * MS : 0);
+		ck_assert_int_eq(w.status, -ENOMEM);
+		ck_assert_uint_eq(w.done_n, 0);
+		ck_assert_uint_eq(w.first, SIZE_MAX);
+		ck_assert_uint_eq(w.first_error, SIZE_MAX);
+	}
+	ck_assert_uint_eq(halo__fault_failed(), 2);
+	for (int i = 0; i < 2; i++) {
+		halo_fut_cancel(f[i]);
+		halo_fut_release(f[i]);
+		halo_fut_release(old[i]);
+	}
+}
+END_TEST
+
+START_TEST(test_wait_for_one_future_needs_no_memory)
+{
+	halo_fut *t = halo_timer_after(&loop, 1 * MS);
+	halo_wait_result w;
+
+	halo__fault_arm(HALO_FAULT_ANY, 1, true);
+	w = halo_wait(&loop, &t, 1, HALO_ALL_COMPLETED, 0);
+	halo__fault_disarm();
+	ck_assert_int_eq(w.status, 0);
+	ck_assert_uint_eq(w.done_n, 1);
+	ck_assert_uint_eq(w.first, 0);
+	halo_fut_release(t);
+}
+END_TEST
+
+/* Cancel-rest promises that nothing runs when halo_wait returns: it keeps
+ * that promise when memory is short, by waiting one future at a time. */
+START_TEST(test_cancel_rest_without_memory_still_waits_for_the_kernel)
+{
+	char buf[2][8];
+	halo_fut *r[2];
+	halo_wait_result w;
+	int p[2];
+
+	ck_assert_int_eq(pipe(p), 0);
+	r[0] = halo_read(&loop, p[0], buf[0], sizeof(buf[0]), -1);
+	r[1] = halo_read(&loop, p[0], buf[1], sizeof(buf[1]), -1);
+	halo_loop_run_nowait(&loop);
+	ck_assert_uint_eq(tu_inflight(&loop), 2);
+	halo__fault_arm(HALO_FAULT_HEAP, 1, true);
+	w = halo_wait(&loop, r, 2, HALO_FIRST_COMPLETED | HALO_WAIT_CANCEL_REST,
+		      0);
+	halo__fault_disarm();
+	ck_assert_int_eq(w.status, -ENOMEM);
+	ck_assert_uint_eq(w.cancelled_n, 2);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(halo_fut_status(r[i]), HALO_FUT_CANCELLED);
+		halo_fut_release(r[i]);
+	}
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+#endif
+
 Suite *wait_suite(void)
 {
 	Suite *s = suite_create("wait");
@@ -280,5 +361,15 @@ Suite *wait_suite(void)
 	tcase_add_test(tc, test_wait_on_done_futures_never_blocks);
 	tcase_add_test(tc, test_wait_on_orphan_promise_is_edeadlk);
 	suite_add_tcase(s, tc);
+#ifdef HALO_FAULT
+	tc = tcase_create("enomem");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(5));
+	tcase_add_test(tc, test_wait_without_memory_for_its_helper_is_enomem);
+	tcase_add_test(tc, test_wait_for_one_future_needs_no_memory);
+	tcase_add_test(tc,
+		       test_cancel_rest_without_memory_still_waits_for_the_kernel);
+	suite_add_tcase(s, tc);
+#endif
 	return s;
 }
