@@ -93,7 +93,34 @@ void halo_scope_cancel(halo_scope *scope)
 		halo_scope_cancel(c);
 }
 
-int halo_scope_join(halo_scope *s)
+/* No memory to watch the children together: the scope fails with -ENOMEM,
+ * cancels them unless HALO_SCOPE_KEEP_GOING (as a failed child would), and
+ * waits for them one at a time with halo_fut_wait, which needs no memory.
+ * The array is read again after each wait: a child may add children, and
+ * move it, meanwhile. */
+static int join_one_by_one(halo_scope *s)
+{
+	if (!s->err)
+		s->err = -ENOMEM;
+	if (!(s->flags & HALO_SCOPE_KEEP_GOING))
+		halo_scope_cancel(s);
+	for (size_t i = 0; i < s->kids_n; i++) {
+		halo_fut *f;
+
+		while (!halo_fut_is_done(f = s->kids[i])) {
+			int64_t r = halo_fut_wait(f);
+
+			if (halo_fut_is_done(f))
+				break;
+			if (r != -ECANCELED)
+				return (int)r;
+			halo_scope_cancel(s); /* the joining fiber was */
+		}
+	}
+	return s->err;
+}
+
+static int join(halo_scope *s)
 {
 	for (;;) {
 		size_t n = s->kids_n;
@@ -109,6 +136,8 @@ int halo_scope_join(halo_scope *s)
 			halo_scope_cancel(s);
 			continue;
 		}
+		if (w.status == -ENOMEM)
+			return join_one_by_one(s);
 		if (w.status)
 			return w.status;
 		if (w.first_error != SIZE_MAX && !s->err) {
@@ -124,6 +153,16 @@ int halo_scope_join(halo_scope *s)
 	return s->cancelled ? -ECANCELED : 0;
 }
 
+int halo_scope_join(halo_scope *s)
+{
+	int r;
+
+	s->busy++;
+	r = join(s);
+	s->busy--;
+	return r;
+}
+
 static void unlink_from_parent(halo_scope *s)
 {
 	halo_scope **pp;
@@ -137,17 +176,35 @@ static void unlink_from_parent(halo_scope *s)
 		}
 	}
 	s->parent = NULL;
+	s->next_sibling = NULL;
+}
+
+/* Close the child scopes still open. One that some fiber is joining or
+ * closing right now is that fiber's to finish: closing it here too would
+ * free its children under it. It is only cut loose from s. */
+static void close_children(halo_scope *s)
+{
+	while (s->children) {
+		halo_scope *c = s->children;
+
+		if (c->busy)
+			unlink_from_parent(c);
+		else
+			halo_scope_close(c);
+	}
 }
 
 int halo_scope_close(halo_scope *s)
 {
-	int r = halo_scope_join(s);
+	int r;
 
-	while (s->children)
-		halo_scope_close(s->children);
+	s->busy++;
+	r = join(s);
+	close_children(s);
 	for (size_t i = 0; i < s->kids_n; i++) {
-		/* Only after a failed join (-EDEADLK) can a child still run;
-		 * it is cancelled and let go rather than leaked. */
+		/* Only a join that could not wait (-EDEADLK in a callback) can
+		 * leave a child running; it is cancelled and let go rather
+		 * than leaked. */
 		if (!halo_fut_is_done(s->kids[i]))
 			halo_fut_cancel(s->kids[i]);
 		halo_fut_release(s->kids[i]);
@@ -157,5 +214,6 @@ int halo_scope_close(halo_scope *s)
 	s->kids = NULL;
 	s->kids_n = s->kids_cap = 0;
 	unlink_from_parent(s);
+	s->busy--;
 	return r;
 }

@@ -33,6 +33,7 @@ typedef struct halo_scope {
 	size_t kids_n, kids_cap;
 	int err;
 	unsigned flags;
+	unsigned busy; /* joins and closes in progress */
 	bool cancelled;
 } halo_scope;
 
@@ -67,12 +68,15 @@ HALO_API void halo_scope_cancel(halo_scope *scope);
 /* Wait until every child is done (children added meanwhile included),
  * cancelling the rest at the first failure unless HALO_SCOPE_KEEP_GOING.
  * Returns 0, the first child error, -ECANCELED if the scope was cancelled,
- * or -EDEADLK if called from a callback. Works in a fiber and on the loop's
+ * -ENOMEM if there was no memory to watch the children (the scope fails as
+ * for a failed child, and they are still waited for, one at a time), or
+ * -EDEADLK if called from a callback. Works in a fiber and on the loop's
  * thread outside callbacks. */
 HALO_API int halo_scope_join(halo_scope *scope);
 
 /* Join, close still-open child scopes, release every child and detach from
- * the parent. Returns what halo_scope_join returned. */
+ * the parent. A child scope that a fiber is joining or closing meanwhile is
+ * left to that fiber, detached. Returns what halo_scope_join returned. */
 HALO_API int halo_scope_close(halo_scope *scope);
 
 #ifdef __cplusplus

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "runtime/fault.h"
 #include "tests/util.h"
 
 TU_LOOP_PIPE_FIXTURE(loop, pipe_fds)
@@ -159,6 +160,68 @@ START_TEST(test_children_added_during_join_are_waited_for)
 }
 END_TEST
 
+#ifdef HALO_FAULT
+/* The join finds no memory for its waiters: the scope fails with -ENOMEM,
+ * and close still keeps its promise that every child is done when it
+ * returns (cancelled first, as for a failed child). */
+START_TEST(test_close_after_a_join_without_memory_waits_for_every_child)
+{
+	halo_scope s;
+	struct tu_job j[2] = {{1000, 1, 7}, {1000, 2, 7}};
+	uint64_t t0 = halo_now_ns();
+
+	halo_scope_init(&s, &loop, NULL);
+	for (int i = 0; i < 2; i++)
+		ck_assert_ptr_nonnull(halo_scope_spawn(&s, tu_sleeper, &j[i]));
+	halo_loop_run_nowait(&loop); /* both sleep now */
+	halo__fault_arm(HALO_FAULT_SLOT, 1, false); /* the wait's helper */
+	ck_assert_int_eq(halo_scope_close(&s), -ENOMEM);
+	ck_assert_uint_eq(halo__fault_failed(), 1);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(j[i].got, -ECANCELED); /* ran to its end */
+	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
+}
+END_TEST
+
+/* A fiber of the parent that closes a child scope with one sleeper. */
+static int64_t nested_sleep(halo_loop *l, void *arg)
+{
+	halo_scope child;
+
+	(void)l;
+	(void)arg;
+	halo_scope_init_child(&child, &parent, NULL);
+	halo_scope_spawn(&child, tu_sleeper, &nested_job);
+	nested_result = halo_scope_close(&child);
+	return nested_result;
+}
+
+/* A child scope that its fiber is closing when the parent's join runs out
+ * of memory is closed by that fiber alone, after the parent cancelled it. */
+START_TEST(test_parent_join_without_memory_leaves_nested_close_to_its_fiber)
+{
+	struct tu_job j = {1000, 1, 7};
+	uint64_t t0 = halo_now_ns();
+
+	nested_job.ms = 200;
+	halo_scope_init(&parent, &loop, NULL);
+	ck_assert_ptr_nonnull(halo_scope_spawn(&parent, nested_sleep, NULL));
+	ck_assert_ptr_nonnull(halo_scope_spawn(&parent, tu_sleeper, &j));
+	/* Let nested() open its scope and block in closing it. */
+	ck_assert_int_eq(halo_fut_join(halo_timer_after(&loop, 5 * MS)), 0);
+	ck_assert_ptr_nonnull(parent.children);
+	halo__fault_arm(HALO_FAULT_SLOT, 1, false);
+	ck_assert_int_eq(halo_scope_close(&parent), -ENOMEM);
+	ck_assert_int_eq(nested_result, -ECANCELED);
+	ck_assert_int_eq(nested_job.got, -ECANCELED);
+	ck_assert_int_eq(j.got, -ECANCELED);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	ck_assert_ptr_null(parent.children);
+	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
+}
+END_TEST
+#endif
+
 Suite *scope_suite(void)
 {
 	Suite *s = suite_create("scope");
@@ -174,5 +237,16 @@ Suite *scope_suite(void)
 		       test_cancelling_parent_reaches_nested_scope_and_its_io);
 	tcase_add_test(tc, test_children_added_during_join_are_waited_for);
 	suite_add_tcase(s, tc);
+#ifdef HALO_FAULT
+	tc = tcase_create("enomem");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(5));
+	tcase_add_test(
+		tc, test_close_after_a_join_without_memory_waits_for_every_child);
+	tcase_add_test(
+		tc,
+		test_parent_join_without_memory_leaves_nested_close_to_its_fiber);
+	suite_add_tcase(s, tc);
+#endif
 	return s;
 }
