@@ -85,6 +85,8 @@ int halo_fut_resolve(halo_fut *f, int64_t result, void *value)
 	return 0;
 }
 
+const char halo_fut_msg_lost[] = "out of memory for the error message";
+
 int halo_fut_fail(halo_fut *f, int err, const char *msg)
 {
 	if (err >= 0)
@@ -92,9 +94,15 @@ int halo_fut_fail(halo_fut *f, int err, const char *msg)
 	if (!halo__fut_pending(f))
 		return -EALREADY;
 	if (msg) {
+		/* The error counts more than its message: fail f either way,
+		 * and say that the message was lost rather than drop it. */
 		f->errmsg = halo_mem_strdup(f->loop, msg);
-		if (f->errmsg)
+		if (f->errmsg) {
 			f->flags |= FUT_OWNED_MSG;
+		} else {
+			f->errmsg = (char *)halo_fut_msg_lost;
+			f->flags |= FUT_STATIC_MSG;
+		}
 	}
 	halo__fut_complete(f, HALO_FUT_ERROR, err);
 	return 0;
@@ -190,7 +198,7 @@ int halo_fut_error(halo_fut *f)
 
 const char *halo_fut_error_msg(const halo_fut *f)
 {
-	return (f->flags & FUT_OWNED_MSG) ? f->errmsg : NULL;
+	return (f->flags & (FUT_OWNED_MSG | FUT_STATIC_MSG)) ? f->errmsg : NULL;
 }
 
 static void wake_driver(halo_fut *f, void *arg)

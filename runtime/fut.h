@@ -51,8 +51,12 @@ HALO_API halo_fut *halo_fut_new_at(halo_loop *loop, const char *file, int line);
 HALO_API int halo_fut_resolve(halo_fut *f, int64_t result, void *value);
 
 /* Complete f as ERROR with err (a negative errno) and an optional message,
- * which is copied. Returns 0, -EALREADY if f is done, -EINVAL if err >= 0. */
+ * which is copied. Without memory for the copy f still fails with err, and
+ * its message is halo_fut_msg_lost ("out of memory for the error message",
+ * static: compare the pointer to tell). Returns 0, -EALREADY if f is done,
+ * -EINVAL if err >= 0. */
 HALO_API int halo_fut_fail(halo_fut *f, int err, const char *msg);
+HALO_API extern const char halo_fut_msg_lost[];
 
 /* Complete f as CANCELLED (result -ECANCELED). For cancel hooks and for the
  * code that owns f. Returns 0 or -EALREADY. */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "runtime/fault.h"
 #include "runtime/internal.h"
 #include "tests/util.h"
 
@@ -45,6 +46,30 @@ START_TEST(test_promise_fails_with_message)
 	halo_fut_release(f);
 }
 END_TEST
+
+#ifdef HALO_FAULT
+/* The error matters more than its message: without memory for the copy the
+ * future still fails with err, and says that the message was lost. */
+START_TEST(test_fail_without_memory_for_the_message_still_fails)
+{
+	halo_fut *f = halo_fut_new(&loop);
+
+	halo__fault_arm(HALO_FAULT_HEAP, 1, false);
+	ck_assert_int_eq(halo_fut_fail(f, -ENOSPC, "disk full"), 0);
+	ck_assert_uint_eq(halo__fault_failed(), 1);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_ERROR);
+	ck_assert_int_eq(halo_fut_error(f), -ENOSPC);
+	ck_assert_ptr_eq(halo_fut_error_msg(f), halo_fut_msg_lost);
+	ck_assert_str_eq(halo_fut_error_msg(f),
+			 "out of memory for the error message");
+	halo_fut_release(f); /* frees nothing that was not allocated */
+	f = halo_fut_new(&loop);
+	ck_assert_int_eq(halo_fut_fail(f, -ENOSPC, "disk full"), 0);
+	ck_assert_str_eq(halo_fut_error_msg(f), "disk full");
+	halo_fut_release(f);
+}
+END_TEST
+#endif
 
 START_TEST(test_promise_cancel_without_hook)
 {
@@ -319,5 +344,11 @@ Suite *fut_suite(void)
 	tc = tcase_create("leaks");
 	tcase_add_test(tc, test_leak_report_names_line);
 	suite_add_tcase(s, tc);
+#ifdef HALO_FAULT
+	tc = tcase_create("enomem");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_fail_without_memory_for_the_message_still_fails);
+	suite_add_tcase(s, tc);
+#endif
 	return s;
 }
