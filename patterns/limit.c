@@ -70,17 +70,20 @@ static halo_fut *q_push(halo_loop *loop, halo_limit_queue *q,
 	return f;
 }
 
-/* Complete the head request: OK (granted) or CANCELLED. */
-static void q_pop(halo_loop *loop, halo_limit_queue *q, bool grant)
+/* Complete the head request: OK (granted, err 0), CANCELLED (-ECANCELED)
+ * or failed with err. */
+static void q_pop(halo_loop *loop, halo_limit_queue *q, int err)
 {
 	struct halo_limit_req *r = q->head;
 	halo_fut *f = r->f;
 
 	q_unlink(r);
-	if (grant)
+	if (!err)
 		halo_fut_resolve(f, 0, NULL);
-	else
+	else if (err == -ECANCELED)
 		halo_fut_cancelled(f);
+	else
+		halo_fut_fail(f, err, NULL);
 	halo_fut_release(f);
 	halo_mem_free(loop, r, sizeof(*r));
 }
@@ -124,7 +127,7 @@ halo_fut *halo_sem_acquire_at(halo_sem *sem, const char *file, int line)
 void halo_sem_release(halo_sem *sem)
 {
 	if (sem->q.head)
-		q_pop(sem->loop, &sem->q, true);
+		q_pop(sem->loop, &sem->q, 0);
 	else
 		sem->permits++;
 }
@@ -137,7 +140,7 @@ size_t halo_sem_waiting(const halo_sem *sem)
 void halo_sem_close(halo_sem *sem)
 {
 	while (sem->q.head)
-		q_pop(sem->loop, &sem->q, false);
+		q_pop(sem->loop, &sem->q, -ECANCELED);
 }
 
 /* --- bounded map --- */
@@ -308,8 +311,13 @@ static void rl_arm(halo_ratelimit *rl)
 	need = 1.0 - rl->tokens;
 	wait_ns = need > 0 ? (uint64_t)(need * 1e9 / rl->rate) + 1 : 0;
 	rl->timer = halo_timer_at(rl->loop, rl->last_ns + wait_ns);
-	if (!rl->timer)
-		return; /* retried at the next acquire */
+	if (!rl->timer) {
+		/* Nothing else would ever wake the queue: fail it rather
+		 * than leave its waiters stranded. */
+		while (rl->q.head)
+			q_pop(rl->loop, &rl->q, -ENOMEM);
+		return;
+	}
 	rl->tw.fn = rl_tick;
 	rl->tw.arg = rl;
 	halo_fut_add_waiter(rl->timer, &rl->tw);
@@ -321,7 +329,7 @@ static void rl_grant(halo_ratelimit *rl)
 	/* Tolerate rounding: the timer fires at the token, not after it. */
 	while (rl->q.head && rl->tokens >= 1.0 - 1e-6) {
 		rl->tokens -= 1.0;
-		q_pop(rl->loop, &rl->q, true);
+		q_pop(rl->loop, &rl->q, 0);
 	}
 	rl_arm(rl);
 }
@@ -369,7 +377,7 @@ halo_fut *halo_ratelimit_acquire_at(halo_ratelimit *rl, const char *file,
 void halo_ratelimit_close(halo_ratelimit *rl)
 {
 	while (rl->q.head)
-		q_pop(rl->loop, &rl->q, false);
+		q_pop(rl->loop, &rl->q, -ECANCELED);
 	if (rl->timer) {
 		halo_fut_remove_waiter(rl->timer, &rl->tw);
 		halo_fut_cancel(rl->timer);

@@ -103,7 +103,8 @@ HALO_API int halo_ratelimit_init(halo_ratelimit *rl, halo_loop *loop,
 				 double rate_per_s, double burst);
 
 /* A future that completes OK when a token is taken for it, in request
- * order; a loop timer wakes the queue, nothing polls. Cancel it while
+ * order; a loop timer wakes the queue, nothing polls (without memory for
+ * that timer, the queued futures fail with -ENOMEM). Cancel it while
  * pending to leave the queue. Caller owns a reference; NULL on
  * exhaustion. */
 HALO_API halo_fut *halo_ratelimit_acquire_at(halo_ratelimit *rl,

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "runtime/fault.h"
 #include "tests/util.h"
 
 TU_LOOP_FIXTURE(loop)
@@ -230,6 +231,32 @@ START_TEST(test_ratelimit_cancel_keeps_fifo_and_close_cancels_rest)
 }
 END_TEST
 
+#ifdef HALO_FAULT
+/* A queued acquire is woken by a loop timer; without memory for that timer
+ * nothing would ever wake it, so it fails with -ENOMEM instead of waiting
+ * for a wake-up that cannot come (-EDEADLK, or a fiber stuck for good). */
+START_TEST(test_ratelimit_without_memory_for_its_timer_fails_the_queue)
+{
+	halo_ratelimit rl;
+	halo_fut *now, *queued[2];
+
+	ck_assert_int_eq(halo_ratelimit_init(&rl, &loop, 1000, 1), 0);
+	now = halo_ratelimit_acquire(&rl);
+	queued[0] = halo_ratelimit_acquire(&rl);
+	ck_assert_int_eq(halo_fut_join(now), 0);
+	ck_assert_int_eq(halo_fut_join(queued[0]), 0);
+	/* The acquire's own future comes first, then the wake-up timer. */
+	halo__fault_arm(HALO_FAULT_SLOT, 2, true);
+	queued[1] = halo_ratelimit_acquire(&rl);
+	halo__fault_disarm();
+	ck_assert_ptr_nonnull(queued[1]);
+	ck_assert_int_eq(halo_fut_join(queued[1]), -ENOMEM);
+	ck_assert_int_eq(halo_fut_join(halo_ratelimit_acquire(&rl)), 0);
+	halo_ratelimit_close(&rl);
+}
+END_TEST
+#endif
+
 Suite *limit_suite(void)
 {
 	Suite *s = suite_create("limit");
@@ -250,5 +277,13 @@ Suite *limit_suite(void)
 	tcase_add_test(tc,
 		       test_ratelimit_cancel_keeps_fifo_and_close_cancels_rest);
 	suite_add_tcase(s, tc);
+#ifdef HALO_FAULT
+	tc = tcase_create("enomem");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(5));
+	tcase_add_test(tc,
+		       test_ratelimit_without_memory_for_its_timer_fails_the_queue);
+	suite_add_tcase(s, tc);
+#endif
 	return s;
 }
