@@ -77,6 +77,7 @@ EXAMPLE_BIN := $(EXAMPLE_DIRS:%=$(BUILD)/examples/%)
 
 .PHONY: all lib check bench install clean deps deps-bench layers examples \
 	benchbin fuzz cross-aarch64
+.PHONY: faultprogs faultsweep
 all: lib examples
 
 lib: layers $(BUILD)/libhalo.a $(BUILD)/libhalo.so
@@ -130,6 +131,30 @@ $(TEST_BIN): $(TEST_OBJ) $(BUILD)/libhalo.a
 
 deps:
 	$(Q)sh .ci/deps check
+
+# The fault sweep (tests/fault/run.sh): programs that together use every
+# module, each run with one allocation after another failed, on the
+# sanitizer build with fault injection.
+FAULT_PROG_SRC := $(wildcard tests/fault/p_*.c)
+FAULT_PROG_BIN := $(FAULT_PROG_SRC:tests/fault/%.c=$(BUILD)/tests/fault/%)
+FAULT_BUILD := build/san-fault
+# FAULTSWEEP_ARGS: see tests/fault/run.sh -h (CI passes a sample).
+FAULTSWEEP_ARGS ?=
+
+$(BUILD)/tests/fault/prog.o: tests/fault/prog.h
+
+$(BUILD)/tests/fault/p_%: tests/fault/p_%.c tests/fault/prog.h \
+		$(BUILD)/tests/fault/prog.o $(BUILD)/libhalo.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BUILD)/tests/fault/prog.o \
+		$(BUILD)/libhalo.a $(LDLIBS)
+
+faultprogs: lib $(FAULT_PROG_BIN)
+
+faultsweep: deps
+	$(Q)$(MAKE) --no-print-directory FAULT=1 SANITIZE=1 faultprogs
+	$(Q)sh tests/fault/run.sh -b $(FAULT_BUILD) $(FAULTSWEEP_ARGS)
 
 # The fiber context switch for aarch64, built with Debian's cross compiler
 # and run under qemu-user (apt-get install gcc-aarch64-linux-gnu
