@@ -249,16 +249,18 @@ static void timer_fired(halo_fut *f, void *arg)
 	halo_fut_release(f);
 }
 
-static void arm_timer(halo_agg *agg, uint64_t deadline)
+/* Be woken at deadline. Returns 0, or -ENOMEM without a timer. */
+static int arm_timer(halo_agg *agg, uint64_t deadline)
 {
 	if (agg->timer)
-		return;
+		return 0;
 	agg->timer = halo_timer_at(agg->loop, deadline);
 	if (!agg->timer)
-		return;
+		return -ENOMEM;
 	agg->timer_w.fn = timer_fired;
 	agg->timer_w.arg = agg;
 	halo_fut_add_waiter(agg->timer, &agg->timer_w);
+	return 0;
 }
 
 static int flush_hook(halo_loop *loop, void *arg)
@@ -274,10 +276,10 @@ static int flush_hook(halo_loop *loop, void *arg)
 		if (n < agg->opts.max_batch && agg->opts.max_delay_ns) {
 			uint64_t due = agg->pend_since + agg->opts.max_delay_ns;
 
-			if (halo_now_ns() < due) {
-				arm_timer(agg, due);
+			/* Without a timer nothing would come back for the
+			 * keys: send the partial batch now instead. */
+			if (halo_now_ns() < due && arm_timer(agg, due) == 0)
 				break;
-			}
 		}
 		dispatch(agg, n);
 	}

@@ -33,7 +33,8 @@ typedef int (*halo_agg_batch_fn)(halo_agg *agg, const uint64_t *keys, size_t n,
 typedef struct halo_agg_opts {
 	size_t max_batch;      /* keys per batch call, default 128 */
 	uint64_t max_delay_ns; /* 0: flush every tick; else wait up to this
-				  long for a batch to fill */
+				  long for a batch to fill (no wait when
+				  there is no memory for its timer) */
 	unsigned max_inflight; /* batches at a time, default 16; further keys
 				  wait */
 	bool cache;	       /* keep successful results until invalidated */

@@ -320,6 +320,26 @@ START_TEST(test_batch_without_memory_fails_its_keys_and_the_tick_returns)
 	halo_agg_close(&agg);
 }
 END_TEST
+
+/* max_delay waits for a batch to fill, woken by a timer; without memory
+ * for the timer the partial batch goes now instead of waiting for good. */
+START_TEST(test_delay_without_memory_for_its_timer_sends_the_batch_now)
+{
+	struct sync_ctx c = {0};
+	halo_agg agg;
+	halo_agg_opts o = {.max_batch = 10, .max_delay_ns = 200000000ull};
+	halo_fut *f;
+	uint64_t t0 = halo_now_ns();
+
+	ck_assert_int_eq(halo_agg_init(&agg, &loop, &o, sync_batch, &c), 0);
+	f = halo_agg_load(&agg, 4);
+	halo__fault_arm(HALO_FAULT_SLOT, 1, false); /* the delay's timer */
+	ck_assert_int_eq(halo_fut_join(f), 8);
+	ck_assert_uint_eq(halo__fault_failed(), 1);
+	ck_assert_uint_lt(halo_now_ns() - t0, 100000000ull);
+	halo_agg_close(&agg);
+}
+END_TEST
 #endif
 
 Suite *aggregate_suite(void)
@@ -350,6 +370,8 @@ Suite *aggregate_suite(void)
 		test_load_that_cannot_grow_the_table_fails_and_later_loads_work);
 	tcase_add_test(
 		tc, test_batch_without_memory_fails_its_keys_and_the_tick_returns);
+	tcase_add_test(
+		tc, test_delay_without_memory_for_its_timer_sends_the_batch_now);
 	suite_add_tcase(s, tc);
 #endif
 	return s;
