@@ -99,8 +99,17 @@ static void schedule(halo_poller *p)
 			at = p->last_start + gap;
 	}
 	p->timer = halo_timer_at(p->loop, at);
-	if (!p->timer)
+	if (!p->timer) {
+		/* Nothing else would ever start a cycle: fail the waiting
+		 * ids rather than leave them stranded. */
+		while (p->head) {
+			struct halo__poll_item *it = p->head;
+
+			unlink_item(p, it);
+			fail_item(p, it, -ENOMEM);
+		}
 		return;
+	}
 	p->timer_w.fn = timer_fired;
 	p->timer_w.arg = p;
 	halo_fut_add_waiter(p->timer, &p->timer_w);
@@ -261,6 +270,7 @@ halo_fut *halo_poller_add_at(halo_poller *p, uint64_t id, uint64_t deadline_ns,
 			     const char *file, int line)
 {
 	struct halo__poll_item *it = halo_mem_zalloc(p->loop, sizeof(*it));
+	halo_fut *f;
 
 	if (!it)
 		return NULL;
@@ -283,10 +293,11 @@ halo_fut *halo_poller_add_at(halo_poller *p, uint64_t id, uint64_t deadline_ns,
 	it->p = p;
 	it->id = id;
 	halo_fut_set_cancel(it->fut, cancel_item, it);
+	f = halo_fut_ref(it->fut); /* before schedule(), which may drop it */
 	push_back(p, it);
 	p->n++;
 	schedule(p);
-	return halo_fut_ref(it->fut);
+	return f;
 }
 
 int halo_poller_remove(halo_poller *p, uint64_t id)

@@ -89,7 +89,8 @@ HALO_API void halo_poller_close(halo_poller *p);
 /* Add id, to be polled until it finishes or deadline_ns (CLOCK_MONOTONIC,
  * 0: none) passes, which fails it with -ETIMEDOUT. Returns the id's future
  * (caller owns a reference); cancelling it removes the id. NULL on
- * exhaustion. */
+ * exhaustion. Without memory for the timer of the next cycle, the waiting
+ * ids fail with -ENOMEM. */
 HALO_API halo_fut *halo_poller_add_at(halo_poller *p, uint64_t id,
 				      uint64_t deadline_ns, const char *file,
 				      int line);

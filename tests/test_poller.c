@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/fault.h"
 #include "tests/util.h"
 
 TU_LOOP_FIXTURE(loop)
@@ -193,6 +194,30 @@ START_TEST(test_close_cancels_waiting_ids)
 }
 END_TEST
 
+#ifdef HALO_FAULT
+/* Cycles are started by a loop timer; without memory for it nothing would
+ * poll the waiting ids again, so they fail with -ENOMEM instead of waiting
+ * for good. A later add polls again. */
+START_TEST(test_poller_without_memory_for_its_timer_fails_the_waiting_ids)
+{
+	static struct remote r;
+	halo_poller p;
+	halo_fut *f;
+
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(halo_poller_init(&p, &loop, NULL, sync_poll, &r), 0);
+	/* The add's own future first, then the cycle's timer. */
+	halo__fault_arm(HALO_FAULT_SLOT, 2, false);
+	f = halo_poller_add(&p, 1, 0);
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(halo_fut_join(f), -ENOMEM);
+	ck_assert_uint_eq(halo_poller_size(&p), 0);
+	ck_assert_int_eq(halo_fut_join(halo_poller_add(&p, 2, 0)), 6);
+	halo_poller_close(&p);
+}
+END_TEST
+#endif
+
 Suite *poller_suite(void)
 {
 	Suite *s = suite_create("poller");
@@ -206,5 +231,13 @@ Suite *poller_suite(void)
 	tcase_add_test(tc, test_async_poll_and_removal_by_cancel);
 	tcase_add_test(tc, test_close_cancels_waiting_ids);
 	suite_add_tcase(s, tc);
+#ifdef HALO_FAULT
+	tc = tcase_create("enomem");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(5));
+	tcase_add_test(
+		tc, test_poller_without_memory_for_its_timer_fails_the_waiting_ids);
+	suite_add_tcase(s, tc);
+#endif
 	return s;
 }
