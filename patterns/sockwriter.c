@@ -107,8 +107,16 @@ static int flush_hook(halo_loop *loop, void *arg)
 	msg.msg_iov = sw->iov;
 	msg.msg_iovlen = cnt;
 	op = halo_sendmsg(loop, sw->fd, &msg, MSG_NOSIGNAL);
-	if (!op)
-		return 1; /* out of slots: try again next tick */
+	if (!op) {
+		/* Retrying every tick would spin for as long as memory stays
+		 * short, and dropping the queued sends while later ones go
+		 * out would corrupt the stream: fail as a socket error does,
+		 * for good. */
+		sw->err = -ENOMEM;
+		while (sw->n)
+			pop(sw, 0, sw->err);
+		return 0;
+	}
 	sw->stats.syscalls++;
 	sw->inflight = (int)cnt; /* the sends the kernel may read */
 	sw->op = op;

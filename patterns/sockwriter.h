@@ -61,7 +61,8 @@ HALO_API int halo_sw_close(halo_sw *sw);
 
 /* Queue len bytes of buf after every earlier send. Not copied: buf must stay
  * valid until the future is done. The result is len, or the socket's -errno
- * (after an error every queued and later send fails with it). Cancelling a
+ * (after an error every queued and later send fails with it; -ENOMEM when
+ * there was no memory for a sendmsg counts as such an error). Cancelling a
  * send no sendmsg has taken yet removes it (CANCELLED, nothing written); one
  * the kernel may be reading completes once its bytes are written. Caller owns
  * a reference; NULL on exhaustion or len 0. */

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "runtime/fault.h"
 #include "tests/util.h"
 
 TU_LOOP_FIXTURE(loop)
@@ -176,6 +177,35 @@ START_TEST(test_cancel_of_send_in_flight_completes_after_its_bytes)
 }
 END_TEST
 
+#ifdef HALO_FAULT
+/* No memory for the sendmsg: retrying every tick would spin for as long as
+ * memory stays short, and skipping the queued bytes would corrupt the
+ * stream. The writer fails as if the socket had: now and for good. */
+START_TEST(test_writer_without_memory_for_its_sendmsg_fails_for_good)
+{
+	halo_fut *f[2], *later;
+	halo_sw sw;
+	int sv[2];
+	char c;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	ck_assert_int_eq(halo_sw_init(&sw, &loop, sv[0], NULL), 0);
+	f[0] = halo_sw_send(&sw, "ab", 2);
+	f[1] = halo_sw_send(&sw, "cd", 2);
+	halo__fault_arm(HALO_FAULT_SLOT, 1, true);
+	ck_assert_int_eq(halo_fut_join(f[0]), -ENOMEM);
+	ck_assert_int_eq(halo_fut_join(f[1]), -ENOMEM);
+	halo__fault_disarm();
+	later = halo_sw_send(&sw, "ef", 2);
+	ck_assert_int_eq(halo_fut_join(later), -ENOMEM);
+	ck_assert_int_eq(halo_sw_close(&sw), 0);
+	ck_assert_int_eq(recv(sv[1], &c, 1, MSG_DONTWAIT), -1);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+#endif
+
 Suite *sockwriter_suite(void)
 {
 	Suite *s = suite_create("sockwriter");
@@ -189,5 +219,13 @@ Suite *sockwriter_suite(void)
 	tcase_add_test(tc, test_cancelled_queued_send_is_never_written);
 	tcase_add_test(tc, test_cancel_of_send_in_flight_completes_after_its_bytes);
 	suite_add_tcase(s, tc);
+#ifdef HALO_FAULT
+	tc = tcase_create("enomem");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(5));
+	tcase_add_test(tc,
+		       test_writer_without_memory_for_its_sendmsg_fails_for_good);
+	suite_add_tcase(s, tc);
+#endif
 	return s;
 }
