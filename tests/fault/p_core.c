@@ -125,10 +125,12 @@ static void step_fibers(halo_loop *loop)
 	}
 }
 
+/* arg is a reference to the promise to fail, which this drops. */
 static void fail_later(halo_fut *t, void *arg)
 {
 	(void)t;
 	halo_fut_fail(arg, -EPROTO, "bad answer");
+	halo_fut_release(arg);
 }
 
 static void step_wait(halo_loop *loop)
@@ -146,7 +148,11 @@ static void step_wait(halo_loop *loop)
 	if (made == 3) {
 		halo_fut *t = halo_timer_after(loop, 2 * MS);
 
-		if (GOT(t) && EXPECT(halo_fut_on_done(t, fail_later, f[2]), 0)) {
+		halo_fut_ref(f[2]);
+		if (!GOT(t) ||
+		    !EXPECT(halo_fut_on_done(t, fail_later, f[2]), 0)) {
+			halo_fut_release(f[2]);
+		} else {
 			w = halo_wait(loop, f, 3, HALO_FIRST_COMPLETED, 0);
 			if (EXPECT(w.status, 0))
 				EXPECT(w.first, 0);
@@ -196,6 +202,66 @@ static void step_wait_in_fiber(halo_loop *loop)
 		EXPECT(halo_fut_join(f), 2);
 }
 
+/* Yields n times, each time giving the others their turn. */
+static int64_t yielder(halo_loop *l, void *arg)
+{
+	int64_t n = (int64_t)(uintptr_t)arg;
+
+	for (int64_t i = 0; i < n; i++) {
+		int r = halo_yield(l);
+
+		if (r < 0)
+			return r;
+	}
+	return n;
+}
+
+/* Fibers with stacks of their own size (not from the loop's cache), run
+ * to the end by halo_loop_run. */
+static void step_run(halo_loop *loop)
+{
+	halo_fiber_opts big = {.stack_size = 512 * 1024};
+	halo_fut *f[3];
+
+	f[0] = halo_spawn_opts(loop, yielder, (void *)(uintptr_t)5, &big);
+	f[1] = halo_spawn(loop, yielder, (void *)(uintptr_t)7);
+	f[2] = halo_spawn_opts(loop, worker, (void *)(uintptr_t)3, &big);
+	EXPECT(halo_loop_run(loop), 0);
+	if (GOT(f[0]))
+		EXPECT(halo_fut_result(f[0]), 5);
+	if (GOT(f[1]))
+		EXPECT(halo_fut_result(f[1]), 7);
+	if (GOT(f[2]))
+		EXPECT(halo_fut_result(f[2]), 30);
+	prog_drop(f, 3);
+}
+
+/* A fiber cancelled while it waits on a scope of its own. */
+static int64_t scoped(halo_loop *l, void *arg)
+{
+	halo_scope s;
+	int r;
+
+	(void)arg;
+	halo_scope_init(&s, l, NULL);
+	for (int i = 0; i < 3; i++)
+		if (!halo_scope_spawn(&s, sleeper, NULL))
+			halo_scope_cancel(&s);
+	r = halo_scope_close(&s);
+	return r;
+}
+
+static void step_cancel_scoped(halo_loop *loop)
+{
+	halo_fut *f = halo_spawn(loop, scoped, NULL);
+
+	if (!GOT(f))
+		return;
+	EXPECT(halo_sleep(loop, 1 * MS), 0);
+	EXPECT(halo_fut_cancel(f), 0);
+	EXPECT(halo_fut_join(f), -ECANCELED);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
@@ -204,6 +270,8 @@ int main(int argc, char **argv)
 		{"fibers", step_fibers},
 		{"wait", step_wait},
 		{"wait_in_fiber", step_wait_in_fiber},
+		{"run", step_run},
+		{"cancel_scoped", step_cancel_scoped},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

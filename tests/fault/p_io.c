@@ -156,12 +156,50 @@ static void step_nop(halo_loop *loop)
 	prog_drop(f, 20);
 }
 
+/* Registered files: a read and a write through fixed-file indexes, one
+ * read with a deadline. */
+static void step_fixed(halo_loop *loop)
+{
+	int p[2], fds[2];
+	char c = 0;
+	halo_fut *rd, *wr;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		prog_setup_failed("pipe2");
+		return;
+	}
+	fds[0] = p[0];
+	fds[1] = p[1];
+	if (!EXPECT(halo_files_register(loop, fds, 2), 0))
+		goto out;
+	rd = halo_read(loop, 0, &c, 1, -1);
+	wr = halo_write(loop, 1, "z", 1, -1);
+	if (GOT(rd) && GOT(wr) && EXPECT(halo_files_use_fixed(rd), 0) &&
+	    EXPECT(halo_files_use_fixed(wr), 0)) {
+		EXPECT(halo_fut_wait(wr), 1);
+		if (EXPECT(halo_fut_wait(rd), 1))
+			EXPECT(c, 'z');
+	}
+	prog_drop(&rd, 1);
+	prog_drop(&wr, 1);
+	rd = halo_read(loop, 0, &c, 1, -1);
+	if (GOT(rd) && EXPECT(halo_files_use_fixed(rd), 0) &&
+	    EXPECT(halo_deadline_after(rd, 1 * MS), 0))
+		EXPECT(halo_fut_wait(rd), -ETIMEDOUT);
+	prog_drop(&rd, 1);
+	EXPECT(halo_files_unregister(loop), 0);
+out:
+	close(p[0]);
+	close(p[1]);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
 		{"file", step_file},
 		{"pipe", step_pipe},
 		{"nop", step_nop},
+		{"fixed", step_fixed},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

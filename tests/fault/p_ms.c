@@ -184,11 +184,61 @@ static void step_poller(halo_loop *loop)
 	run_poller(loop, poll_later, &s);
 }
 
+static int close_in_handler(halo_marksweep *ms, const uint32_t *ids,
+			    size_t n, void *arg)
+{
+	(void)ids;
+	*(size_t *)arg += n;
+	halo_marksweep_close(ms);
+	return 0;
+}
+
+/* A handler that closes the sweeper; a rate-limited poller whose ids are
+ * removed by id. */
+static void step_more(halo_loop *loop)
+{
+	halo_marksweep_opts mo = {.capacity = 8, .batch = 2};
+	halo_poller_opts po = {.window = 2, .interval_ns = 1 * MS,
+			       .rate = 2000};
+	halo_marksweep ms;
+	halo_poller p;
+	struct poll_state s;
+	halo_fut *f[4];
+	size_t swept = 0;
+
+	if (EXPECT(halo_marksweep_init(&ms, loop, &mo, close_in_handler,
+				       &swept),
+		   0)) {
+		for (uint32_t id = 0; id < 5; id++)
+			EXPECT(halo_marksweep_mark(&ms, id), 0);
+		halo_loop_run_nowait(loop);
+		EXPECT(swept, 2);
+		halo_marksweep_close(&ms); /* a second close does nothing */
+	}
+	memset(&s, 0, sizeof(s));
+	s.loop = loop;
+	if (!EXPECT(halo_poller_init(&p, loop, &po, poll_now, &s), 0))
+		return;
+	for (int k = 0; k < 4; k++)
+		GOT(f[k] = halo_poller_add(&p, (uint64_t)(k ? 100 + k : 4), 0));
+	for (int k = 1; k < 4; k++)
+		if (f[k])
+			EXPECT(halo_poller_remove(&p, (uint64_t)(100 + k)), 0);
+	if (f[0])
+		EXPECT(halo_fut_wait(f[0]), 12);
+	for (int k = 1; k < 4; k++)
+		if (f[k])
+			EXPECT(halo_fut_wait(f[k]), -ECANCELED);
+	prog_drop(f, 4);
+	halo_poller_close(&p);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
 		{"marksweep", step_marksweep},
 		{"poller", step_poller},
+		{"more", step_more},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

@@ -281,12 +281,119 @@ out:
 	close(sv[1]);
 }
 
+/* Two buffers, both held by the reader for a while: the recv runs dry
+ * (-ENOBUFS) and the buffers' return re-arms it. */
+struct holder {
+	halo_bufring *br;
+	size_t got;
+	int bad, end;
+	uint16_t held[2];
+	int held_n;
+};
+
+static void on_held_data(halo_recv_ms *h, int res, void *data, uint16_t bid,
+			 void *arg)
+{
+	struct holder *s = arg;
+	const unsigned char *p = data;
+
+	(void)h;
+	if (res <= 0) {
+		s->end = res == 0 ? 1 : res;
+		return;
+	}
+	for (int i = 0; i < res; i++)
+		s->bad |= p[i] != prog_byte(s->got + (size_t)i);
+	s->got += (size_t)res;
+	if (s->held_n < 2)
+		s->held[s->held_n++] = bid;
+	else
+		halo_bufring_return(s->br, bid);
+}
+
+static void step_starved(halo_loop *loop)
+{
+	static unsigned char src[8192];
+	struct holder s = {.got = 0};
+	halo_recv_ms *h;
+	int sv[2], err = 0;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		prog_setup_failed("socketpair");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = prog_byte(i);
+	s.br = halo_bufring_new(loop, 2, 2, 512, &err);
+	if (!GOT(s.br))
+		goto out;
+	h = halo_recv_ms_start(loop, sv[0], s.br, on_held_data, &s);
+	if (GOT(h)) {
+		if (write(sv[1], src, sizeof(src)) != (ssize_t)sizeof(src))
+			prog_setup_failed("write");
+		shutdown(sv[1], SHUT_WR);
+		for (int t = 0; t < 10000 && !s.end; t++) {
+			halo_loop_run_once(loop);
+			while (s.held_n)
+				halo_bufring_return(s.br, s.held[--s.held_n]);
+		}
+		if (EXPECT(s.end, 1))
+			EXPECT(s.got, sizeof(src));
+		else if (!s.end)
+			EXPECT(halo_recv_ms_stop(h), 0);
+		EXPECT(s.bad, 0);
+	}
+	while (s.held_n)
+		halo_bufring_return(s.br, s.held[--s.held_n]);
+	EXPECT(halo_bufring_free(s.br), 0);
+out:
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* An accept with a deadline that passes, then one the kernel completes. */
+static void step_accept_deadline(halo_loop *loop)
+{
+	int lfd = halo_net_listen("127.0.0.1", 0, NULL), cfd;
+	struct sockaddr_in a;
+	halo_fut *f;
+	int64_t r;
+
+	if (lfd < 0) {
+		errno = -lfd;
+		prog_setup_failed("halo_net_listen");
+		return;
+	}
+	f = halo_accept(loop, lfd, SOCK_CLOEXEC);
+	if (GOT(f) && EXPECT(halo_deadline_after(f, 1 * MS), 0))
+		EXPECT(halo_fut_wait(f), -ETIMEDOUT);
+	prog_drop(&f, 1);
+	a = loopback(halo_net_local_port(lfd));
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (cfd < 0 || connect(cfd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		prog_setup_failed("connect");
+	} else {
+		f = halo_accept(loop, lfd, SOCK_CLOEXEC);
+		if (GOT(f) && EXPECT(halo_deadline_after(f, 10000 * MS), 0)) {
+			r = halo_fut_wait(f);
+			if (EXPECT(r >= 0 ? 0 : r, 0))
+				close((int)r);
+		}
+		prog_drop(&f, 1);
+	}
+	if (cfd >= 0)
+		close(cfd);
+	close(lfd);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
 		{"tcp", step_tcp},
 		{"accept_ms", step_accept_ms},
 		{"recv_ms", step_recv_ms},
+		{"starved", step_starved},
+		{"accept_deadline", step_accept_deadline},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

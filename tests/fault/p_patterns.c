@@ -252,6 +252,139 @@ static void step_as_completed(halo_loop *loop)
 	prog_drop(f, 4);
 }
 
+static halo_fut *failed_promise(halo_loop *loop, int err)
+{
+	halo_fut *f = halo_fut_new(loop);
+
+	if (f)
+		halo_fut_fail(f, err, "refused");
+	return f;
+}
+
+/* Gather that adopts its children, a race that every child loses, a
+ * cancelled gather. */
+static void step_gather_more(halo_loop *loop)
+{
+	halo_fut *f[3], *g;
+	halo_gather_opts adopt = {.adopt = true};
+
+	f[0] = halo_nop(loop);
+	f[1] = timer_ms(loop, 1);
+	if (GOT(f[0]) && GOT(f[1])) {
+		g = halo_gather(loop, f, 2, &adopt);
+		if (GOT(g)) {
+			f[0] = f[1] = NULL; /* the gather's now */
+			EXPECT(halo_fut_join(g), 2);
+		}
+	}
+	prog_drop(f, 2);
+
+	f[0] = failed_promise(loop, -EIO);
+	f[1] = failed_promise(loop, -EPROTO);
+	if (GOT(f[0]) && GOT(f[1])) {
+		g = halo_race(loop, f, 2);
+		if (GOT(g))
+			EXPECT(halo_fut_join(g), -EPROTO);
+	}
+	prog_drop(f, 2);
+
+	for (int i = 0; i < 3; i++)
+		f[i] = timer_ms(loop, 10000);
+	if (GOT(f[0]) && GOT(f[1]) && GOT(f[2])) {
+		g = halo_gather(loop, f, 3, NULL);
+		if (GOT(g)) {
+			EXPECT(halo_fut_cancel(g), 0);
+			EXPECT(halo_fut_join(g), -ECANCELED);
+			EXPECT(halo_fut_status(f[2]), HALO_FUT_CANCELLED);
+		}
+	}
+	prog_drop(f, 3);
+}
+
+static halo_fut *failing_start(halo_loop *loop, void *arg)
+{
+	(void)arg;
+	return failed_promise(loop, -EACCES);
+}
+
+static int count_present(halo_loop *loop, void *arg, halo_fut *f)
+{
+	(void)loop;
+	(void)f;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* A unit that fails, presented too (HALO_BUILD_PRESENT_FAILED), inside a
+ * fiber; returns how many units were presented through count_present. */
+static int64_t build_fiber(halo_loop *l, void *arg)
+{
+	int presented = 0;
+	halo_build_unit u[2] = {
+		{.name = "ok", .start = unit_start, .present = unit_present,
+		 .arg = (void *)(uintptr_t)1},
+		{.name = "bad", .start = failing_start,
+		 .present = count_present, .arg = &presented},
+	};
+	halo_build_opts o = {.flags = HALO_BUILD_PRESENT_FAILED};
+	halo_build_report rep = halo_build(l, u, 2, &o);
+
+	(void)arg;
+	if (rep.status != -EACCES)
+		return rep.status < 0 ? rep.status : -EINVAL;
+	return presented;
+}
+
+static void step_build_more(halo_loop *loop)
+{
+	halo_fut *f = halo_spawn(loop, build_fiber, NULL);
+
+	if (GOT(f))
+		EXPECT(halo_fut_join(f), 1);
+}
+
+static void count_each(halo_fut *f, size_t idx, void *arg)
+{
+	(void)f;
+	(void)idx;
+	(*(int *)arg)++;
+}
+
+static halo_fut *map_fail_third(halo_loop *loop, void *input, size_t idx)
+{
+	(void)input;
+	return idx == 2 ? failed_promise(loop, -EPIPE) : timer_ms(loop, 10000);
+}
+
+/* A map that stops at its first failure and cancels what runs; an
+ * as_completed whose deadline passes. */
+static void step_limit_more(halo_loop *loop)
+{
+	int each = 0;
+	halo_map_opts mo = {.on_each = count_each,
+			    .arg = &each,
+			    .cancel_on_error = true};
+	halo_fut *m = halo_map(loop, NULL, 6, 3, map_fail_third, &mo);
+	halo_fut *f[2];
+	halo_as_completed it;
+
+	if (GOT(m) && EXPECT(halo_fut_join(m), -EPIPE))
+		EXPECT(each, 3);
+	f[0] = timer_ms(loop, 1);
+	f[1] = timer_ms(loop, 10000);
+	if (GOT(f[0]) && GOT(f[1]) &&
+	    EXPECT(halo_as_completed_init(&it, loop, f, 2,
+					  halo_now_ns() + 3 * MS),
+		   0)) {
+		if (GOT(halo_as_completed_next(&it)) &&
+		    EXPECT(halo_as_completed_index(&it), 0) &&
+		    EXPECT(halo_as_completed_next(&it) == NULL, 1))
+			EXPECT(it.err, -ETIMEDOUT);
+		halo_as_completed_close(&it);
+	}
+	prog_drop(f, 2);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
@@ -260,6 +393,9 @@ int main(int argc, char **argv)
 		{"scope", step_scope},
 		{"limit", step_limit},
 		{"as_completed", step_as_completed},
+		{"gather_more", step_gather_more},
+		{"build_more", step_build_more},
+		{"limit_more", step_limit_more},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

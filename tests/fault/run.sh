@@ -118,7 +118,9 @@ touch "$out/tasks"
 xargs -P "$jobs" -L 1 sh "$0" --one <"$out/tasks" >"$out/results"
 end=$(date +%s)
 
-awk -v secs=$((end - start)) -v every="$every" -v persist="$persist" '
+status=0
+awk -v secs=$((end - start)) -v every="$every" -v persist="$persist" \
+	-v dir="$dir" -v out="$out" -v offset="$offset" '
 FILENAME ~ /points$/ { pts[$1 " " $2] = $3; order[++np] = $1 " " $2; next }
 {
 	key = $1 " " $2
@@ -143,10 +145,24 @@ END {
 			runs[k], v[k, "ok"], v[k, "nomem"], bad[k]
 		tp += pts[k]
 	}
-	printf "%d points, %d runs (every %d%s), %d bad, %d s; slowest run %.2f s (%s)\n",
-		tp, total, every, persist ? ", once and persistent" : "", nbad,
-		secs, slow, slowrun
-	for (i = 1; i <= nshow; i++)
-		print "BAD: " show[i]
+	printf "%d points, %d runs (every %d from %d%s), %d bad, %d s; " \
+		"slowest run %.2f s (%s)\n", tp, total, every, offset,
+		persist ? ", once and persistent" : "", nbad, secs, slow,
+		slowrun
+	for (i = 1; i <= nshow; i++) {
+		split(show[i], b, " ")
+		lf = b[3]
+		gsub(/\+/, "p", lf)
+		printf "BAD: %s %s %s %s: %s/%s-%s-%s.log\n", b[1], b[2], b[3],
+			b[4], out, b[1], b[2], lf
+		printf "  again: HALO_FAULT_KIND=%s HALO_FAULT_NTH=%s %s/%s\n",
+			b[2], b[3], dir, b[1]
+	}
 	exit nbad ? 1 : 0
-}' "$out/points" "$out/results"
+}' "$out/points" "$out/results" || status=$?
+first=$(ls "$out"/*.log 2>/dev/null | head -n 1)
+if [ $status -ne 0 ] && [ -n "$first" ]; then
+	echo "--- $first"
+	head -n 40 "$first"
+fi
+exit $status
