@@ -199,8 +199,11 @@ static int wait_rest(halo_loop *loop, halo_fut *const *futs, size_t n)
 	if (w.status != -ENOMEM && w.status != -ECANCELED)
 		return w.status;
 	for (size_t i = 0; i < n; i++) {
-		int r = wait_alone(futs[i]);
+		int r;
 
+		if (halo_fut_is_done(futs[i]))
+			continue;
+		r = wait_alone(futs[i]);
 		if (r == -ECANCELED)
 			r = wait_alone(futs[i]);
 		if (r < 0)
