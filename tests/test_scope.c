@@ -160,6 +160,46 @@ START_TEST(test_children_added_during_join_are_waited_for)
 }
 END_TEST
 
+/* A fiber of the parent that closes a child scope with one sleeper. */
+static int64_t nested_sleep(halo_loop *l, void *arg)
+{
+	halo_scope child;
+
+	(void)l;
+	(void)arg;
+	halo_scope_init_child(&child, &parent, NULL);
+	halo_scope_spawn(&child, tu_sleeper, &nested_job);
+	nested_result = halo_scope_close(&child);
+	return nested_result;
+}
+
+static void close_parent(halo_fut *t, void *arg)
+{
+	(void)t;
+	ck_assert_int_eq(halo_scope_close(arg), -EDEADLK);
+}
+
+/* Closed from a callback, a scope cannot wait: it cancels and lets go of
+ * its children, and leaves a child scope that a fiber is closing to that
+ * fiber, which finishes it on its own. */
+START_TEST(test_close_from_a_callback_leaves_a_nested_close_to_its_fiber)
+{
+	halo_fut *t, *f;
+
+	nested_job.ms = 1000;
+	halo_scope_init(&parent, &loop, NULL);
+	f = halo_scope_spawn(&parent, nested_sleep, NULL);
+	halo_fut_ref(f);
+	t = halo_timer_after(&loop, 5 * MS);
+	ck_assert_int_eq(halo_fut_on_done(t, close_parent, &parent), 0);
+	ck_assert_int_eq(halo_fut_join(t), 0);
+	ck_assert_int_eq(halo_fut_join(f), -ECANCELED);
+	ck_assert_int_eq(nested_result, -ECANCELED);
+	ck_assert_int_eq(nested_job.got, -ECANCELED);
+	ck_assert_ptr_null(parent.children);
+}
+END_TEST
+
 #ifdef HALO_FAULT
 /* The join finds no memory for its waiters: the scope fails with -ENOMEM,
  * and close still keeps its promise that every child is done when it
@@ -182,19 +222,6 @@ START_TEST(test_close_after_a_join_without_memory_waits_for_every_child)
 	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
 }
 END_TEST
-
-/* A fiber of the parent that closes a child scope with one sleeper. */
-static int64_t nested_sleep(halo_loop *l, void *arg)
-{
-	halo_scope child;
-
-	(void)l;
-	(void)arg;
-	halo_scope_init_child(&child, &parent, NULL);
-	halo_scope_spawn(&child, tu_sleeper, &nested_job);
-	nested_result = halo_scope_close(&child);
-	return nested_result;
-}
 
 /* A child scope that its fiber is closing when the parent's join runs out
  * of memory is closed by that fiber alone, after the parent cancelled it. */
@@ -236,6 +263,8 @@ Suite *scope_suite(void)
 	tcase_add_test(tc,
 		       test_cancelling_parent_reaches_nested_scope_and_its_io);
 	tcase_add_test(tc, test_children_added_during_join_are_waited_for);
+	tcase_add_test(
+		tc, test_close_from_a_callback_leaves_a_nested_close_to_its_fiber);
 	suite_add_tcase(s, tc);
 #ifdef HALO_FAULT
 	tc = tcase_create("enomem");
