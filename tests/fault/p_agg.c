@@ -151,6 +151,26 @@ static void step_cache(halo_loop *loop)
 	halo_agg_close(&agg);
 }
 
+/* A load cancelled while queued; a later load of the key gets a future
+ * of its own and the answer. */
+static void step_cancelled(halo_loop *loop)
+{
+	halo_agg agg;
+	halo_fut *a, *b;
+	int calls = 0;
+
+	if (!EXPECT(halo_agg_init(&agg, loop, NULL, sync_batch, &calls), 0))
+		return;
+	a = halo_agg_load(&agg, 21);
+	if (GOT(a)) {
+		EXPECT(halo_fut_cancel(a), 0);
+		EXPECT(halo_fut_join(a), -ECANCELED);
+		b = halo_agg_load(&agg, 21);
+		EXPECT(prog_join(b), 42);
+	}
+	halo_agg_close(&agg);
+}
+
 static void step_close(halo_loop *loop)
 {
 	halo_agg agg;
@@ -173,6 +193,7 @@ int main(int argc, char **argv)
 		{"sync", step_sync},
 		{"async", step_async},
 		{"cache", step_cache},
+		{"cancelled", step_cancelled},
 		{"close", step_close},
 	};
 

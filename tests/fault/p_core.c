@@ -48,20 +48,21 @@ static void step_promise(halo_loop *loop)
 
 static void step_timers(halo_loop *loop)
 {
-	halo_fut *t[5], *c;
+	enum { N = 100 }; /* more than the heap's first 64 entries */
+	halo_fut *t[N], *c;
 	halo_wait_result w;
 	size_t made = 0;
 
-	for (int i = 0; i < 5; i++) {
-		t[i] = halo_timer_after(loop, (uint64_t)(5 - i) * MS);
+	for (int i = 0; i < N; i++) {
+		t[i] = halo_timer_after(loop, (uint64_t)(5 - i % 5) * MS);
 		made += GOT(t[i]);
 	}
-	if (made == 5) {
-		w = halo_wait(loop, t, 5, HALO_ALL_COMPLETED, 0);
+	if (made == N) {
+		w = halo_wait(loop, t, N, HALO_ALL_COMPLETED, 0);
 		if (EXPECT(w.status, 0))
-			EXPECT(w.done_n, 5);
+			EXPECT(w.done_n, N);
 	}
-	prog_drop(t, 5);
+	prog_drop(t, N);
 	c = halo_timer_after(loop, 10000 * MS);
 	if (GOT(c)) {
 		EXPECT(halo_fut_cancel(c), 0);

@@ -86,9 +86,12 @@ static bool serve(halo_loop *loop, int afd)
 static void exchange(halo_loop *loop, int cfd, int afd)
 {
 	char buf[512], a[] = "ab", b[] = "cde", r1[2], r2[3];
-	struct iovec wiov[2] = {{a, 2}, {b, 3}}, riov[2] = {{r1, 2}, {r2, 3}};
-	struct msghdr wm = {.msg_iov = wiov, .msg_iovlen = 2};
-	struct msghdr rm = {.msg_iov = riov, .msg_iovlen = 2};
+	/* Six iovecs: more than the op holds, the copy comes from the heap. */
+	struct iovec wiov[6] = {{a, 2}, {b, 3}, {a, 0}, {a, 0}, {a, 0}, {a, 0}};
+	struct iovec riov[6] = {{r1, 2}, {r2, 3}, {r1, 0},
+				{r1, 0}, {r1, 0}, {r1, 0}};
+	struct msghdr wm = {.msg_iov = wiov, .msg_iovlen = 6};
+	struct msghdr rm = {.msg_iov = riov, .msg_iovlen = 6};
 	halo_fut *f[2];
 	int n;
 
