@@ -153,7 +153,8 @@ $(BUILD)/tests/fault/p_%: tests/fault/p_%.c tests/fault/prog.h \
 faultprogs: lib $(FAULT_PROG_BIN)
 
 faultsweep: deps
-	$(Q)$(MAKE) --no-print-directory FAULT=1 SANITIZE=1 faultprogs
+	$(Q)$(MAKE) --no-print-directory FAULT=1 SANITIZE=1 \
+		BUILD=$(FAULT_BUILD) faultprogs
 	$(Q)sh tests/fault/run.sh -b $(FAULT_BUILD) $(FAULTSWEEP_ARGS)
 
 # The fiber context switch for aarch64, built with Debian's cross compiler
