@@ -33,7 +33,7 @@ void halo__fut_free(halo_fut *f)
 
 	assert(f->refs == 0);
 	loop->stats.live_futures--;
-	if (f->flags & FUT_OWNED_MSG)
+	if ((f->flags & FUT_OWNED_MSG) && f->errmsg != halo_fut_msg_lost)
 		halo_mem_free(loop, f->errmsg, strlen(f->errmsg) + 1);
 	f->gen++; /* a late tag for the old life never matches again */
 	f->task.fn = NULL; /* a free slot is no future for the leak scan */
@@ -97,12 +97,9 @@ int halo_fut_fail(halo_fut *f, int err, const char *msg)
 		/* The error counts more than its message: fail f either way,
 		 * and say that the message was lost rather than drop it. */
 		f->errmsg = halo_mem_strdup(f->loop, msg);
-		if (f->errmsg) {
-			f->flags |= FUT_OWNED_MSG;
-		} else {
+		if (!f->errmsg)
 			f->errmsg = (char *)halo_fut_msg_lost;
-			f->flags |= FUT_STATIC_MSG;
-		}
+		f->flags |= FUT_OWNED_MSG;
 	}
 	halo__fut_complete(f, HALO_FUT_ERROR, err);
 	return 0;
@@ -198,7 +195,7 @@ int halo_fut_error(halo_fut *f)
 
 const char *halo_fut_error_msg(const halo_fut *f)
 {
-	return (f->flags & (FUT_OWNED_MSG | FUT_STATIC_MSG)) ? f->errmsg : NULL;
+	return (f->flags & FUT_OWNED_MSG) ? f->errmsg : NULL;
 }
 
 static void wake_driver(halo_fut *f, void *arg)

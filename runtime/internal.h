@@ -36,8 +36,8 @@ enum {
 	FUT_QUEUED = 1u << 1,	 /* its task is on the ready queue */
 	FUT_CANCEL_REQ = 1u << 2, /* someone asked for cancellation */
 	FUT_NOPPED = 1u << 3,	 /* cancelled before submission: SQE became NOP */
-	FUT_OWNED_MSG = 1u << 4, /* errmsg is loop memory */
-	FUT_STATIC_MSG = 1u << 5, /* errmsg is static: never freed */
+	FUT_OWNED_MSG = 1u << 4, /* errmsg is loop memory (or the static
+				    halo_fut_msg_lost, never freed) */
 };
 
 /* fut->kind */
