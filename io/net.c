@@ -561,6 +561,7 @@ halo_recv_ms *halo_recv_ms_start(halo_loop *loop, int fd, halo_bufring *br,
 	s->fd = fd;
 	op->on_cqe = recv_ms_cqe;
 	halo_fut_consume(&op->fut);
+	op->fut.flags |= FUT_UNOWNED; /* a handle outlives its fiber */
 	if (!recv_arm(op)) {
 		halo__op_abort(op);
 		return NULL;
@@ -683,6 +684,7 @@ halo_accept_ms *halo_accept_ms_start(halo_loop *loop, int fd, int flags,
 	s->flags = flags;
 	op->on_cqe = accept_ms_cqe;
 	halo_fut_consume(&op->fut);
+	op->fut.flags |= FUT_UNOWNED; /* a handle outlives its fiber */
 	if (!accept_arm(op)) {
 		halo__op_abort(op);
 		return NULL;

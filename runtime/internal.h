@@ -36,6 +36,8 @@ enum {
 	FUT_CANCEL_REQ = 1u << 2, /* someone asked for cancellation */
 	FUT_NOPPED = 1u << 3,	 /* cancelled before submission: SQE became NOP */
 	FUT_OWNED_MSG = 1u << 4, /* errmsg is loop memory */
+	FUT_UNOWNED = 1u << 5,	 /* an op no fiber owns (multishot handles,
+				    halo_fiber_disown) */
 };
 
 /* fut->kind */
@@ -100,6 +102,10 @@ struct halo_op {
 	uint32_t kernel_refs; /* SQEs tagged with this op not yet ended */
 	uint32_t aux;	      /* free for the op's own use */
 	void *ctx;	      /* free for the op's own use */
+	/* The fiber that started the op, while the kernel holds it: the
+	 * fiber's stack is not reused before the op ends (fiber.c). */
+	struct halo_fiber *owner;
+	struct halo_op *own_next, **own_pprev;
 	struct __kernel_timespec ts;
 	union {
 		struct iovec iov[HALO_OP_META / sizeof(struct iovec)];
@@ -192,6 +198,11 @@ int64_t halo__fiber_wait(halo_loop *loop, halo_fut *f);
 void halo__fiber_cancel(halo_fut *f);
 void halo__fiber_free(halo_fut *f);
 void halo__stacks_close(halo_loop *loop);
+/* op's first SQE was prepared inside a fiber: the fiber owns it until its
+ * last CQE. */
+void halo__fiber_own(struct halo_fiber *fb, halo_op *op);
+/* The kernel let go of an owned op (its last CQE was reaped). */
+void halo__fiber_op_ended(halo_op *op);
 
 /* --- pools (pool.c) --- */
 int halo__pools_init(halo_loop *loop);
@@ -293,6 +304,7 @@ static inline halo_op *halo__op_new(halo_loop *loop, const char *file,
 		op->kernel_refs = 0;
 		op->aux = 0;
 		op->ctx = NULL;
+		op->owner = NULL;
 	}
 	return op;
 }
@@ -313,7 +325,9 @@ static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
 	sqe->user_data = halo__op_tag(op);
 	op->sqe = sqe;
 	op->sq_epoch = loop->sq_epoch;
-	op->kernel_refs++;
+	if (op->kernel_refs++ == 0 && loop->cur_fiber &&
+	    !(op->fut.flags & FUT_UNOWNED))
+		halo__fiber_own(loop->cur_fiber, op);
 	op->fut.refs++;
 	loop->stats.inflight++;
 	return sqe;
