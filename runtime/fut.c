@@ -304,21 +304,28 @@ bool halo_fut_remove_waiter(halo_fut *f, halo_waiter *w)
 halo_fut *halo_fut_ref(halo_fut *f)
 {
 	f->refs++;
+	f->urefs++;
 	return f;
 }
 
+/* Only the last user reference gives up interest: a producer that lets go
+ * of its reference after handing f to a consumer must not hide that the
+ * consumer never looked at f. Internal references never count. */
 void halo_fut_release(halo_fut *f)
 {
 	if (!f)
 		return;
-	f->flags |= FUT_CONSUMED;
-	assert(f->refs > 0);
-	if (--f->refs == 0)
-		halo__fut_free(f);
+	assert(f->urefs > 0 && f->refs >= f->urefs);
+	if (--f->urefs == 0)
+		f->flags |= FUT_CONSUMED;
+	halo__fut_unref(f);
 }
 
 void halo_fut_detach(halo_fut *f)
 {
+	if (!f)
+		return;
+	f->flags |= FUT_CONSUMED;
 	halo_fut_release(f);
 }
 

@@ -1,6 +1,17 @@
 /* Futures: the one currency of halo. A future is PENDING, then exactly once
  * OK, ERROR or CANCELLED. It carries an int64_t result (an I/O CQE's res, or
- * -errno) and a void * value for results built in user space. */
+ * -errno) and a void * value for results built in user space.
+ *
+ * References and consumption: whoever creates a future or calls
+ * halo_fut_ref() holds a reference and drops it with halo_fut_release().
+ * A future is consumed once someone waits on it, reads it (result, value,
+ * error), detaches it or calls halo_fut_consume(), or when the last reference
+ * user code holds is released. Releasing any other reference consumes
+ * nothing: a producer that hands a future to a consumer and releases its own
+ * reference leaves the consumer responsible. The loop's internal references
+ * (ready queue, kernel, timer heap, a fiber's wait) never count.
+ * halo_loop_close() reports every future still alive and never consumed as
+ * leaked, with the file and line that created it. */
 #ifndef HALO_FUT_H
 #define HALO_FUT_H
 
@@ -109,15 +120,18 @@ HALO_API void halo_fut_add_waiter(halo_fut *f, halo_waiter *w);
 /* Remove a waiter that has not been called yet. Returns true if removed. */
 HALO_API bool halo_fut_remove_waiter(halo_fut *f, halo_waiter *w);
 
-/* Take another reference to f. Returns f. */
+/* Take another reference to f, for the caller or for a consumer it hands f
+ * to. Returns f. */
 HALO_API halo_fut *halo_fut_ref(halo_fut *f);
 
-/* Drop a reference; the last one frees f (an I/O future's memory stays until
- * the kernel's last CQE). Releasing also marks f consumed. */
+/* Drop a reference (NULL is ignored); the last one frees f (an I/O future's
+ * memory stays until the kernel's last CQE). Dropping the last reference
+ * that user code holds marks f consumed; dropping an earlier one does not,
+ * so a consumer that still holds f and never looks at it is reported. */
 HALO_API void halo_fut_release(halo_fut *f);
 
-/* Give up interest in f: the work goes on, its outcome is discarded, and the
- * caller's reference is released. */
+/* Give up interest in f: the work goes on, its outcome is discarded, f is
+ * marked consumed and the caller's reference is released. */
 HALO_API void halo_fut_detach(halo_fut *f);
 
 /* Mark f consumed without reading it (for code that hands results on). */

@@ -294,6 +294,97 @@ START_TEST(test_leak_report_names_line)
 }
 END_TEST
 
+/* Close l with stderr silenced (a test that leaks on purpose); returns the
+ * number of leaked futures. */
+static int close_quietly(halo_loop *l)
+{
+	int null = open("/dev/null", O_WRONLY), saved = dup(2), leaked;
+
+	dup2(null, 2);
+	leaked = halo_loop_close(l);
+	dup2(saved, 2);
+	close(saved);
+	close(null);
+	return leaked;
+}
+
+/* A consumer that was handed a future and may or may not look at it. */
+struct consumer {
+	halo_fut *f;
+};
+
+static void hand_over(struct consumer *c, halo_fut *f)
+{
+	c->f = halo_fut_ref(f);
+}
+
+START_TEST(test_producer_release_does_not_hide_consumer_leak)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *f;
+
+	tu_loop_init(&l, NULL);
+	f = halo_fut_new(&l);
+	hand_over(&c, f);
+	halo_fut_resolve(f, 1, NULL);
+	halo_fut_release(f); /* the producer is done with it */
+	/* The consumer never waits, reads or detaches c.f. */
+	ck_assert_int_eq(close_quietly(&l), 1);
+}
+END_TEST
+
+START_TEST(test_producer_release_with_consumer_waiting_is_no_leak)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *f;
+
+	tu_loop_init(&l, NULL);
+	f = halo_fut_new(&l);
+	hand_over(&c, f);
+	halo_fut_resolve(f, 1, NULL);
+	halo_fut_release(f);
+	ck_assert_int_eq(halo_fut_wait(c.f), 1);
+	/* Even without releasing its reference, the consumer looked. */
+	ck_assert_int_eq(close_quietly(&l), 0);
+}
+END_TEST
+
+START_TEST(test_consumer_detach_is_no_leak)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *f;
+
+	tu_loop_init(&l, NULL);
+	f = halo_fut_new(&l);
+	hand_over(&c, f);
+	halo_fut_detach(c.f); /* gives up while the producer still holds f */
+	halo_fut_resolve(f, 1, NULL);
+	halo_fut_release(f);
+	ck_assert_int_eq(close_quietly(&l), 0);
+}
+END_TEST
+
+START_TEST(test_last_user_release_consumes_despite_internal_refs)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *t;
+
+	tu_loop_init(&l, NULL);
+	t = halo_timer_after(&l, 60ull * 1000000000ull);
+	hand_over(&c, t);
+	halo_fut_release(t);
+	/* Only the timer heap holds it now: an internal reference, which
+	 * neither keeps the future unconsumed nor counts as interest. */
+	halo_fut_release(c.f);
+	ck_assert_uint_eq(halo_timer_pending(&l), 1);
+	ck_assert_int_eq(close_quietly(&l), 0);
+}
+END_TEST
+
 Suite *fut_suite(void)
 {
 	Suite *s = suite_create("fut");
@@ -318,6 +409,12 @@ Suite *fut_suite(void)
 
 	tc = tcase_create("leaks");
 	tcase_add_test(tc, test_leak_report_names_line);
+	tcase_add_test(tc, test_producer_release_does_not_hide_consumer_leak);
+	tcase_add_test(tc,
+		       test_producer_release_with_consumer_waiting_is_no_leak);
+	tcase_add_test(tc, test_consumer_detach_is_no_leak);
+	tcase_add_test(tc,
+		       test_last_user_release_consumes_despite_internal_refs);
 	suite_add_tcase(s, tc);
 	return s;
 }
