@@ -57,6 +57,47 @@ typedef void (*halo_fut_cancel_fn)(halo_fut *f, void *arg);
 HALO_API halo_fut *halo_fut_new_at(halo_loop *loop, const char *file, int line);
 #define halo_fut_new(loop) halo_fut_new_at((loop), __FILE__, __LINE__)
 
+/* A future that is already OK with result and value, for a start call that
+ * has its answer at once. Its waiters still run from the ready queue. The
+ * caller owns one reference; NULL only when memory is exhausted. */
+HALO_API halo_fut *halo_fut_ready_at(halo_loop *loop, int64_t result,
+				     void *value, const char *file, int line);
+#define halo_fut_ready(loop, result, value)                                    \
+	halo_fut_ready_at((loop), (result), (value), __FILE__, __LINE__)
+
+/* A future that has already failed with err (a negative errno; anything
+ * else fails it with -EINVAL) and an optional message, which is copied (and
+ * dropped if memory runs out: the error stands). For a start call that fails
+ * synchronously. The caller owns one reference; NULL only when memory is
+ * exhausted. */
+HALO_API halo_fut *halo_fut_failed_at(halo_loop *loop, int err, const char *msg,
+				      const char *file, int line);
+#define halo_fut_failed(loop, err, msg)                                        \
+	halo_fut_failed_at((loop), (err), (msg), __FILE__, __LINE__)
+
+/* A future on the loop's timers that completes OK with result and value
+ * delay_ns nanoseconds from now (0: on the loop's next timer pass, never
+ * inside this call). Cancelling it removes the timer and completes it
+ * CANCELLED; halo_fut_resolve() or halo_fut_fail() complete it sooner. The
+ * caller owns one reference; NULL only when memory is exhausted. */
+HALO_API halo_fut *halo_fut_delayed_at(halo_loop *loop, uint64_t delay_ns,
+				       int64_t result, void *value,
+				       const char *file, int line);
+#define halo_fut_delayed(loop, delay_ns, result, value)                        \
+	halo_fut_delayed_at((loop), (delay_ns), (result), (value), __FILE__,   \
+			    __LINE__)
+
+/* The same, completing as ERROR with err and an optional message (copied
+ * now) delay_ns nanoseconds from now; err and msg as halo_fut_failed(). The
+ * message shows only once the future has failed. */
+HALO_API halo_fut *halo_fut_delayed_failed_at(halo_loop *loop,
+					      uint64_t delay_ns, int err,
+					      const char *msg, const char *file,
+					      int line);
+#define halo_fut_delayed_failed(loop, delay_ns, err, msg)                      \
+	halo_fut_delayed_failed_at((loop), (delay_ns), (err), (msg), __FILE__, \
+				   __LINE__)
+
 /* Complete f as OK with result and value. Returns 0, or -EALREADY if f is
  * already done (the first completion stands). */
 HALO_API int halo_fut_resolve(halo_fut *f, int64_t result, void *value);
@@ -97,7 +138,8 @@ HALO_API void *halo_fut_value(halo_fut *f);
  * -ECANCELED if CANCELLED. Marks f consumed. */
 HALO_API int halo_fut_error(halo_fut *f);
 
-/* The message given with the error, or NULL. Valid while f is referenced. */
+/* The message given with the error of a failed f, or NULL. Valid while f
+ * is referenced. */
 HALO_API const char *halo_fut_error_msg(const halo_fut *f);
 
 /* Wait until f is done and return halo_fut_result(f). Inside a fiber the

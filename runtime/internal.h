@@ -37,6 +37,8 @@ enum {
 	FUT_CANCEL_REQ = 1u << 2, /* someone asked for cancellation */
 	FUT_NOPPED = 1u << 3,	 /* cancelled before submission: SQE became NOP */
 	FUT_OWNED_MSG = 1u << 4, /* errmsg is loop memory */
+	FUT_FAILS_AT_EXPIRY = 1u << 5, /* a delayed failure: its timer
+					  completes it as ERROR */
 };
 
 /* fut->kind */
