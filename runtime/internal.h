@@ -31,13 +31,16 @@
 
 /* fut->flags */
 enum {
-	FUT_CONSUMED = 1u << 0,	 /* waited, read, detached or released */
+	FUT_CONSUMED = 1u << 0,	 /* waited, read, detached, or its last user
+				    reference released */
 	FUT_QUEUED = 1u << 1,	 /* its task is on the ready queue */
 	FUT_CANCEL_REQ = 1u << 2, /* someone asked for cancellation */
 	FUT_NOPPED = 1u << 3,	 /* cancelled before submission: SQE became NOP */
 	FUT_OWNED_MSG = 1u << 4, /* errmsg is loop memory */
 	FUT_UNOWNED = 1u << 5,	 /* an op no fiber owns (multishot handles,
 				    halo_fiber_disown) */
+	FUT_FAILS_AT_EXPIRY = 1u << 6, /* a delayed failure: its timer
+					  completes it as ERROR */
 };
 
 /* fut->kind */
@@ -56,7 +59,8 @@ struct halo_fut {
 	void *value;
 	const char *file;
 	char *errmsg;
-	uint32_t refs;
+	uint32_t refs;	/* every reference: user code's and internal ones */
+	uint32_t urefs; /* those user code holds (halo_fut_ref/release) */
 	uint16_t gen; /* bumps at each reuse of the slot; tags user_data */
 	uint8_t state;
 	uint8_t flags;
@@ -134,7 +138,8 @@ static inline void halo__fut_complete(halo_fut *f, uint8_t state,
 		halo__fut_queue(f);
 }
 
-/* Drop an internal reference (ready queue, kernel) without consuming f. */
+/* Drop an internal reference (ready queue, kernel, timer heap, a fiber's
+ * wait), taken with f->refs++, without consuming f. */
 static inline void halo__fut_unref(halo_fut *f)
 {
 	assert(f->refs > 0);
@@ -277,6 +282,7 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 	f->value = NULL;
 	f->file = file;
 	f->refs = 1;
+	f->urefs = 1;
 	f->gen = (uint16_t)(gen + 1);
 	f->state = HALO_FUT_PENDING;
 	f->flags = 0;
