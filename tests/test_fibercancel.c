@@ -188,6 +188,7 @@ START_TEST(test_build_deadline_confirms_reader)
 	ck_assert_uint_eq(rep.missed_n, 1);
 	ck_assert_int_eq(u.err, -ETIMEDOUT);
 	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	halo_build_report_release(&loop, &rep);
 	assert_stack_safe();
 }
 END_TEST
