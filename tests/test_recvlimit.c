@@ -469,6 +469,18 @@ static struct sink sink_new(uint16_t bgid)
 	return k;
 }
 
+/* Give everything back, let the kernel go, check the ring is whole, free
+ * it and close the pair. */
+static void sink_close(struct sink *k, int cfd, int sfd)
+{
+	sink_give(k, E_RING);
+	run_until_idle();
+	ck_assert_uint_eq(halo_bufring_avail(k->br), E_RING);
+	ck_assert_int_eq(halo_bufring_free(k->br), 0);
+	close(cfd);
+	close(sfd);
+}
+
 /* Paused and parked: no recv of h in the kernel. */
 static bool is_parked(halo_recv_ms *h)
 {
@@ -513,7 +525,6 @@ START_TEST(test_pause_and_resume_keep_every_byte_in_order)
 		if (i % 2)
 			sink_give(&k, 1);
 	}
-	sink_give(&k, E_RING);
 	ck_assert_int_eq(k.ended, 1);
 	ck_assert_uint_eq(k.got, len);
 	ck_assert_msg(k.bad_at == 0, "byte %zu out of order", k.bad_at - 1);
@@ -522,11 +533,7 @@ START_TEST(test_pause_and_resume_keep_every_byte_in_order)
 	ck_assert_uint_ge(halo_bufring_pauses(k.br), st.pauses);
 	ck_assert_uint_ge(st.rearms + 1, st.pauses); /* each resumed */
 	ck_assert_uint_ge(st.held_peak, 4);
-	run_until_idle();
-	ck_assert_uint_eq(halo_bufring_avail(k.br), E_RING);
-	ck_assert_int_eq(halo_bufring_free(k.br), 0);
-	close(cfd);
-	close(sfd);
+	sink_close(&k, cfd, sfd);
 }
 END_TEST
 
@@ -588,11 +595,7 @@ START_TEST(test_stop_while_paused_ends_quietly)
 	run_until_idle();
 	ck_assert_int_eq(k.late_calls, 0);
 	ck_assert_int_eq(k.ended, 0);
-	sink_give(&k, E_RING);
-	ck_assert_uint_eq(halo_bufring_avail(k.br), E_RING);
-	ck_assert_int_eq(halo_bufring_free(k.br), 0);
-	close(cfd);
-	close(sfd);
+	sink_close(&k, cfd, sfd);
 }
 END_TEST
 
@@ -622,12 +625,7 @@ START_TEST(test_eof_while_paused_comes_after_the_data)
 	ck_assert_uint_eq(k.got, len);
 	ck_assert_msg(k.bad_at == 0, "byte %zu out of order", k.bad_at - 1);
 	ck_assert_int_eq(k.late_calls, 0);
-	sink_give(&k, E_RING);
-	run_until_idle();
-	ck_assert_uint_eq(halo_bufring_avail(k.br), E_RING);
-	ck_assert_int_eq(halo_bufring_free(k.br), 0);
-	close(cfd);
-	close(sfd);
+	sink_close(&k, cfd, sfd);
 }
 END_TEST
 
