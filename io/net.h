@@ -142,7 +142,8 @@ HALO_API unsigned halo_bufring_avail(const halo_bufring *br);
 HALO_API uint64_t halo_bufring_pauses(const halo_bufring *br);
 
 /* Unregister and free br. Every multishot recv on it must be stopped and
- * reaped first. Returns 0 or -errno. */
+ * reaped first; buffers not given back by then are dropped with it. Returns
+ * 0 or -errno. */
 HALO_API int halo_bufring_free(halo_bufring *br);
 
 /* --- multishot accept and recv --- */
@@ -204,7 +205,8 @@ typedef void (*halo_recv_ms_cb)(halo_recv_ms *h, int res, void *data,
  * limit; held then passes max_held by what the kernel received for the
  * socket in the tick that reached it, up to the socket's receive queue (107
  * buffers of 4 KiB in tests on loopback). The ring bounds it in every case:
- * size it above the connections' limits plus that overshoot.
+ * size it above the connections' limits plus that overshoot. Pauses are
+ * counted in halo_recv_stats and halo_bufring_pauses().
  *
  * max_held: 0 means HALO_RECV_MS_HELD_DEFAULT, or half the ring if that is
  * fewer (at least 1); HALO_RECV_MS_UNLIMITED never pauses (the ring is the
@@ -216,7 +218,7 @@ typedef struct halo_recv_ms_opts {
 /* Counters of a multishot recv, read with halo_recv_ms_stats(). */
 typedef struct halo_recv_stats {
 	uint64_t rearms;    /* recvs armed after the first (kernel ended one,
-			       -ENOBUFS, resume after a pause) */
+			       also at its byte cap; -ENOBUFS; resume) */
 	uint64_t pauses;    /* times it reached max_held and paused */
 	unsigned held;	    /* buffers handed out and not given back now */
 	unsigned held_peak; /* the most it held at once */
