@@ -2,8 +2,11 @@
  * a provided buffer ring, and send_all of each received buffer straight back
  * (no copy); the buffer returns to the ring when its send completes. Sends of
  * one connection go one at a time, in order: a send parked by the kernel on
- * a full socket must not be overtaken by the next one. SIGINT/SIGTERM arrive
- * through a signalfd read, so the loop wakes and exits cleanly.
+ * a full socket must not be overtaken by the next one. A connection holds at
+ * most CONN_BUFS buffers: a client that sends but never reads has its
+ * receive paused once that many wait for their echo, so it cannot take the
+ * shared ring from the others. SIGINT/SIGTERM arrive through a signalfd
+ * read, so the loop wakes and exits cleanly.
  *
  *   echo PORT        (port 0 picks one and prints it) */
 #include <errno.h>
@@ -20,6 +23,7 @@
 
 #define BUF_N 4096 /* a power of two */
 #define BUF_SIZE 4096
+#define CONN_BUFS 16 /* buffers one connection may hold: 64 KiB */
 #define NO_BID 0xffff
 
 struct conn {
@@ -63,19 +67,20 @@ static void on_sent(halo_fut *f, void *arg)
 	c->head = bid_next[bid];
 	if (c->head == NO_BID)
 		c->tail = NO_BID;
+	if (r < 0 && !c->recv_done) {
+		/* The peer is gone: stop receiving before the returns below
+		 * could resume a paused recv. */
+		halo_recv_ms_stop(c->rh);
+		c->recv_done = 1;
+	}
 	halo_bufring_return(br, bid);
 	if (r < 0) {
-		/* The peer is gone: drop what is queued, stop receiving. */
 		while (c->head != NO_BID) {
 			bid = c->head;
 			c->head = bid_next[bid];
 			halo_bufring_return(br, bid);
 		}
 		c->tail = NO_BID;
-		if (!c->recv_done) {
-			halo_recv_ms_stop(c->rh);
-			c->recv_done = 1;
-		}
 	}
 	if (c->head != NO_BID)
 		send_next(c);
@@ -126,6 +131,7 @@ static void on_data(halo_recv_ms *h, int res, void *data, uint16_t bid,
 
 static void on_accept(halo_accept_ms *h, int fd, void *arg)
 {
+	halo_recv_ms_opts ro = { .max_held = CONN_BUFS };
 	struct conn *c;
 	int one = 1;
 
@@ -144,7 +150,7 @@ static void on_accept(halo_accept_ms *h, int fd, void *arg)
 	}
 	c->fd = fd;
 	c->head = c->tail = NO_BID;
-	c->rh = halo_recv_ms_start(&loop, fd, br, on_data, c);
+	c->rh = halo_recv_ms_start_opts(&loop, fd, br, on_data, c, &ro, NULL);
 	if (!c->rh) {
 		close(fd);
 		halo_mem_free(&loop, c, sizeof(*c));
