@@ -287,6 +287,7 @@ struct halo_bufring {
 	int8_t mshot_cap; /* the kernel takes a recv's byte cap: 1 yes, -1 no,
 			     0 not known yet */
 	uint64_t pauses;
+	unsigned handles; /* recvs that may still touch the ring */
 	halo_op **owner;  /* per bid: the recv that handed it out, or NULL */
 	halo_op *starved; /* recvs parked on -ENOBUFS, oldest first */
 	halo_op *starved_tail;
@@ -373,9 +374,20 @@ uint64_t halo_bufring_pauses(const halo_bufring *br)
 	return br->pauses;
 }
 
+unsigned halo_bufring_handles(const halo_bufring *br)
+{
+	return br->handles;
+}
+
 int halo_bufring_free(halo_bufring *br)
 {
-	int r = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
+	int r;
+
+	/* A recv's CQEs and buffer returns still land in the ring; at loop
+	 * close the kernel has let go of everything. */
+	if (br->handles && !br->loop->closing)
+		return -EBUSY;
+	r = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
 
 	free(br->mem);
 	free(br->owner);
@@ -399,6 +411,7 @@ enum {
 	MS_PAUSED = 16,
 	MS_CANCELLING = 32,
 	MS_CAPPED = 64, /* the armed recv carries a byte cap */
+	MS_UNHOOKED = 128, /* no longer counted in br->handles */
 };
 
 struct recv_ms {
@@ -458,6 +471,27 @@ static void ms_end(halo_op *op, unsigned *state, int32_t res)
 	if (halo__fut_pending(&op->fut))
 		halo__op_finish(op, res);
 	halo_fut_release(&op->fut);
+}
+
+/* An ended recv with no buffer out touches its ring no more. */
+static void ring_unhook(struct recv_ms *s)
+{
+	if (s->state & MS_UNHOOKED)
+		return;
+	s->state |= MS_UNHOOKED;
+	s->br->handles--;
+}
+
+/* End a recv. Every caller is past the recv's last CQE (or it was never
+ * armed, or parked): the kernel holds nothing of it. */
+static void recv_end(halo_op *op, int32_t res)
+{
+	struct recv_ms *s = rms_of(op);
+
+	s->state |= MS_ENDED;
+	if (!s->held)
+		ring_unhook(s);
+	ms_end(op, &s->state, res);
 }
 
 static void starve(halo_op *op)
@@ -531,7 +565,7 @@ static void ring_put(halo_bufring *br, uint16_t bid)
 	br->avail++;
 	op = br->starved;
 	if (op && !br->loop->closing && !resume(op))
-		ms_end(op, &rms_of(op)->state, -EBUSY);
+		recv_end(op, -EBUSY);
 }
 
 /* bid goes to the callback: the handle holds it, and lives on while it
@@ -557,10 +591,13 @@ static void give_back(halo_op *op)
 		s->state &= ~(unsigned)MS_PAUSED;
 		if ((s->state & MS_PARKED) &&
 		    !(s->state & (MS_STOPPED | MS_ENDED)) && !rearm_parked(op))
-			ms_end(op, &s->state, -EBUSY);
+			recv_end(op, -EBUSY);
 	}
-	if (s->held == 0)
+	if (s->held == 0) {
+		if (s->state & MS_ENDED)
+			ring_unhook(s);
 		halo__fut_unref(&op->fut);
+	}
 }
 
 void halo_bufring_return(halo_bufring *br, uint16_t bid)
@@ -606,7 +643,7 @@ static void recv_fail(halo_op *op)
 
 	s->state |= MS_ENDED;
 	recv_call(op, -EBUSY, NULL, 0);
-	ms_end(op, &s->state, -EBUSY);
+	recv_end(op, -EBUSY);
 }
 
 /* After a CQE that leaves the handle live: pause at the limit, or re-arm a
@@ -669,7 +706,7 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 		if (has_buf)
 			ring_put(br, bid);
 		if (!more && !(s->state & MS_ENDED))
-			ms_end(op, &s->state, res);
+			recv_end(op, res);
 		return;
 	}
 	if (!more) /* the kernel holds nothing of this recv any more */
@@ -693,7 +730,7 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	s->state |= MS_ENDED;
 	if (!loop->closing)
 		recv_call(op, res, NULL, 0);
-	ms_end(op, &s->state, res);
+	recv_end(op, res);
 }
 
 halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
@@ -737,6 +774,7 @@ halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
 		r = -EBUSY;
 		goto fail;
 	}
+	br->handles++;
 	return (halo_recv_ms *)op;
 fail:
 	if (err)
@@ -763,7 +801,7 @@ int halo_recv_ms_stop(halo_recv_ms *h)
 		 * CQE: the kernel holds nothing, end it here. */
 		unstarve(op);
 		op->fut.flags |= FUT_CANCEL_REQ;
-		ms_end(op, &s->state, -ECANCELED);
+		recv_end(op, -ECANCELED);
 		return 0;
 	}
 	halo_fut_cancel(&op->fut);

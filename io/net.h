@@ -141,9 +141,14 @@ HALO_API unsigned halo_bufring_avail(const halo_bufring *br);
 /* How many times a multishot recv on br paused at its max_held. */
 HALO_API uint64_t halo_bufring_pauses(const halo_bufring *br);
 
-/* Unregister and free br. Every multishot recv on it must be stopped and
- * reaped first; buffers not given back by then are dropped with it. Returns
- * 0 or -errno. */
+/* Multishot recvs that may still touch br: not ended, with CQEs still to
+ * come after a stop, or with buffers not given back. */
+HALO_API unsigned halo_bufring_handles(const halo_bufring *br);
+
+/* Unregister and free br. Every multishot recv on it must be over first
+ * (halo_bufring_handles() == 0: stopped, its last CQE reaped, its buffers
+ * given back), or the loop closing or closed. Returns 0, -EBUSY (then br is
+ * untouched) or -errno from unregistering. */
 HALO_API int halo_bufring_free(halo_bufring *br);
 
 /* --- multishot accept and recv --- */
