@@ -25,5 +25,6 @@
 #include "patterns/scope.h"
 #include "patterns/limit.h"
 #include "patterns/as_completed.h"
+#include "patterns/server.h"
 
 #endif
