@@ -23,10 +23,10 @@ void tu_loop_init(halo_loop *loop, const halo_loop_opts *opts);
 /* Close the loop and assert that no future leaked. */
 void tu_loop_close(halo_loop *loop);
 
-/* The fixture most suites use: a fresh loop per test (Check forks each
- * test, so no ring crosses a fork), closed with zero leaked futures and
- * with as many open fds as before the test. Defines the static loop `name`
- * and the setup/teardown functions for tcase_add_checked_fixture. */
+/* The fixture most suites use: a fresh loop per test (a ring never crosses
+ * a fork, and under CK_FORK=no no ring outlives its test), closed with zero
+ * leaked futures and with as many open fds as before the test. Defines the
+ * static loop `name` and the setup/teardown for tcase_add_checked_fixture. */
 #define TU_LOOP_FIXTURE(name)                                                  \
 	static halo_loop name;                                                 \
 	static int name##_fds;                                                 \
@@ -45,8 +45,10 @@ void tu_loop_close(halo_loop *loop);
 #define TU_LOOP_PIPE_FIXTURE(name, fds)                                        \
 	static halo_loop name;                                                 \
 	static int fds[2];                                                     \
+	static int name##_fds;                                                 \
 	static void setup(void)                                                \
 	{                                                                      \
+		name##_fds = tu_count_fds();                                   \
 		tu_loop_init(&name, NULL);                                     \
 		ck_assert_int_eq(pipe(fds), 0);                                \
 	}                                                                      \
@@ -55,6 +57,7 @@ void tu_loop_close(halo_loop *loop);
 		close(fds[0]);                                                 \
 		close(fds[1]);                                                 \
 		tu_loop_close(&name);                                          \
+		ck_assert_int_eq(tu_count_fds(), name##_fds);                  \
 	}
 
 /* A unit of work for fibers: sleep ms milliseconds, then return ret (or the
