@@ -15,9 +15,12 @@ START_TEST(test_yields_in_completion_order_exactly_once)
 	halo_as_completed it;
 	size_t got[6], n = 0;
 	halo_fut *x;
+	uint64_t now = halo_now_ns();
 
+	/* Deadlines from one instant: a preemption between two creations
+	 * cannot reorder them. */
 	for (int i = 0; i < 5; i++)
-		f[i] = halo_timer_after(&loop, ms[i] * MS);
+		f[i] = halo_timer_at(&loop, now + ms[i] * MS);
 	f[5] = halo_fut_new(&loop);
 	halo_fut_resolve(f[5], 1, NULL); /* already done: first */
 	ck_assert_int_eq(halo_as_completed_init(&it, &loop, f, 6, 0), 0);
@@ -123,15 +126,14 @@ START_TEST(test_iterates_inside_a_fiber)
 	for (int i = 0; i < 4; i++)
 		c.took[i] = halo_fut_new(&loop);
 	fiber = halo_spawn(&loop, consumer, &c);
+	ck_assert_int_eq(halo_fut_wait(c.took[0]), 0);
 	for (size_t k = 0; k < 3; k++) {
-		/* The fiber took k futures and now waits inside next(),
-		 * suspended while the loop runs on. */
-		ck_assert_int_eq(halo_fut_wait(c.took[k]), 0);
+		/* The fiber has taken k futures and waits inside next(),
+		 * suspended while this thread drives the loop. */
 		ck_assert_uint_eq(c.seen_n, k);
 		ck_assert(!halo_fut_is_done(fiber));
 		halo_fut_resolve(f[order[k]], 0, NULL);
 		ck_assert_int_eq(halo_fut_wait(c.took[k + 1]), 0);
-		ck_assert_uint_eq(c.seen_n, k + 1);
 		ck_assert_uint_eq(c.seen[k], order[k]);
 	}
 	ck_assert_int_eq(halo_fut_join(fiber), 120);
