@@ -104,7 +104,9 @@ struct halo_loop {
 	halo_pools pools;
 	void *stack_cache;
 	unsigned stack_cache_n;
-	char error[160];
+	/* halo_loop_error(): room to spare over the longest explanation;
+	 * loop.c fails to build if a fixed message outgrows it. */
+	char error[256];
 };
 
 /* Set up a loop on the calling thread. Returns 0 or -errno; on failure
