@@ -79,6 +79,12 @@ static int slow_client(void)
 	return fd;
 }
 
+/* Client writes: the server may have closed the socket (no SIGPIPE). */
+static ssize_t tx(int fd, const void *buf, size_t len)
+{
+	return send(fd, buf, len, MSG_NOSIGNAL);
+}
+
 static void run_ms(uint64_t ms)
 {
 	uint64_t end = halo_now_ns() + ms * MS;
@@ -199,7 +205,7 @@ START_TEST(test_fiber_echo_serves_several_clients)
 		char msg[16];
 		int n = snprintf(msg, sizeof(msg), "hello %d", i);
 
-		ck_assert_int_eq(write(fd[i], msg, (size_t)n), n);
+		ck_assert_int_eq(tx(fd[i], msg, (size_t)n), n);
 		ck_assert_int_eq(collect(fd[i], buf, (size_t)n, 2000, &eof), n);
 		ck_assert(memcmp(buf, msg, (size_t)n) == 0);
 	}
@@ -221,15 +227,15 @@ START_TEST(test_callbacks_answer_pipelined_lines_in_order)
 	start(&o);
 	fd = client();
 	for (int i = 0; i < 50; i++)
-		ck_assert_int_eq(write(fd, "PING\n", 5), 5);
+		ck_assert_int_eq(tx(fd, "PING\n", 5), 5);
 	ck_assert_int_eq(collect(fd, buf, sizeof(buf), 2000, &eof),
 			 (ssize_t)sizeof(buf));
 	for (int i = 0; i < 50; i++)
 		ck_assert(memcmp(buf + 5 * i, "PONG\n", 5) == 0);
 	/* A request split across receives is seen whole. */
-	ck_assert_int_eq(write(fd, "PI", 2), 2);
+	ck_assert_int_eq(tx(fd, "PI", 2), 2);
 	run_ms(5);
-	ck_assert_int_eq(write(fd, "NG\n", 3), 3);
+	ck_assert_int_eq(tx(fd, "NG\n", 3), 3);
 	ck_assert_int_eq(collect(fd, buf, 5, 2000, &eof), 5);
 	ck_assert(memcmp(buf, "PONG\n", 5) == 0);
 	close(fd);
@@ -272,7 +278,7 @@ START_TEST(test_head_deadline_closes_a_slowloris_that_trickles)
 	/* One byte every 30 ms renews idleness but never ends the
 	 * request. */
 	for (int i = 0; i < 40 && !eof; i++) {
-		if (write(fd, "a", 1) < 0)
+		if (tx(fd, "a", 1) < 0)
 			break;
 		collect(fd, buf, sizeof(buf), 30, &eof);
 	}
@@ -355,7 +361,7 @@ START_TEST(test_close_deadline_ends_a_closing_connection_stuck_sending)
 	start(&o);
 	fd = slow_client();
 	closed_reason = 1;
-	ck_assert_int_eq(write(fd, "x", 1), 1);
+	ck_assert_int_eq(tx(fd, "x", 1), 1);
 	until_closed(3000);
 	halo_server_stats_get(srv, &st);
 	ck_assert_uint_eq(st.timeouts_close, 1);
@@ -388,7 +394,7 @@ START_TEST(test_callback_idle_and_write_deadlines)
 	start(&o);
 	quiet = client();
 	stuck = slow_client();
-	ck_assert_int_eq(write(stuck, "x", 1), 1);
+	ck_assert_int_eq(tx(stuck, "x", 1), 1);
 	until_closed(3000);
 	halo_server_stats_get(srv, &st);
 	ck_assert_uint_eq(st.timeouts_idle, 1);
@@ -420,7 +426,7 @@ START_TEST(test_cap_refuses_above_and_accept_goes_on)
 	close(a);
 	until_open(1, 2000);
 	d = client();
-	ck_assert_int_eq(write(d, "hi", 2), 2);
+	ck_assert_int_eq(tx(d, "hi", 2), 2);
 	ck_assert_int_eq(collect(d, buf, 2, 2000, &eof), 2);
 	ck_assert(memcmp(buf, "hi", 2) == 0);
 	close(b);
@@ -472,7 +478,7 @@ START_TEST(test_emfile_storm_is_survived_and_service_resumes)
 	}
 	ck_assert_uint_eq(st.accepted, (uint64_t)n);
 	d = client();
-	ck_assert_int_eq(write(d, "ok", 2), 2);
+	ck_assert_int_eq(tx(d, "ok", 2), 2);
 	ck_assert_int_eq(collect(d, buf, 2, 3000, &eof), 2);
 	close(d);
 	until_closed(3000);
@@ -498,14 +504,14 @@ START_TEST(test_a_client_that_never_reads_does_not_stall_pingers)
 		for (int i = 0; i < 10; i++) {
 			uint64_t t0 = halo_now_ns(), dt;
 
-			ck_assert_int_eq(write(p[i], "p", 1), 1);
+			ck_assert_int_eq(tx(p[i], "p", 1), 1);
 			ck_assert_int_eq(collect(p[i], &c, 1, 2000, &eof), 1);
 			dt = halo_now_ns() - t0;
 			if (dt > worst)
 				worst = dt;
 		}
 		while (halo_now_ns() < next) {
-			if (write(greedy, chunk, sizeof(chunk)) < 0)
+			if (tx(greedy, chunk, sizeof(chunk)) < 0)
 				usleep(100);
 			halo_loop_run_nowait(&loop);
 		}
@@ -544,7 +550,7 @@ START_TEST(test_100k_pipelined_requests_with_a_late_reader_all_answered)
 	while (got < 5ull * N && halo_now_ns() < end) {
 		ssize_t n;
 
-		while (sent < 5ull * N && write(fd, "PING\n", 5) == 5)
+		while (sent < 5ull * N && tx(fd, "PING\n", 5) == 5)
 			sent += 5;
 		halo_loop_run_nowait(&loop);
 		if (halo_now_ns() - t0 < 300 * MS)
@@ -609,7 +615,7 @@ START_TEST(test_stop_closes_idle_at_once_and_lets_a_request_finish)
 	start(&o);
 	idle = client();
 	busy = client();
-	ck_assert_int_eq(write(busy, "PI", 2), 2);
+	ck_assert_int_eq(tx(busy, "PI", 2), 2);
 	until_open(2, 2000);
 	run_ms(10);
 	t0 = halo_now_ns();
@@ -617,7 +623,7 @@ START_TEST(test_stop_closes_idle_at_once_and_lets_a_request_finish)
 	ck_assert_int_le(collect(idle, buf, sizeof(buf), 2000, &eof), 0);
 	ck_assert_uint_lt(halo_now_ns() - t0, 1000 * MS);
 	ck_assert(!halo_fut_is_done(f));
-	ck_assert_int_eq(write(busy, "NG\n", 3), 3);
+	ck_assert_int_eq(tx(busy, "NG\n", 3), 3);
 	ck_assert_int_eq(collect(busy, buf, 5, 2000, &eof), 5);
 	ck_assert(memcmp(buf, "PONG\n", 5) == 0);
 	ck_assert_int_eq(halo_fut_join(f), 0);
