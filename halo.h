@@ -26,5 +26,6 @@
 #include "patterns/limit.h"
 #include "patterns/as_completed.h"
 #include "patterns/server.h"
+#include "patterns/retry.h"
 
 #endif
