@@ -27,5 +27,6 @@
 #include "patterns/as_completed.h"
 #include "patterns/server.h"
 #include "patterns/retry.h"
+#include "patterns/breaker.h"
 
 #endif
