@@ -28,5 +28,6 @@
 #include "patterns/server.h"
 #include "patterns/retry.h"
 #include "patterns/breaker.h"
+#include "patterns/saga.h"
 
 #endif
