@@ -160,10 +160,21 @@ static void fail_deadline(struct rst *st)
 	finish(st, HALO_FUT_ERROR, -ETIMEDOUT, NULL, msg);
 }
 
-static void start_attempt(struct rst *st)
+/* The timer of an attempt: the nearer of its timeout and the deadline. */
+static void arm_attempt_timer(struct rst *st)
 {
 	uint64_t at = 0;
 
+	if (st->bo.p.attempt_timeout_ns)
+		at = halo_now_ns() + st->bo.p.attempt_timeout_ns;
+	if (st->deadline_ns && (!at || st->deadline_ns <= at))
+		at = st->deadline_ns;
+	if (at)
+		arm_timer(st, at);
+}
+
+static void start_attempt(struct rst *st)
+{
 	st->attempts++;
 	st->phase = IN_ATTEMPT;
 	st->why = WHY_NONE;
@@ -175,12 +186,10 @@ static void start_attempt(struct rst *st)
 		finish(st, HALO_FUT_ERROR, -ENOMEM, NULL, st->last_msg);
 		return;
 	}
-	if (st->bo.p.attempt_timeout_ns)
-		at = halo_now_ns() + st->bo.p.attempt_timeout_ns;
-	if (st->deadline_ns && (!at || st->deadline_ns <= at))
-		at = st->deadline_ns;
-	if (at)
-		arm_timer(st, at);
+	if (st->why == WHY_CANCEL) /* fn cancelled the retry itself */
+		halo_fut_cancel(st->att);
+	else
+		arm_attempt_timer(st);
 	st->w_att.fn = on_attempt;
 	st->w_att.arg = st;
 	halo_fut_add_waiter(st->att, &st->w_att);
@@ -289,7 +298,8 @@ static void on_cancel(halo_fut *out, void *arg)
 	st->why = WHY_CANCEL;
 	st->phase = STOPPING;
 	drop_timer(st);
-	halo_fut_cancel(st->att);
+	if (st->att) /* else fn is still starting it: start_attempt cancels */
+		halo_fut_cancel(st->att);
 }
 
 halo_fut *halo_retry_at(halo_loop *loop, const halo_retry_policy *policy,

@@ -228,6 +228,8 @@ static void start_step(struct halo_saga *sg, size_t i)
 	}
 	s->status = S_RUNNING;
 	sg->running++;
+	if (sg->failed) /* the saga was cancelled while run was starting it */
+		halo_fut_cancel(s->f);
 	if (tmo) {
 		s->timer = halo_timer_at(sg->loop, s->t0 + tmo);
 		if (s->timer) {
@@ -383,6 +385,9 @@ static void on_cancel(halo_fut *out, void *arg)
 			return;
 		}
 	}
+	/* a step's run cancelled the saga before any step of the group was
+	 * running: blame the first one, which start_step then cancels */
+	record_failure(sg, sg->g0, -ECANCELED, "saga cancelled");
 }
 
 halo_fut *halo_saga_run_at(halo_loop *loop, const halo_saga_step *steps,

@@ -122,6 +122,36 @@ START_TEST(test_cancelled_retry_leaves_nothing_in_flight)
 }
 END_TEST
 
+/* The second attempt cancels the retry it belongs to while starting. */
+struct self_cancel {
+	int fd;
+	halo_fut *retry;
+};
+
+static halo_fut *cancel_self(halo_loop *l, void *arg, unsigned attempt)
+{
+	struct self_cancel *sc = arg;
+
+	if (attempt == 1)
+		return halo_fut_delayed_failed(l, 1 * MS, -EIO, NULL);
+	halo_fut_cancel(sc->retry);
+	return halo_read(l, sc->fd, rbuf, sizeof(rbuf), -1);
+}
+
+START_TEST(test_attempt_that_cancels_its_retry_is_cancelled_too)
+{
+	halo_retry_policy p = {.base_delay_ns = 1 * MS};
+	struct self_cancel sc = {.fd = pfd[0]};
+	halo_retry_report rep;
+
+	sc.retry = halo_retry(&loop, &p, cancel_self, &sc, &rep);
+	ck_assert_int_eq(halo_fut_wait(sc.retry), -ECANCELED);
+	ck_assert_uint_eq(rep.attempts, 2);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	halo_fut_release(sc.retry);
+}
+END_TEST
+
 START_TEST(test_cancel_during_backoff_completes_at_once)
 {
 	struct flaky fl = {.fails = 10, .ms = 1, .err = -EIO};
@@ -324,6 +354,8 @@ Suite *retry_suite(void)
 		       test_retry_predicate_refuses_an_error_after_one_attempt);
 	tcase_add_test(tc, test_cancelled_retry_leaves_nothing_in_flight);
 	tcase_add_test(tc, test_cancel_during_backoff_completes_at_once);
+	tcase_add_test(tc,
+		       test_attempt_that_cancels_its_retry_is_cancelled_too);
 	tcase_add_test(
 	    tc, test_attempt_timeout_cancels_each_attempt_and_fails_etimedout);
 	tcase_add_test(tc,
