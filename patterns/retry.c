@@ -327,7 +327,8 @@ halo_fut *halo_retry_at(halo_loop *loop, const halo_retry_policy *policy,
 	st->arg = arg;
 	st->report = report;
 	halo_backoff_init(&st->bo, policy);
-	st->start_ns = halo_now_ns();
+	if (report || st->bo.p.timeout_ns)
+		st->start_ns = halo_now_ns();
 	if (st->bo.p.timeout_ns)
 		st->deadline_ns = st->start_ns + st->bo.p.timeout_ns;
 	if (report)

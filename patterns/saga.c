@@ -109,7 +109,8 @@ static void finish(struct halo_saga *sg)
 		rep->outcome = HALO_SAGA_COMP_FAILED;
 	else
 		rep->outcome = HALO_SAGA_COMPENSATED;
-	rep->elapsed_ns = halo_now_ns() - sg->start_ns;
+	if (sg->start_ns)
+		rep->elapsed_ns = halo_now_ns() - sg->start_ns;
 	if (sg->o.report)
 		*sg->o.report = *rep;
 	if (sg->o.on_final)
@@ -218,7 +219,7 @@ static void start_step(struct halo_saga *sg, size_t i)
 	struct slot *s = &sg->slots[i];
 	uint64_t tmo = st->timeout_ns ? st->timeout_ns : sg->o.step_timeout_ns;
 
-	s->t0 = halo_now_ns();
+	s->t0 = tmo || sg->o.trace ? halo_now_ns() : 0;
 	s->timed_out = false;
 	trace(sg, HALO_SAGA_STEP_START, i, 0, 0);
 	s->f = st->run(sg, sg->ctx);
@@ -291,7 +292,7 @@ static void start_comp(struct halo_saga *sg, size_t i)
 	sg->ask_abort = sg->ask_cont = false;
 	rep->comp_ran |= 1ull << i;
 	rep->comp_order[rep->comp_n++] = (uint8_t)i;
-	sg->ct0 = halo_now_ns();
+	sg->ct0 = sg->o.trace ? halo_now_ns() : 0;
 	trace(sg, HALO_SAGA_COMP_START, i, 0, 0);
 	if (st->comp_retry) {
 		sg->comp_policy = *st->comp_retry;
@@ -423,7 +424,8 @@ halo_fut *halo_saga_run_at(halo_loop *loop, const halo_saga_step *steps,
 	sg->ctx = ctx;
 	if (opts)
 		sg->o = *opts;
-	sg->start_ns = halo_now_ns();
+	if (sg->o.report || sg->o.on_final)
+		sg->start_ns = halo_now_ns();
 	sg->rep.failed_step = sg->rep.aborted_at = sg->rep.recovered_at =
 	    SIZE_MAX;
 	for (size_t i = 0; i < n; i++) {
