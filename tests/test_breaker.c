@@ -300,6 +300,39 @@ START_TEST(test_bad_options_are_refused)
 }
 END_TEST
 
+static halo_fut *nop_call(halo_loop *l, void *arg)
+{
+	(void)arg;
+	return halo_nop(l);
+}
+
+static void breaker_round(halo_breaker *br)
+{
+	halo_fut *f[32];
+
+	for (int i = 0; i < 32; i++)
+		f[i] = halo_breaker_call(br, nop_call, NULL);
+	for (int i = 0; i < 32; i++)
+		ck_assert_int_eq(halo_fut_join(f[i]), 0);
+}
+
+START_TEST(test_breaker_call_allocates_nothing_after_warm_up)
+{
+	halo_breaker br;
+	halo_breaker_opts o = {.slow_call_ns = 1000 * MS};
+	halo_stats a, b;
+
+	ck_assert_int_eq(halo_breaker_init(&br, &loop, &o), 0);
+	breaker_round(&br);
+	halo_loop_stats(&loop, &a);
+	for (int r = 0; r < 10; r++)
+		breaker_round(&br);
+	halo_loop_stats(&loop, &b);
+	ck_assert_uint_eq(b.pool_allocs, a.pool_allocs);
+	halo_breaker_close(&br);
+}
+END_TEST
+
 Suite *breaker_suite(void)
 {
 	Suite *s = suite_create("breaker");
@@ -319,6 +352,7 @@ Suite *breaker_suite(void)
 		       test_outcomes_from_before_a_state_change_do_not_move_it);
 	tcase_add_test(tc, test_cancelling_a_breaker_call_cancels_the_call);
 	tcase_add_test(tc, test_bad_options_are_refused);
+	tcase_add_test(tc, test_breaker_call_allocates_nothing_after_warm_up);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -340,6 +340,37 @@ START_TEST(test_same_seed_same_delays_and_rng_hook_is_used)
 }
 END_TEST
 
+static halo_fut *nop_attempt(halo_loop *l, void *arg, unsigned attempt)
+{
+	(void)arg;
+	(void)attempt;
+	return halo_nop(l);
+}
+
+static void retry_round(void)
+{
+	halo_retry_policy p = {.attempt_timeout_ns = 1000 * MS};
+	halo_fut *f[32];
+
+	for (int i = 0; i < 32; i++)
+		f[i] = halo_retry(&loop, &p, nop_attempt, NULL, NULL);
+	for (int i = 0; i < 32; i++)
+		ck_assert_int_eq(halo_fut_join(f[i]), 0);
+}
+
+START_TEST(test_retry_allocates_nothing_after_warm_up)
+{
+	halo_stats a, b;
+
+	retry_round();
+	halo_loop_stats(&loop, &a);
+	for (int r = 0; r < 10; r++)
+		retry_round();
+	halo_loop_stats(&loop, &b);
+	ck_assert_uint_eq(b.pool_allocs, a.pool_allocs);
+}
+END_TEST
+
 Suite *retry_suite(void)
 {
 	Suite *s = suite_create("retry");
@@ -369,6 +400,7 @@ Suite *retry_suite(void)
 	    test_decorrelated_jitter_stays_between_base_and_three_times_prev);
 	tcase_add_test(tc, test_no_jitter_doubles_up_to_the_cap);
 	tcase_add_test(tc, test_same_seed_same_delays_and_rng_hook_is_used);
+	tcase_add_test(tc, test_retry_allocates_nothing_after_warm_up);
 	suite_add_tcase(s, tc);
 	return s;
 }

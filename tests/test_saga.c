@@ -210,6 +210,31 @@ START_TEST(test_committed_saga_passes_effects_by_name_and_traces_each_step)
 }
 END_TEST
 
+START_TEST(test_tracer_sees_compensations_in_reverse_order)
+{
+	struct order o = ORDER(2, 1, 0, -1, -1);
+	struct tracelog tl = {0};
+	halo_saga_opts opts = {.trace = tracer, .trace_arg = &tl};
+	halo_fut *s = halo_saga_run(&loop, order_steps, 3, &o, &opts);
+	/* start/end of the 3 steps, then of refund and of unreserve */
+	halo_saga_event_kind kinds[] = {
+	    HALO_SAGA_STEP_START, HALO_SAGA_STEP_END,	HALO_SAGA_STEP_START,
+	    HALO_SAGA_STEP_END,	  HALO_SAGA_STEP_START, HALO_SAGA_STEP_END,
+	    HALO_SAGA_COMP_START, HALO_SAGA_COMP_END,	HALO_SAGA_COMP_START,
+	    HALO_SAGA_COMP_END};
+	size_t steps[] = {0, 0, 1, 1, 2, 2, 1, 1, 0, 0};
+
+	ck_assert_int_eq(halo_fut_join(s), -EIO);
+	ck_assert_int_eq(tl.n, 10);
+	for (int i = 0; i < 10; i++) {
+		ck_assert_int_eq(tl.ev[i].kind, kinds[i]);
+		ck_assert_uint_eq(tl.ev[i].step, steps[i]);
+	}
+	ck_assert_int_eq(tl.ev[5].result, -EIO);
+	ck_assert_uint_ge(tl.ev[7].duration_ns, 1 * MS);
+}
+END_TEST
+
 START_TEST(test_compensation_that_fails_twice_succeeds_under_retry)
 {
 	halo_retry_policy pol = {.max_attempts = 5, .base_delay_ns = 1 * MS};
@@ -467,6 +492,43 @@ START_TEST(test_bad_definitions_fail_with_einval)
 }
 END_TEST
 
+static halo_fut *nop_step(halo_saga *sg, void *ctx)
+{
+	(void)ctx;
+	return halo_nop(halo_saga_loop(sg));
+}
+
+static void saga_round(void)
+{
+	static const halo_saga_step steps[] = {
+	    {.name = "a", .run = nop_step, .compensate = nop_step},
+	    {.name = "b", .run = nop_step, .flags = HALO_SAGA_ASYNC},
+	    {.name = "c",
+	     .run = nop_step,
+	     .flags = HALO_SAGA_ASYNC,
+	     .timeout_ns = 1000 * MS},
+	};
+	halo_fut *f[16];
+
+	for (int i = 0; i < 16; i++)
+		f[i] = halo_saga_run(&loop, steps, 3, NULL, NULL);
+	for (int i = 0; i < 16; i++)
+		ck_assert_int_eq(halo_fut_join(f[i]), 3);
+}
+
+START_TEST(test_saga_allocates_nothing_after_warm_up)
+{
+	halo_stats a, b;
+
+	saga_round();
+	halo_loop_stats(&loop, &a);
+	for (int r = 0; r < 10; r++)
+		saga_round();
+	halo_loop_stats(&loop, &b);
+	ck_assert_uint_eq(b.pool_allocs, a.pool_allocs);
+}
+END_TEST
+
 Suite *saga_suite(void)
 {
 	Suite *s = suite_create("saga");
@@ -492,6 +554,8 @@ Suite *saga_suite(void)
 	tcase_add_test(tc, test_cancelled_saga_compensates_and_ends_cancelled);
 	tcase_add_test(tc, test_saga_runs_inside_a_fiber);
 	tcase_add_test(tc, test_bad_definitions_fail_with_einval);
+	tcase_add_test(tc, test_saga_allocates_nothing_after_warm_up);
+	tcase_add_test(tc, test_tracer_sees_compensations_in_reverse_order);
 	suite_add_tcase(s, tc);
 	return s;
 }
