@@ -95,7 +95,11 @@ typedef halo_fut *(*halo_retry_fn)(halo_loop *loop, void *arg,
  * completes CANCELLED once that attempt is done (OK, like an I/O future,
  * if the attempt won the race). report (may be NULL) must stay valid
  * until the future is done. The caller owns one reference; NULL on
- * exhaustion (then fn was not called). */
+ * exhaustion (then fn was not called).
+ * In a fiber, the first attempt is started by the fiber and an I/O attempt
+ * is owned by it as usual (fiber.h); later ones are started by the loop.
+ * Cancelling the fiber stops its wait, not the retry: cancel the retry's
+ * future, or add it to a scope, to stop it. */
 HALO_API halo_fut *halo_retry_at(halo_loop *loop,
 				 const halo_retry_policy *policy,
 				 halo_retry_fn fn, void *arg,

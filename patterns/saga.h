@@ -18,7 +18,11 @@
  *   first step whose effect is not in place (steps compensated meanwhile
  *   run again). Once per saga.
  * A compensation that fails for good without asking anything is reported
- * and compensating goes on with the earlier steps. */
+ * and compensating goes on with the earlier steps.
+ *
+ * An asynchronous group is bounded in time by its steps' timeouts (each
+ * step's own, or the saga's step_timeout_ns). Up to about a dozen steps, a
+ * saga's state comes from the loop's pools: no heap after warm-up. */
 #ifndef HALO_PATTERNS_SAGA_H
 #define HALO_PATTERNS_SAGA_H
 
