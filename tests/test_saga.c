@@ -130,6 +130,99 @@ static void on_final(halo_saga *sg, const halo_saga_report *rep, void *arg)
 		.abort_at = (abort), .continue_at = (cont)                     \
 	}
 
+/* The service engineer's story: reserve, charge through a circuit breaker,
+ * ship; shipping fails, the refund is retried with backoff until the
+ * ledger takes it, then the stock is released. */
+struct shop {
+	halo_breaker payments;
+	unsigned refund_tries;
+	int log[8], log_n;
+};
+
+static halo_fut *shop_reserve(halo_saga *sg, void *ctx)
+{
+	(void)ctx;
+	return halo_fut_delayed(halo_saga_loop(sg), 1 * MS, 1, NULL);
+}
+
+static halo_fut *shop_release(halo_saga *sg, void *ctx)
+{
+	struct shop *sh = ctx;
+
+	sh->log[sh->log_n++] = 0;
+	return halo_fut_delayed(halo_saga_loop(sg), 1 * MS, 0, NULL);
+}
+
+static halo_fut *card_api(halo_loop *l, void *arg)
+{
+	return halo_fut_delayed(l, 1 * MS, 4200, arg); /* cents charged */
+}
+
+static halo_fut *shop_charge(halo_saga *sg, void *ctx)
+{
+	struct shop *sh = ctx;
+
+	(void)sg;
+	return halo_breaker_call(&sh->payments, card_api, sh);
+}
+
+static halo_fut *shop_refund(halo_saga *sg, void *ctx)
+{
+	struct shop *sh = ctx;
+	int64_t cents = 0;
+
+	ck_assert_int_eq(halo_saga_effect(sg, "charge", &cents, NULL), 0);
+	ck_assert_int_eq(cents, 4200);
+	if (++sh->refund_tries < 3)
+		return halo_fut_delayed_failed(halo_saga_loop(sg), 1 * MS,
+					       -EAGAIN, "ledger busy");
+	sh->log[sh->log_n++] = 1;
+	return halo_fut_delayed(halo_saga_loop(sg), 1 * MS, 0, NULL);
+}
+
+static halo_fut *shop_ship(halo_saga *sg, void *ctx)
+{
+	(void)ctx;
+	return halo_fut_delayed_failed(halo_saga_loop(sg), 1 * MS, -EIO,
+				       "carrier down");
+}
+
+START_TEST(test_order_saga_with_breaker_and_retried_refund)
+{
+	static const halo_retry_policy patient = {
+	    .max_attempts = 5, .base_delay_ns = 1 * MS, .seed = 3};
+	static const halo_saga_step steps[] = {
+	    {.name = "reserve",
+	     .run = shop_reserve,
+	     .compensate = shop_release},
+	    {.name = "charge",
+	     .run = shop_charge,
+	     .compensate = shop_refund,
+	     .comp_retry = &patient},
+	    {.name = "ship", .run = shop_ship},
+	};
+	struct shop sh = {0};
+	halo_saga_report rep;
+	halo_breaker_stats bs;
+	halo_fut *s;
+
+	ck_assert_int_eq(halo_breaker_init(&sh.payments, &loop, NULL), 0);
+	s = halo_saga_run(&loop, steps, 3, &sh,
+			  &(halo_saga_opts){.report = &rep});
+	ck_assert_int_eq(halo_fut_join(s), -EIO);
+	ck_assert_str_eq(rep.failed_name, "ship");
+	ck_assert_int_eq(rep.outcome, HALO_SAGA_COMPENSATED);
+	ck_assert_uint_eq(sh.refund_tries, 3);
+	ck_assert_int_eq(sh.log_n, 2);
+	ck_assert_int_eq(sh.log[0], 1); /* refunded, */
+	ck_assert_int_eq(sh.log[1], 0); /* then released */
+	halo_breaker_get_stats(&sh.payments, &bs);
+	ck_assert_uint_eq(bs.calls, 1);
+	ck_assert_uint_eq(bs.successes, 1);
+	halo_breaker_close(&sh.payments);
+}
+END_TEST
+
 START_TEST(test_third_step_fails_and_compensations_run_2_then_1)
 {
 	struct order o = ORDER(2, 1, 0, -1, -1);
@@ -536,6 +629,7 @@ Suite *saga_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, tu_timeout(10));
+	tcase_add_test(tc, test_order_saga_with_breaker_and_retried_refund);
 	tcase_add_test(tc,
 		       test_third_step_fails_and_compensations_run_2_then_1);
 	tcase_add_test(
