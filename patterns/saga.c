@@ -291,7 +291,9 @@ static void start_comp(struct halo_saga *sg, size_t i)
 	sg->in_comp = true;
 	sg->ask_abort = sg->ask_cont = false;
 	rep->comp_ran |= 1ull << i;
-	rep->comp_order[rep->comp_n++] = (uint8_t)i;
+	if (rep->comp_n < HALO_SAGA_MAX_STEPS) /* a recovered saga may
+						  compensate twice */
+		rep->comp_order[rep->comp_n++] = (uint8_t)i;
 	sg->ct0 = sg->o.trace ? halo_now_ns() : 0;
 	trace(sg, HALO_SAGA_COMP_START, i, 0, 0);
 	if (st->comp_retry) {

@@ -107,7 +107,8 @@ typedef struct halo_saga_report {
 	uint64_t comp_ok;	 /* bit i: ... and succeeded */
 	uint64_t comp_failed;	 /* bit i: ... and failed for good */
 	uint8_t comp_order[HALO_SAGA_MAX_STEPS]; /* steps compensated, in the
-						    order they ran */
+						    order they ran (the first
+						    64) */
 	size_t comp_n;
 	size_t aborted_at;   /* step whose compensation aborted, or
 				SIZE_MAX */
