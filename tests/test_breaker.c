@@ -114,8 +114,8 @@ START_TEST(test_slow_calls_count_as_failures)
 {
 	halo_breaker br;
 	halo_breaker_opts o = {
-	    .window = 10, .min_calls = 4, .slow_call_ns = 10 * MS};
-	struct dep slow = {.ms = 25}, fast = {.ms = 0};
+	    .window = 10, .min_calls = 4, .slow_call_ns = 40 * MS};
+	struct dep slow = {.ms = 80}, fast = {.ms = 0};
 	halo_breaker_stats st;
 
 	ck_assert_int_eq(halo_breaker_init(&br, &loop, &o), 0);
