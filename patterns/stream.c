@@ -1030,6 +1030,9 @@ static void stage_free(halo_stream *s)
 	drop_ring(s);
 	if (s->kind == K_FLAT)
 		flat_drop_lists(s);
+	for (uint32_t i = 0; i < s->slots_n; i++)
+		if (s->slots[i].has_out)
+			drop_item(s, &s->slots[i].out);
 	if (s->bat)
 		drop_batch(s, s->bat, s->kind == K_UNBATCH ? s->bat_pos : 0);
 	if (s->slots)
@@ -1450,7 +1453,7 @@ void halo_stream_cancel(halo_stream *s)
 
 void halo_stream_close(halo_stream *s)
 {
-	if (!s)
+	if (!s || s->down) /* a stage's input belongs to the stage */
 		return;
 	s->closed = true;
 	if (!s->ended) {
