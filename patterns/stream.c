@@ -76,7 +76,7 @@ struct halo_stream {
 	halo_stream_item *ring;
 	uint32_t cap, head, n;
 	bool started, ended, failing, cut_up, closed, user_cancel, pumping,
-		again, kick_posted, fin_posted;
+		again, kick_posted, fin_posted, fresh, took;
 	int err;
 	uint64_t err_idx;
 	char err_stage[32];
@@ -183,15 +183,13 @@ static void wake_down(halo_stream *s, halo_stream *down)
 		deliver_next(s);
 }
 
-static halo_stream *down_of(halo_stream *s)
-{
-	return s->down;
-}
 
+/* Push an item; the consumer is woken once per pump pass, not per item,
+ * so that it drains what came in one go. Outside a pump, kick(s) after. */
 static void emit(halo_stream *s, halo_stream_item it)
 {
 	ring_push(s, it);
-	wake_down(s, down_of(s));
+	s->fresh = true;
 }
 
 /* --- busy time and in-flight accounting --- */
@@ -228,12 +226,9 @@ static int up_avail(halo_stream *s)
 				   u->err_msg[0] ? u->err_msg : NULL);
 		return -1;
 	}
-	if (!u->started) {
-		kick(u);
-		if (u->n)
-			return 1;
-	}
-	return 0;
+	/* Refill: u may have stopped at a full ring that we just drained. */
+	kick(u);
+	return u->n ? 1 : 0;
 }
 
 static bool up_exhausted(const halo_stream *s)
@@ -247,7 +242,7 @@ static halo_stream_item up_take(halo_stream *s)
 
 	it.idx = s->in_n++;
 	s->st.in++;
-	kick(s->up); /* room upstream: it may pull more */
+	s->took = true; /* room upstream: it pulls more after this pass */
 	return it;
 }
 
@@ -275,7 +270,7 @@ static void try_end(halo_stream *s, bool input_done)
 	if (s->closed || s->kind == K_EACH || s->kind == K_COLLECT)
 		post_finalize(s);
 	else
-		wake_down(s, down_of(s));
+		s->fresh = true;
 }
 
 /* --- stage-specific cancellation --- */
@@ -724,6 +719,7 @@ int halo_stream_yield(halo_stream *s, int64_t v, void *p)
 	if (s->failing)
 		return -ECANCELED;
 	emit(s, (halo_stream_item){v, p, s->st.out});
+	kick(s);
 	return 0;
 }
 
@@ -982,6 +978,14 @@ static void kick(halo_stream *s)
 	do {
 		s->again = false;
 		pump(s);
+		if (s->took) {
+			s->took = false;
+			kick(s->up);
+		}
+		if (s->fresh) {
+			s->fresh = false;
+			wake_down(s, s->down);
+		}
 	} while (s->again);
 	s->pumping = false;
 }

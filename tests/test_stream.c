@@ -384,7 +384,7 @@ static halo_fut *read_pipe(halo_loop *l, const halo_stream_item *in,
 			   void *arg)
 {
 	(void)arg;
-	return halo_read(l, pipe_fd, pipe_buf[in->v], 8, (uint64_t)-1);
+	return halo_read(l, pipe_fd, pipe_buf[in->v], 8, -1);
 }
 
 START_TEST(test_cancel_reports_the_end_once_the_kernel_let_go)
