@@ -98,6 +98,7 @@ struct halo_stream {
 	slot *slots;
 	uint32_t slots_n, free_head, c, inflight;
 	uint64_t window, held, seq_head, seq_next;
+	uint32_t head_i, next_i; /* seq_head, seq_next modulo slots_n */
 	struct node *ov_head, *ov_tail; /* unordered flat_map overflow */
 	uint64_t queued;		/* flat_map: items in lists */
 	halo_sem *budget;
@@ -138,9 +139,15 @@ static void stage_fail(halo_stream *s, int err, uint64_t idx,
 
 /* --- the output ring --- */
 
-static void ring_push(halo_stream *s, halo_stream_item it)
+/* Wrap by comparison: a division per item costs more than the rest of a
+ * push. */
+static inline void ring_push(halo_stream *s, halo_stream_item it)
 {
-	s->ring[(s->head + s->n) % s->cap] = it;
+	uint32_t i = s->head + s->n;
+
+	if (i >= s->cap)
+		i -= s->cap;
+	s->ring[i] = it;
 	s->n++;
 	s->st.out++;
 	if (s->n > s->st.queued_max)
@@ -151,7 +158,8 @@ static halo_stream_item ring_pop(halo_stream *s)
 {
 	halo_stream_item it = s->ring[s->head];
 
-	s->head = (s->head + 1) % s->cap;
+	if (++s->head == s->cap)
+		s->head = 0;
 	s->n--;
 	if (s->held)
 		s->held--;
@@ -186,7 +194,7 @@ static void wake_down(halo_stream *s, halo_stream *down)
 
 /* Push an item; the consumer is woken once per pump pass, not per item,
  * so that it drains what came in one go. Outside a pump, kick(s) after. */
-static void emit(halo_stream *s, halo_stream_item it)
+static inline void emit(halo_stream *s, halo_stream_item it)
 {
 	ring_push(s, it);
 	s->fresh = true;
@@ -212,6 +220,11 @@ static void inflight_dec(halo_stream *s)
 
 /* --- upstream --- */
 
+static bool is_lazy(const halo_stream *u)
+{
+	return u->kind == K_RANGE || u->kind == K_ARRAY;
+}
+
 /* 1 if up has an item now, -1 if it ended (its failure becomes ours), 0 if
  * not yet (it will kick us). */
 static int up_avail(halo_stream *s)
@@ -219,6 +232,8 @@ static int up_avail(halo_stream *s)
 	halo_stream *u = s->up;
 
 	if (u->n)
+		return 1;
+	if (is_lazy(u) && u->left && !u->failing)
 		return 1;
 	if (u->ended) {
 		if (u->err && !s->failing && !s->cut_up)
@@ -236,9 +251,25 @@ static bool up_exhausted(const halo_stream *s)
 	return s->up->ended && !s->up->n;
 }
 
+static halo_stream_item range_item(halo_stream *s)
+{
+	halo_stream_item it;
+
+	it.idx = s->st.out++;
+	if (s->arr) {
+		it.v = (int64_t)it.idx;
+		it.p = s->arr[it.idx];
+	} else {
+		it.v = s->range_next++;
+		it.p = NULL;
+	}
+	s->left--;
+	return it;
+}
+
 static halo_stream_item up_take(halo_stream *s)
 {
-	halo_stream_item it = ring_pop(s->up);
+	halo_stream_item it = s->up->n ? ring_pop(s->up) : range_item(s->up);
 
 	it.idx = s->in_n++;
 	s->st.in++;
@@ -382,8 +413,13 @@ static slot *slot_get(halo_stream *s)
 {
 	slot *sl;
 
-	if (s->ordered)
-		return &s->slots[s->seq_next++ % s->slots_n];
+	if (s->ordered) {
+		sl = &s->slots[s->next_i];
+		s->seq_next++;
+		if (++s->next_i == s->slots_n)
+			s->next_i = 0;
+		return sl;
+	}
 	sl = &s->slots[s->free_head];
 	s->free_head = sl->next_free;
 	return sl;
@@ -501,11 +537,13 @@ static void item_done(halo_fut *f, void *arg)
 static void map_deliver(halo_stream *s)
 {
 	while (s->seq_head < s->seq_next) {
-		slot *sl = &s->slots[s->seq_head % s->slots_n];
+		slot *sl = &s->slots[s->head_i];
 
 		if (sl->state != SL_DONE)
 			break;
 		s->seq_head++;
+		if (++s->head_i == s->slots_n)
+			s->head_i = 0;
 		if (sl->has_out) {
 			halo_stream_item it = sl->out;
 			slot_put(s, sl);
@@ -539,7 +577,7 @@ static void flat_deliver(halo_stream *s)
 		return;
 	}
 	while (s->seq_head < s->seq_next) {
-		slot *sl = &s->slots[s->seq_head % s->slots_n];
+		slot *sl = &s->slots[s->head_i];
 
 		while (s->n < s->cap && (nd = sl->head)) {
 			halo_stream_item it = nd->it;
@@ -553,6 +591,8 @@ static void flat_deliver(halo_stream *s)
 		if (sl->head || sl->state != SL_DONE)
 			break;
 		s->seq_head++;
+		if (++s->head_i == s->slots_n)
+			s->head_i = 0;
 		slot_put(s, sl);
 	}
 }
@@ -638,20 +678,14 @@ static void map_pump(halo_stream *s)
 
 /* --- sources --- */
 
+/* A range or array feeding a stage makes its items as they are taken,
+ * with no buffer in between; as the tail it fills its ring. */
 static void range_pump(halo_stream *s)
 {
-	while (!s->failing && s->left && s->n < s->cap) {
-		halo_stream_item it;
+	while (!s->failing && !s->down && s->left && s->n < s->cap) {
+		halo_stream_item it = range_item(s);
 
-		it.idx = s->st.out;
-		if (s->arr) {
-			it.v = (int64_t)it.idx;
-			it.p = s->arr[it.idx];
-		} else {
-			it.v = s->range_next++;
-			it.p = NULL;
-		}
-		s->left--;
+		s->st.out--; /* emit counts it */
 		emit(s, it);
 	}
 	try_end(s, !s->left);
@@ -961,7 +995,7 @@ static void posted_kick(void *arg)
 
 static void kick(halo_stream *s)
 {
-	if (halo_loop_in_fiber(s->loop)) {
+	if (s->loop->cur_fiber) {
 		if (s->kick_posted)
 			return;
 		if (halo_loop_post(s->loop, posted_kick, s) == 0) {
