@@ -241,8 +241,10 @@ static int up_avail(halo_stream *s)
 				   u->err_msg[0] ? u->err_msg : NULL);
 		return -1;
 	}
-	/* Refill: u may have stopped at a full ring that we just drained. */
-	kick(u);
+	/* A stage that stopped at a full ring is kicked after this pass
+	 * (took); only the first demand starts it here. */
+	if (!u->started)
+		kick(u);
 	return u->n ? 1 : 0;
 }
 
@@ -408,6 +410,20 @@ static bool permit(halo_stream *s)
 /* --- map, flat_map, for_each --- */
 
 static void item_done(halo_fut *f, void *arg);
+static void posted_kick(void *arg);
+
+/* One pump pass for all the items that completed in this tick: the pass
+ * runs from the ready queue after their callbacks, so a tick's completions
+ * start their successors and reach the consumer in one go. */
+static void kick_later(halo_stream *s)
+{
+	if (s->kick_posted)
+		return;
+	if (halo_loop_post(s->loop, posted_kick, s) == 0)
+		s->kick_posted = true;
+	else
+		kick(s);
+}
 
 static slot *slot_get(halo_stream *s)
 {
@@ -530,7 +546,7 @@ static void item_done(halo_fut *f, void *arg)
 		slot_put(s, sl);
 		emit(s, it);
 	}
-	kick(s);
+	kick_later(s);
 }
 
 /* Ordered map: hand out the finished head of the window. */
@@ -1014,7 +1030,8 @@ static void kick(halo_stream *s)
 		pump(s);
 		if (s->took) {
 			s->took = false;
-			kick(s->up);
+			if (!is_lazy(s->up) || !s->up->left)
+				kick(s->up);
 		}
 		if (s->fresh) {
 			s->fresh = false;
