@@ -58,9 +58,11 @@ struct halo_stream_emitter {
 	halo_stream_item in;
 	halo_stream_item out; /* ordered map: the result waiting its turn */
 	struct node *head, *tail; /* ordered flat_map: emitted, not moved */
+	halo_fut *timer; /* timeout_ns */
+	halo_waiter tw;
 	uint32_t next_free;
 	uint8_t state;
-	bool has_out, has_permit;
+	bool has_out, has_permit, timed_out;
 };
 
 typedef struct halo_stream_emitter slot;
@@ -465,6 +467,40 @@ static void item_failed(halo_stream *s, slot *sl, int err, const char *msg)
 		s->o.on_fail(s, &sl->in, err, msg, s->o.fail_arg);
 }
 
+static void timeout_fired(halo_fut *t, void *arg)
+{
+	slot *sl = arg;
+
+	sl->timer = NULL;
+	if (halo_fut_status(t) == HALO_FUT_OK && sl->f) {
+		sl->timed_out = true;
+		halo_fut_cancel(sl->f);
+	}
+	halo_fut_release(t);
+}
+
+/* A timer that cancels the work if it outlives timeout_ns; without memory
+ * for it the item just runs without a deadline. */
+static void arm_timeout(halo_stream *s, slot *sl)
+{
+	sl->timer = halo_timer_after(s->loop, s->o.timeout_ns);
+	if (!sl->timer)
+		return;
+	sl->tw.fn = timeout_fired;
+	sl->tw.arg = sl;
+	halo_fut_add_waiter(sl->timer, &sl->tw);
+}
+
+static void disarm_timeout(slot *sl)
+{
+	if (!sl->timer)
+		return;
+	halo_fut_remove_waiter(sl->timer, &sl->tw);
+	halo_fut_cancel(sl->timer);
+	halo_fut_release(sl->timer);
+	sl->timer = NULL;
+}
+
 static void map_start(halo_stream *s, halo_stream_item in)
 {
 	slot *sl = slot_get(s);
@@ -500,6 +536,8 @@ static void map_start(halo_stream *s, halo_stream_item in)
 	sl->f = f;
 	inflight_inc(s);
 	halo_fut_add_waiter(f, &sl->w);
+	if (s->o.timeout_ns)
+		arm_timeout(s, sl);
 }
 
 static void item_done(halo_fut *f, void *arg)
@@ -511,13 +549,17 @@ static void item_done(halo_fut *f, void *arg)
 	void *value = halo_fut_value(f);
 
 	sl->f = NULL;
+	disarm_timeout(sl);
 	inflight_dec(s);
 	if (sl->has_permit) {
 		sl->has_permit = false;
 		halo_sem_release(s->budget);
 	}
-	if (!ok)
+	if (!ok && sl->timed_out)
+		item_failed(s, sl, -ETIMEDOUT, "timed out");
+	else if (!ok)
 		item_failed(s, sl, r < 0 ? (int)r : -EIO, halo_fut_error_msg(f));
+	sl->timed_out = false;
 	halo_fut_release(f);
 	if (s->kind == K_EACH) {
 		s->count += ok;

@@ -74,6 +74,11 @@ typedef struct halo_stream_opts {
 	void *fail_arg;
 	halo_stream_drop_fn drop; /* items this stage discards */
 	void *drop_arg;
+	uint64_t timeout_ns; /* map, flat_map, for_each: an item's work that
+				runs longer is cancelled and fails with
+				-ETIMEDOUT (kernel-confirmed); the clock starts
+				when the work starts, so time an item waits in
+				a buffer never counts; 0: none */
 } halo_stream_opts;
 
 /* Per-stage counters. The stage whose busy_ns is close to the wall time

@@ -722,7 +722,7 @@ static int64_t chan_producer(halo_loop *l, void *arg)
 	return 0;
 }
 
-START_TEST(test_stream_from_a_channel_with_flat_map_and_unbatch)
+START_TEST(test_stream_from_a_channel_through_map_batch_and_unbatch)
 {
 	halo_chan ch;
 	halo_chan_opts co = {.cap = 3};
@@ -743,6 +743,124 @@ START_TEST(test_stream_from_a_channel_with_flat_map_and_unbatch)
 	ck_assert_int_eq(halo_fut_join(prod), 0);
 	halo_stream_close(s);
 	halo_chan_destroy(&ch, NULL, NULL);
+}
+END_TEST
+
+/* --- timeouts --- */
+
+/* Item 3 reads a pipe that never gets data; the others are quick. */
+static halo_fut *quick_or_stuck(halo_loop *l, const halo_stream_item *in,
+				void *arg)
+{
+	if (in->v == 3)
+		return read_pipe(l, in, arg);
+	return halo_fut_delayed(l, MS, in->v, NULL);
+}
+
+START_TEST(test_timeout_cancels_stuck_work_and_names_it)
+{
+	halo_stream_opts o = {.name = "fetch", .timeout_ns = 30 * MS};
+	halo_stream_error e;
+	halo_stream *s;
+	halo_stream_item it;
+	int fds[2], r, n = 0;
+	uint64_t t0 = halo_now_ns();
+
+	ck_assert_int_eq(pipe(fds), 0);
+	pipe_fd = fds[0];
+	s = halo_stream_map(halo_stream_range(&loop, 0, 10, NULL), 4,
+			    quick_or_stuck, NULL, &o);
+	while ((r = halo_stream_pull(s, &it)) == 1)
+		n++;
+	ck_assert_int_eq(r, -ETIMEDOUT);
+	ck_assert_int_eq(n, 3); /* ordered: 0, 1, 2 came before */
+	ck_assert_uint_ge(halo_now_ns() - t0, 30 * MS);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	ck_assert_int_eq(halo_stream_error_get(s, &e), -ETIMEDOUT);
+	ck_assert_uint_eq(e.index, 3);
+	ck_assert_str_eq(e.stage, "fetch");
+	halo_stream_close(s);
+	close(fds[0]);
+	close(fds[1]);
+}
+END_TEST
+
+/* A slow consumer does not make finished work time out: the clock runs
+ * only while the work does (the futures-rs #2047 symptom). */
+START_TEST(test_timeout_never_counts_time_spent_in_the_buffer)
+{
+	halo_stream_opts o = {.timeout_ns = 20 * MS, .buffer = 16};
+	halo_stream *s;
+	halo_stream_item it;
+	int n = 0, r;
+
+	s = halo_stream_map(halo_stream_range(&loop, 0, 20, NULL), 4,
+			    random_double, NULL, &o);
+	while ((r = halo_stream_pull(s, &it)) == 1) {
+		ck_assert_int_eq(it.v, 2 * n++);
+		ck_assert_int_eq(halo_sleep(&loop, 10 * MS), 0);
+	}
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(n, 20);
+	halo_stream_close(s);
+}
+END_TEST
+
+/* --- flat_map order --- */
+
+struct inner {
+	halo_stream_emitter *em;
+	int64_t base;
+};
+
+static struct inner inners[32];
+
+static int64_t inner_fiber(halo_loop *l, void *arg)
+{
+	struct inner *in = arg;
+
+	/* Emit while running, with random pauses between the items. */
+	for (int k = 0; k < 3; k++) {
+		if (halo_sleep(l, (uint64_t)(rand() % 3000) * 1000) < 0)
+			return -ECANCELED;
+		if (halo_stream_emit(in->em, in->base * 3 + k, NULL))
+			return -ECANCELED;
+	}
+	return 0;
+}
+
+static halo_fut *expand(halo_stream_emitter *em, const halo_stream_item *in,
+			void *arg)
+{
+	struct inner *x = &inners[in->v];
+
+	(void)arg;
+	x->em = em;
+	x->base = in->v;
+	return halo_spawn(&loop, inner_fiber, x);
+}
+
+START_TEST(test_ordered_flat_map_keeps_each_inputs_items_together)
+{
+	halo_stream_opts o = {.buffer = 4};
+	halo_stream_stats st;
+	halo_stream *s;
+	halo_stream_item it;
+	int64_t n = 0;
+
+	srand(3);
+	s = halo_stream_flat_map(halo_stream_range(&loop, 0, 30, NULL), 5,
+				 expand, NULL, &o);
+	while (halo_stream_pull(s, &it) == 1) {
+		ck_assert_int_eq(it.v, n);
+		ck_assert_uint_eq(it.idx, (uint64_t)(n / 3));
+		n++;
+	}
+	ck_assert_int_eq(n, 90);
+	halo_stream_stats_get(s, &st);
+	ck_assert_uint_le(st.inflight_max, 5);
+	ck_assert_uint_ge(st.inflight_max, 2); /* inner work overlapped */
+	halo_stream_close(s);
 }
 END_TEST
 
@@ -770,7 +888,10 @@ Suite *stream_suite(void)
 	tcase_add_test(tc, test_for_each_runs_at_most_concurrency_and_counts_items);
 	tcase_add_test(tc, test_cancelling_for_each_drains_before_it_completes);
 	tcase_add_test(tc, test_collect_filters_and_refuses_overflow);
-	tcase_add_test(tc, test_stream_from_a_channel_with_flat_map_and_unbatch);
+	tcase_add_test(tc, test_stream_from_a_channel_through_map_batch_and_unbatch);
+	tcase_add_test(tc, test_timeout_cancels_stuck_work_and_names_it);
+	tcase_add_test(tc, test_timeout_never_counts_time_spent_in_the_buffer);
+	tcase_add_test(tc, test_ordered_flat_map_keeps_each_inputs_items_together);
 	suite_add_tcase(s, tc);
 	return s;
 }
