@@ -58,6 +58,7 @@ struct halo_stream_emitter {
 	halo_stream_item in;
 	halo_stream_item out; /* ordered map: the result waiting its turn */
 	struct node *head, *tail; /* ordered flat_map: emitted, not moved */
+	halo_fut *space_f; /* emit_wait: resolved when the stage has room */
 	halo_fut *timer; /* timeout_ns */
 	halo_waiter tw;
 	uint32_t next_free;
@@ -655,6 +656,17 @@ static void flat_deliver(halo_stream *s)
 	}
 }
 
+/* Wake the inner works waiting in emit_wait once there is room, or the
+ * stage is failing (their emit then says so). */
+static void flat_wake_emitters(halo_stream *s)
+{
+	if (!s->failing && s->queued + s->n >= s->window)
+		return;
+	for (uint32_t i = 0; i < s->slots_n; i++)
+		if (s->slots[i].space_f)
+			halo_fut_resolve(s->slots[i].space_f, 0, NULL);
+}
+
 static void flat_drop_lists(halo_stream *s)
 {
 	struct node *nd;
@@ -700,8 +712,31 @@ int halo_stream_emit(halo_stream_emitter *em, int64_t v, void *p)
 		s->ov_tail = nd;
 	}
 	s->queued++;
+	if (s->queued + s->n > s->st.queued_max)
+		s->st.queued_max = s->queued + s->n;
 	kick(s);
 	return 0;
+}
+
+int halo_stream_emit_wait(halo_stream_emitter *em, int64_t v, void *p)
+{
+	halo_stream *s = em->s;
+
+	while (em->state == SL_RUN && !s->failing &&
+	       s->queued + s->n >= s->window) {
+		halo_fut *f = halo_fut_new(s->loop);
+		int64_t r;
+
+		if (!f)
+			return -ENOMEM;
+		em->space_f = f;
+		r = halo_fut_wait(f);
+		em->space_f = NULL;
+		halo_fut_release(f);
+		if (r < 0)
+			return (int)r;
+	}
+	return halo_stream_emit(em, v, p);
 }
 
 static bool work_room(halo_stream *s)
@@ -726,9 +761,10 @@ static void map_pump(halo_stream *s)
 		s->held++;
 		map_start(s, up_take(s));
 	}
-	if (s->kind == K_FLAT)
+	if (s->kind == K_FLAT) {
 		flat_deliver(s);
-	else if (s->ordered)
+		flat_wake_emitters(s);
+	} else if (s->ordered)
 		map_deliver(s);
 	try_end(s, up_exhausted(s) && !s->inflight &&
 			   s->seq_head == s->seq_next && !s->queued);
@@ -1005,8 +1041,10 @@ static void pump(halo_stream *s)
 {
 	s->started = true;
 	if (s->failing && s->kind != K_GEN) {
-		if (s->kind == K_FLAT)
+		if (s->kind == K_FLAT) {
 			flat_drop_lists(s);
+			flat_wake_emitters(s);
+		}
 		try_end(s, true);
 		return;
 	}
@@ -1581,7 +1619,7 @@ void halo_stream_stats_get(const halo_stream *s, halo_stream_stats *out)
 {
 	*out = s->st;
 	out->inflight = s->inflight;
-	out->queued = s->n;
+	out->queued = s->n + s->queued;
 	if (s->inflight)
 		out->busy_ns += halo_now_ns() - s->busy_t0;
 }

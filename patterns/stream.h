@@ -87,7 +87,8 @@ typedef struct halo_stream_stats {
 	uint64_t in, out;	/* items taken from upstream, emitted */
 	uint64_t failed;	/* items skipped after a failure */
 	uint64_t inflight, inflight_max;
-	uint64_t queued, queued_max; /* items in the output buffer */
+	uint64_t queued, queued_max; /* items in the output buffer (and,
+					for flat_map, emitted, not moved) */
 	uint64_t busy_ns;	/* time with at least one item in flight */
 } halo_stream_stats;
 
@@ -161,9 +162,18 @@ HALO_API halo_stream *halo_stream_flat_map(halo_stream *up,
 					   const halo_stream_opts *opts);
 
 /* Emit an item from a flat_map's inner work (from a callback or a fiber).
- * Returns 0, -ECANCELED if the stage is failing or the inner work is done
- * (p stays the caller's), -ENOMEM. */
+ * It never waits: what one inner work emits is held in full (a page of
+ * ids), so the stage's bound is buffer plus what its running inner works
+ * emitted. Returns 0, -ECANCELED if the stage is failing or the inner work
+ * is done (p stays the caller's), -ENOMEM. */
 HALO_API int halo_stream_emit(halo_stream_emitter *em, int64_t v, void *p);
+
+/* The same from an inner work's fiber, suspending while the stage holds
+ * buffer items or more: inner work that produces without end stays within
+ * the stage's bound. Returns as halo_stream_emit(), or -ECANCELED when the
+ * fiber is cancelled. */
+HALO_API int halo_stream_emit_wait(halo_stream_emitter *em, int64_t v,
+				   void *p);
 
 /* Keep the items for which fn returns true (a dropped item's p is fn's). */
 HALO_API halo_stream *halo_stream_filter(halo_stream *up,

@@ -864,6 +864,55 @@ START_TEST(test_ordered_flat_map_keeps_each_inputs_items_together)
 }
 END_TEST
 
+/* Inner work that produces without end stays within the stage's bound
+ * when it emits with emit_wait. */
+static int64_t endless_inner(halo_loop *l, void *arg)
+{
+	struct inner *in = arg;
+
+	(void)l;
+	for (int64_t k = 0;; k++)
+		if (halo_stream_emit_wait(in->em, in->base * 1000 + k, NULL))
+			return 0;
+}
+
+static halo_fut *expand_endless(halo_stream_emitter *em,
+				const halo_stream_item *in, void *arg)
+{
+	struct inner *x = &inners[in->v];
+
+	(void)arg;
+	x->em = em;
+	x->base = in->v;
+	return halo_spawn(&loop, endless_inner, x);
+}
+
+START_TEST(test_emit_wait_bounds_endless_inner_work)
+{
+	halo_stream_opts o = {.buffer = 4, .flags = HALO_UNORDERED};
+	halo_stream_stats st;
+	halo_stream *s, *fm;
+	halo_stream_item it;
+	halo_stats ls;
+
+	fm = halo_stream_flat_map(halo_stream_range(&loop, 0, 3, NULL), 2,
+				  expand_endless, NULL, &o);
+	s = halo_stream_take(fm, 200);
+	for (int i = 0; i < 200; i++) {
+		ck_assert_int_eq(halo_stream_pull(s, &it), 1);
+		ck_assert_int_lt(it.v % 1000, 1000);
+		halo_stream_stats_get(fm, &st);
+		ck_assert_uint_le(st.queued, 4);
+	}
+	ck_assert_int_eq(halo_stream_pull(s, &it), 0);
+	halo_stream_stats_get(fm, &st);
+	ck_assert_uint_le(st.queued_max, 4);
+	halo_loop_stats(&loop, &ls);
+	ck_assert_uint_eq(ls.live_fibers, 0);
+	halo_stream_close(s);
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
 	Suite *s = suite_create("stream");
@@ -892,6 +941,7 @@ Suite *stream_suite(void)
 	tcase_add_test(tc, test_timeout_cancels_stuck_work_and_names_it);
 	tcase_add_test(tc, test_timeout_never_counts_time_spent_in_the_buffer);
 	tcase_add_test(tc, test_ordered_flat_map_keeps_each_inputs_items_together);
+	tcase_add_test(tc, test_emit_wait_bounds_endless_inner_work);
 	suite_add_tcase(s, tc);
 	return s;
 }
