@@ -9,8 +9,8 @@
 #include "bench/bench.h"
 #include "halo.h"
 
-#define MS 1000000ull
-#define K 64
+#define MS     1000000ull
+#define K      64
 #define ROUNDS 5
 
 static halo_fut *nop_item(halo_loop *loop, const halo_stream_item *in,
@@ -192,10 +192,10 @@ struct page {
 };
 static struct page pages[16];
 static halo_loop *bl;
-#define PAGES 5
+#define PAGES	 5
 #define PER_PAGE 4
-#define PAGE_NS (4 * MS)
-#define CONT_NS (2 * MS)
+#define PAGE_NS	 (4 * MS)
+#define CONT_NS	 (2 * MS)
 
 static void page_done(halo_fut *f, void *arg)
 {
@@ -206,8 +206,8 @@ static void page_done(halo_fut *f, void *arg)
 		halo_stream_emit(p->em, p->page * PER_PAGE + k, NULL);
 }
 
-static halo_fut *fetch_page(halo_stream_emitter *em,
-			    const halo_stream_item *in, void *arg)
+static halo_fut *fetch_page(halo_stream_emitter *em, const halo_stream_item *in,
+			    void *arg)
 {
 	halo_fut *f = halo_timer_after(bl, PAGE_NS);
 
@@ -236,8 +236,9 @@ static void scraper(halo_loop *loop, int rounds)
 		halo_stream *s;
 		halo_stream_item it;
 
-		s = halo_stream_flat_map(halo_stream_range(loop, 0, PAGES, NULL),
-					 1, fetch_page, NULL, &u);
+		s = halo_stream_flat_map(
+		    halo_stream_range(loop, 0, PAGES, NULL), 1, fetch_page,
+		    NULL, &u);
 		s = halo_stream_map(s, 9, fetch_container, NULL, &u);
 		while (halo_stream_pull(s, &it) == 1)
 			;

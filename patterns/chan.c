@@ -126,8 +126,8 @@ int halo_chan_try_send(halo_chan *ch, int64_t v, void *p)
 	return 0;
 }
 
-halo_fut *halo_chan_send_at(halo_chan *ch, int64_t v, void *p,
-			    const char *file, int line)
+halo_fut *halo_chan_send_at(halo_chan *ch, int64_t v, void *p, const char *file,
+			    int line)
 {
 	int r = halo_chan_try_send(ch, v, p);
 	cwait *w;
@@ -165,8 +165,8 @@ int halo_chan_try_recv(halo_chan *ch, halo_chan_msg *out)
 	return 1;
 }
 
-halo_fut *halo_chan_recv_at(halo_chan *ch, halo_chan_msg *out,
-			    const char *file, int line)
+halo_fut *halo_chan_recv_at(halo_chan *ch, halo_chan_msg *out, const char *file,
+			    int line)
 {
 	int r = halo_chan_try_recv(ch, out);
 	cwait *w;

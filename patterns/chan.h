@@ -71,7 +71,8 @@ HALO_API int halo_chan_try_recv(halo_chan *ch, halo_chan_msg *out);
  * pending to stop waiting. Caller owns a reference; NULL on exhaustion. */
 HALO_API halo_fut *halo_chan_recv_at(halo_chan *ch, halo_chan_msg *out,
 				     const char *file, int line);
-#define halo_chan_recv(ch, out) halo_chan_recv_at((ch), (out), __FILE__, __LINE__)
+#define halo_chan_recv(ch, out)                                                \
+	halo_chan_recv_at((ch), (out), __FILE__, __LINE__)
 
 /* Messages buffered now. */
 HALO_API size_t halo_chan_len(const halo_chan *ch);

@@ -38,8 +38,9 @@ enum kind {
 };
 
 static const char *const kind_name[] = {
-	"range", "array",  "generate", "chan",	  "map",     "flat_map", "filter",
-	"buffer_ahead", "take", "batch", "unbatch", "for_each", "collect",
+    "range",	"array",    "generate",	    "chan", "map",
+    "flat_map", "filter",   "buffer_ahead", "take", "batch",
+    "unbatch",	"for_each", "collect",
 };
 
 enum { SL_FREE, SL_RUN, SL_DONE };
@@ -56,10 +57,10 @@ struct halo_stream_emitter {
 	halo_stream *s;
 	halo_fut *f;
 	halo_stream_item in;
-	halo_stream_item out; /* ordered map: the result waiting its turn */
+	halo_stream_item out;	  /* ordered map: the result waiting its turn */
 	struct node *head, *tail; /* ordered flat_map: emitted, not moved */
 	halo_fut *space_f; /* emit_wait: resolved when the stage has room */
-	halo_fut *timer; /* timeout_ns */
+	halo_fut *timer;   /* timeout_ns */
 	halo_waiter tw;
 	uint32_t next_free;
 	uint8_t state;
@@ -79,12 +80,12 @@ struct halo_stream {
 	halo_stream_item *ring;
 	uint32_t cap, head, n;
 	bool started, ended, failing, cut_up, closed, user_cancel, pumping,
-		again, kick_posted, fin_posted, fresh, took;
+	    again, kick_posted, fin_posted, fresh, took;
 	int err;
 	uint64_t err_idx;
 	char err_stage[32];
 	char err_msg[96];
-	uint64_t in_n;	 /* items taken from upstream */
+	uint64_t in_n;	  /* items taken from upstream */
 	uint32_t pending; /* futures and waits of this stage not done yet */
 	uint64_t busy_t0;
 	halo_fut *next_f;
@@ -101,7 +102,7 @@ struct halo_stream {
 	slot *slots;
 	uint32_t slots_n, free_head, c, inflight;
 	uint64_t window, held, seq_head, seq_next;
-	uint32_t head_i, next_i; /* seq_head, seq_next modulo slots_n */
+	uint32_t head_i, next_i;	/* seq_head, seq_next modulo slots_n */
 	struct node *ov_head, *ov_tail; /* unordered flat_map overflow */
 	uint64_t queued;		/* flat_map: items in lists */
 	halo_sem *budget;
@@ -137,8 +138,8 @@ struct halo_stream {
 };
 
 static void kick(halo_stream *s);
-static void stage_fail(halo_stream *s, int err, uint64_t idx,
-		       const char *stage, const char *msg);
+static void stage_fail(halo_stream *s, int err, uint64_t idx, const char *stage,
+		       const char *msg);
 
 /* --- the output ring --- */
 
@@ -193,7 +194,6 @@ static void wake_down(halo_stream *s, halo_stream *down)
 	else if (s->next_f)
 		deliver_next(s);
 }
-
 
 /* Push an item; the consumer is woken once per pump pass, not per item,
  * so that it drains what came in one go. Outside a pump, kick(s) after. */
@@ -354,8 +354,8 @@ static void set_str(char *dst, size_t size, const char *src)
 
 /* The first error of s: stop pulling, drop what is buffered, cancel the
  * work in flight and everything upstream; the end comes once all is idle. */
-static void stage_fail(halo_stream *s, int err, uint64_t idx,
-		       const char *stage, const char *msg)
+static void stage_fail(halo_stream *s, int err, uint64_t idx, const char *stage,
+		       const char *msg)
 {
 	if (s->failing || s->ended)
 		return;
@@ -367,7 +367,8 @@ static void stage_fail(halo_stream *s, int err, uint64_t idx,
 	drop_ring(s);
 	stage_cancel(s);
 	if (s->up)
-		stage_fail(s->up, -ECANCELED, 0, s->name, "cancelled downstream");
+		stage_fail(s->up, -ECANCELED, 0, s->name,
+			   "cancelled downstream");
 	kick(s);
 }
 
@@ -524,7 +525,8 @@ static void map_start(halo_stream *s, halo_stream_item in)
 			s->count++;
 			s->held--;
 		} else {
-			item_failed(s, sl, -ENOMEM, "work function returned NULL");
+			item_failed(s, sl, -ENOMEM,
+				    "work function returned NULL");
 			if (s->kind == K_MAP)
 				s->held--;
 		}
@@ -559,7 +561,8 @@ static void item_done(halo_fut *f, void *arg)
 	if (!ok && sl->timed_out)
 		item_failed(s, sl, -ETIMEDOUT, "timed out");
 	else if (!ok)
-		item_failed(s, sl, r < 0 ? (int)r : -EIO, halo_fut_error_msg(f));
+		item_failed(s, sl, r < 0 ? (int)r : -EIO,
+			    halo_fut_error_msg(f));
 	sl->timed_out = false;
 	halo_fut_release(f);
 	if (s->kind == K_EACH) {
@@ -672,8 +675,8 @@ static void flat_drop_lists(halo_stream *s)
 	struct node *nd;
 
 	for (uint32_t i = 0; i <= s->slots_n; i++) {
-		struct node **head = i < s->slots_n ? &s->slots[i].head
-						    : &s->ov_head;
+		struct node **head =
+		    i < s->slots_n ? &s->slots[i].head : &s->ov_head;
 		while ((nd = *head)) {
 			*head = nd->next;
 			drop_item(s, &nd->it);
@@ -767,7 +770,7 @@ static void map_pump(halo_stream *s)
 	} else if (s->ordered)
 		map_deliver(s);
 	try_end(s, up_exhausted(s) && !s->inflight &&
-			   s->seq_head == s->seq_next && !s->queued);
+		       s->seq_head == s->seq_next && !s->queued);
 }
 
 /* --- sources --- */
@@ -794,7 +797,8 @@ static void gen_done(halo_fut *f, void *arg)
 	s->pending--;
 	s->src_done = true;
 	if (r < 0)
-		stage_fail(s, (int)r, s->st.out, s->name, halo_fut_error_msg(f));
+		stage_fail(s, (int)r, s->st.out, s->name,
+			   halo_fut_error_msg(f));
 	halo_fut_release(f);
 	kick(s);
 }
@@ -941,8 +945,8 @@ static void batch_pump(halo_stream *s)
 	while (!s->failing) {
 		halo_batch *b = s->bat;
 
-		if (b && (b->n == s->batch_n || s->timer_fired ||
-			  up_exhausted(s))) {
+		if (b &&
+		    (b->n == s->batch_n || s->timer_fired || up_exhausted(s))) {
 			if (s->n >= s->cap)
 				break;
 			stop_timer(s);
@@ -955,8 +959,9 @@ static void batch_pump(halo_stream *s)
 		if (up_avail(s) <= 0)
 			break;
 		if (!b) {
-			b = halo_mem_alloc(s->loop, sizeof(*b) +
-						    s->batch_n * sizeof(b->items[0]));
+			b = halo_mem_alloc(
+			    s->loop,
+			    sizeof(*b) + s->batch_n * sizeof(b->items[0]));
 			if (!b) {
 				stage_fail(s, -ENOMEM, s->in_n, s->name,
 					   "no memory for a batch");
@@ -966,8 +971,8 @@ static void batch_pump(halo_stream *s)
 			b->cap = s->batch_n;
 			s->bat = b;
 			if (s->max_delay) {
-				s->timer = halo_timer_after(s->loop,
-							    s->max_delay);
+				s->timer =
+				    halo_timer_after(s->loop, s->max_delay);
 				if (s->timer) {
 					s->pending++;
 					s->timer_w.fn = timer_done;
@@ -985,7 +990,8 @@ static void batch_pump(halo_stream *s)
 void halo_stream_batch_free(halo_loop *loop, halo_batch *b)
 {
 	if (b)
-		halo_mem_free(loop, b, sizeof(*b) + b->cap * sizeof(b->items[0]));
+		halo_mem_free(loop, b,
+			      sizeof(*b) + b->cap * sizeof(b->items[0]));
 }
 
 static void drop_batch(halo_stream *s, halo_batch *b, size_t from)
@@ -1123,9 +1129,8 @@ static void kick(halo_stream *s)
 
 /* --- construction --- */
 
-static halo_stream *stage_new(halo_loop *loop, halo_stream *up,
-			      enum kind kind, size_t cap,
-			      const halo_stream_opts *opts)
+static halo_stream *stage_new(halo_loop *loop, halo_stream *up, enum kind kind,
+			      size_t cap, const halo_stream_opts *opts)
 {
 	halo_stream *s;
 
@@ -1171,7 +1176,8 @@ static void stage_free(halo_stream *s)
 	if (s->bat)
 		drop_batch(s, s->bat, s->kind == K_UNBATCH ? s->bat_pos : 0);
 	if (s->slots)
-		halo_mem_free(s->loop, s->slots, s->slots_n * sizeof(*s->slots));
+		halo_mem_free(s->loop, s->slots,
+			      s->slots_n * sizeof(*s->slots));
 	if (s->ring)
 		halo_mem_free(s->loop, s->ring, s->cap * sizeof(*s->ring));
 	halo_mem_free(s->loop, s, sizeof(*s));
@@ -1344,8 +1350,7 @@ halo_stream *halo_stream_take(halo_stream *up, uint64_t n)
 	return s;
 }
 
-halo_stream *halo_stream_batch(halo_stream *up, size_t n,
-			       uint64_t max_delay_ns,
+halo_stream *halo_stream_batch(halo_stream *up, size_t n, uint64_t max_delay_ns,
 			       const halo_stream_opts *opts)
 {
 	halo_stream *s;

@@ -52,24 +52,24 @@ typedef struct halo_batch {
 } halo_batch;
 
 /* flags */
-#define HALO_UNORDERED (1u << 0)   /* emit in completion order */
-#define HALO_STREAM_SKIP (1u << 1) /* a failed item is dropped and counted,
-				      not the end of the stream */
+#define HALO_UNORDERED (1u << 0) /* emit in completion order */
+#define HALO_STREAM_SKIP                                                       \
+	(1u << 1) /* a failed item is dropped and counted,                     \
+		     not the end of the stream */
 
-typedef void (*halo_stream_fail_fn)(halo_stream *s,
-				    const halo_stream_item *in, int err,
-				    const char *msg, void *arg);
+typedef void (*halo_stream_fail_fn)(halo_stream *s, const halo_stream_item *in,
+				    int err, const char *msg, void *arg);
 typedef void (*halo_stream_drop_fn)(const halo_stream_item *it, void *arg);
 
 /* Options of every stage and source; zero means default for each field. */
 typedef struct halo_stream_opts {
-	const char *name;   /* in stats and errors; default: the stage kind */
-	unsigned flags;	    /* HALO_UNORDERED, HALO_STREAM_SKIP */
-	size_t buffer;	    /* finished items held for the consumer beyond
-			       those in flight; default: the concurrency for
-			       map and flat_map, 16 for sources, 1 else */
-	halo_sem *budget;   /* shared concurrency budget: each item in flight
-			       also holds a permit, FIFO across stages */
+	const char *name; /* in stats and errors; default: the stage kind */
+	unsigned flags;	  /* HALO_UNORDERED, HALO_STREAM_SKIP */
+	size_t buffer;	  /* finished items held for the consumer beyond
+			     those in flight; default: the concurrency for
+			     map and flat_map, 16 for sources, 1 else */
+	halo_sem *budget; /* shared concurrency budget: each item in flight
+			     also holds a permit, FIFO across stages */
 	halo_stream_fail_fn on_fail; /* with HALO_STREAM_SKIP: each failure */
 	void *fail_arg;
 	halo_stream_drop_fn drop; /* items this stage discards */
@@ -84,12 +84,12 @@ typedef struct halo_stream_opts {
 /* Per-stage counters. The stage whose busy_ns is close to the wall time
  * while its input buffer is full is the chain's bottleneck. */
 typedef struct halo_stream_stats {
-	uint64_t in, out;	/* items taken from upstream, emitted */
-	uint64_t failed;	/* items skipped after a failure */
+	uint64_t in, out; /* items taken from upstream, emitted */
+	uint64_t failed;  /* items skipped after a failure */
 	uint64_t inflight, inflight_max;
 	uint64_t queued, queued_max; /* items in the output buffer (and,
 					for flat_map, emitted, not moved) */
-	uint64_t busy_ns;	/* time with at least one item in flight */
+	uint64_t busy_ns;	     /* time with at least one item in flight */
 } halo_stream_stats;
 
 /* Where and why a stream ended early. */
@@ -106,8 +106,7 @@ typedef struct halo_stream_error {
 typedef halo_fut *(*halo_stream_map_fn)(halo_loop *loop,
 					const halo_stream_item *in, void *arg);
 typedef halo_fut *(*halo_stream_flat_fn)(halo_stream_emitter *em,
-					 const halo_stream_item *in,
-					 void *arg);
+					 const halo_stream_item *in, void *arg);
 typedef bool (*halo_stream_filter_fn)(const halo_stream_item *in, void *arg);
 typedef int64_t (*halo_stream_gen_fn)(halo_stream *self, void *arg);
 
@@ -172,8 +171,7 @@ HALO_API int halo_stream_emit(halo_stream_emitter *em, int64_t v, void *p);
  * buffer items or more: inner work that produces without end stays within
  * the stage's bound. Returns as halo_stream_emit(), or -ECANCELED when the
  * fiber is cancelled. */
-HALO_API int halo_stream_emit_wait(halo_stream_emitter *em, int64_t v,
-				   void *p);
+HALO_API int halo_stream_emit_wait(halo_stream_emitter *em, int64_t v, void *p);
 
 /* Keep the items for which fn returns true (a dropped item's p is fn's). */
 HALO_API halo_stream *halo_stream_filter(halo_stream *up,

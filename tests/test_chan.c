@@ -211,11 +211,14 @@ Suite *chan_suite(void)
 	tcase_set_timeout(tc, tu_timeout(10));
 	tcase_add_test(tc, test_try_calls_are_fifo_and_respect_the_credit);
 	tcase_add_test(tc, test_send_waits_while_full_and_keeps_order);
-	tcase_add_test(tc, test_recv_waits_while_empty_and_gets_the_end_on_close);
-	tcase_add_test(tc, test_close_fails_blocked_senders_and_receivers_drain_first);
+	tcase_add_test(tc,
+		       test_recv_waits_while_empty_and_gets_the_end_on_close);
+	tcase_add_test(
+	    tc, test_close_fails_blocked_senders_and_receivers_drain_first);
 	tcase_add_test(tc, test_cancelled_send_withdraws_its_message);
 	tcase_add_test(tc, test_waiters_are_bounded);
-	tcase_add_test(tc, test_fibers_pass_a_thousand_messages_through_four_slots);
+	tcase_add_test(tc,
+		       test_fibers_pass_a_thousand_messages_through_four_slots);
 	tcase_add_test(tc, test_destroy_hands_buffered_messages_to_drop);
 	suite_add_tcase(s, tc);
 	return s;

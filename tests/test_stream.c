@@ -56,8 +56,8 @@ static int64_t page_fiber(halo_loop *l, void *arg)
 	return 0;
 }
 
-static halo_fut *fetch_page(halo_stream_emitter *em,
-			    const halo_stream_item *in, void *arg)
+static halo_fut *fetch_page(halo_stream_emitter *em, const halo_stream_item *in,
+			    void *arg)
 {
 	struct page_job *j = &pages[in->v];
 	halo_fut *f;
@@ -83,19 +83,21 @@ static halo_fut *fetch_container(halo_loop *l, const halo_stream_item *in,
 }
 
 /* Run the scraper over n pages; returns the wall time, checks every item. */
-static uint64_t scrape(int n, unsigned page_c, unsigned cont_c, halo_sem *budget)
+static uint64_t scrape(int n, unsigned page_c, unsigned cont_c,
+		       halo_sem *budget)
 {
-	halo_stream_opts po = {.name = "pages", .flags = HALO_UNORDERED,
-			       .budget = budget};
-	halo_stream_opts co = {.name = "containers", .flags = HALO_UNORDERED,
-			       .budget = budget};
+	halo_stream_opts po = {
+	    .name = "pages", .flags = HALO_UNORDERED, .budget = budget};
+	halo_stream_opts co = {
+	    .name = "containers", .flags = HALO_UNORDERED, .budget = budget};
 	halo_stream *ids, *items;
 	halo_stream_item it;
 	uint64_t t0 = halo_now_ns(), sum = 0;
 	int got = 0, r;
 
-	ids = halo_stream_flat_map(halo_stream_range(&loop, 0, (uint64_t)n, NULL),
-				   page_c, fetch_page, NULL, &po);
+	ids =
+	    halo_stream_flat_map(halo_stream_range(&loop, 0, (uint64_t)n, NULL),
+				 page_c, fetch_page, NULL, &po);
 	items = halo_stream_map(ids, cont_c, fetch_container, NULL, &co);
 	ck_assert_ptr_nonnull(items);
 	while ((r = halo_stream_pull(items, &it)) == 1) {
@@ -130,10 +132,9 @@ START_TEST(test_scraper_takes_pages_times_latency_plus_one_container)
 		t[i] = scrape(3, 1, 9, NULL);
 	qsort(t, 3, sizeof(t[0]), cmp_u64);
 	ck_assert_uint_ge(t[1], ideal);
-	ck_assert_msg(t[1] <= ideal + ideal / 10,
-		      "median %llu ms, ideal %llu ms",
-		      (unsigned long long)(t[1] / MS),
-		      (unsigned long long)(ideal / MS));
+	ck_assert_msg(
+	    t[1] <= ideal + ideal / 10, "median %llu ms, ideal %llu ms",
+	    (unsigned long long)(t[1] / MS), (unsigned long long)(ideal / MS));
 	ck_assert_int_eq(sc.inflight, 0);
 }
 END_TEST
@@ -258,9 +259,8 @@ START_TEST(test_generator_stops_when_take_has_ten_and_leaks_nothing)
 	int got = 0;
 
 	gen_calls = gen_exit = 0;
-	s = halo_stream_take(halo_stream_generate(&loop, counter_gen, NULL,
-						  NULL),
-			     10);
+	s = halo_stream_take(
+	    halo_stream_generate(&loop, counter_gen, NULL, NULL), 10);
 	while (halo_stream_pull(s, &it) == 1)
 		ck_assert_int_eq(it.v, got++);
 	ck_assert_int_eq(got, 10);
@@ -280,9 +280,9 @@ START_TEST(test_closing_a_consumer_after_ten_items_releases_the_generator)
 	halo_stats st;
 
 	gen_calls = gen_exit = 0;
-	s = halo_stream_map(halo_stream_generate(&loop, counter_gen, NULL,
-						 NULL),
-			    4, random_double, NULL, NULL);
+	s = halo_stream_map(
+	    halo_stream_generate(&loop, counter_gen, NULL, NULL), 4,
+	    random_double, NULL, NULL);
 	for (int i = 0; i < 10; i++)
 		ck_assert_int_eq(halo_stream_pull(s, &it), 1);
 	halo_stream_close(s);
@@ -296,8 +296,7 @@ END_TEST
 
 /* --- errors --- */
 
-static halo_fut *fail_seven(halo_loop *l, const halo_stream_item *in,
-			    void *arg)
+static halo_fut *fail_seven(halo_loop *l, const halo_stream_item *in, void *arg)
 {
 	(void)arg;
 	if (in->v == 7)
@@ -380,8 +379,7 @@ END_TEST
 static int pipe_fd;
 static char pipe_buf[16][8];
 
-static halo_fut *read_pipe(halo_loop *l, const halo_stream_item *in,
-			   void *arg)
+static halo_fut *read_pipe(halo_loop *l, const halo_stream_item *in, void *arg)
 {
 	(void)arg;
 	return halo_read(l, pipe_fd, pipe_buf[in->v], 8, -1);
@@ -395,12 +393,12 @@ START_TEST(test_cancel_reports_the_end_once_the_kernel_let_go)
 
 	ck_assert_int_eq(pipe(fds), 0);
 	pipe_fd = fds[0];
-	s = halo_stream_map(halo_stream_range(&loop, 0, 16, NULL), 8,
-			    read_pipe, NULL, NULL);
+	s = halo_stream_map(halo_stream_range(&loop, 0, 16, NULL), 8, read_pipe,
+			    NULL, NULL);
 	s = halo_stream_filter(s, NULL, NULL, NULL); /* NULL fn: no stage */
 	ck_assert_ptr_null(s);
-	s = halo_stream_map(halo_stream_range(&loop, 0, 16, NULL), 8,
-			    read_pipe, NULL, NULL);
+	s = halo_stream_map(halo_stream_range(&loop, 0, 16, NULL), 8, read_pipe,
+			    NULL, NULL);
 	s = halo_stream_buffer_ahead(s, 4);
 	f = halo_stream_next(s);
 	t = halo_timer_after(&loop, 20 * MS);
@@ -436,8 +434,8 @@ START_TEST(test_cancelling_the_consumer_fiber_cancels_the_chain)
 
 	ck_assert_int_eq(pipe(fds), 0);
 	pipe_fd = fds[0];
-	s = halo_stream_map(halo_stream_range(&loop, 0, 16, NULL), 8,
-			    read_pipe, NULL, NULL);
+	s = halo_stream_map(halo_stream_range(&loop, 0, 16, NULL), 8, read_pipe,
+			    NULL, NULL);
 	fib = halo_spawn(&loop, pipe_consumer, s);
 	t = halo_timer_after(&loop, 20 * MS);
 	ck_assert_int_eq(halo_fut_join(t), 0);
@@ -474,8 +472,9 @@ START_TEST(test_batch_is_at_most_n_and_never_waits_past_max_delay)
 	size_t total = 0, full = 0;
 	uint64_t max_wait = 0;
 
-	s = halo_stream_batch(halo_stream_generate(&loop, timed_gen, NULL, NULL),
-			      4, 40 * MS, NULL);
+	s = halo_stream_batch(
+	    halo_stream_generate(&loop, timed_gen, NULL, NULL), 4, 40 * MS,
+	    NULL);
 	while (halo_stream_pull(s, &it) == 1) {
 		halo_batch *b = it.p;
 		uint64_t wait = halo_now_ns() - (uint64_t)b->items[0].v;
@@ -506,8 +505,7 @@ static halo_fut *api_call(halo_loop *l, const halo_stream_item *in, void *arg)
 	return halo_fut_delayed(l, 8 * MS, in->v, in->p);
 }
 
-static halo_fut *write_call(halo_loop *l, const halo_stream_item *in,
-			    void *arg)
+static halo_fut *write_call(halo_loop *l, const halo_stream_item *in, void *arg)
 {
 	(void)arg;
 	return halo_fut_delayed(l, 1 * MS, in->v, in->p);
@@ -691,16 +689,17 @@ START_TEST(test_collect_filters_and_refuses_overflow)
 	halo_stream_item out[4];
 	halo_fut *f;
 
-	f = halo_stream_collect(halo_stream_filter(halo_stream_range(&loop, 0,
-								     7, NULL),
-						   is_even, NULL, NULL),
-				out, 4);
+	f = halo_stream_collect(
+	    halo_stream_filter(halo_stream_range(&loop, 0, 7, NULL), is_even,
+			       NULL, NULL),
+	    out, 4);
 	ck_assert_int_eq(halo_fut_join(f), 4);
 	for (int i = 0; i < 4; i++)
 		ck_assert_int_eq(out[i].v, 2 * i);
 	f = halo_stream_collect(halo_stream_range(&loop, 0, 9, NULL), out, 4);
 	ck_assert_int_eq(halo_fut_wait(f), -ENOBUFS);
-	ck_assert_ptr_nonnull(strstr(halo_fut_error_msg(f), "'collect' item 4"));
+	ck_assert_ptr_nonnull(
+	    strstr(halo_fut_error_msg(f), "'collect' item 4"));
 	halo_fut_release(f);
 }
 END_TEST
@@ -920,27 +919,38 @@ Suite *stream_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, tu_timeout(20));
-	tcase_add_test(tc, test_scraper_takes_pages_times_latency_plus_one_container);
-	tcase_add_test(tc, test_shared_budget_caps_pages_and_containers_together);
+	tcase_add_test(
+	    tc, test_scraper_takes_pages_times_latency_plus_one_container);
+	tcase_add_test(tc,
+		       test_shared_budget_caps_pages_and_containers_together);
 	tcase_add_test(tc, test_scraper_with_a_generator_of_dependent_pages);
-	tcase_add_test(tc, test_ordered_map_keeps_input_order_under_random_latency);
-	tcase_add_test(tc, test_generator_stops_when_take_has_ten_and_leaks_nothing);
-	tcase_add_test(tc, test_closing_a_consumer_after_ten_items_releases_the_generator);
+	tcase_add_test(tc,
+		       test_ordered_map_keeps_input_order_under_random_latency);
+	tcase_add_test(
+	    tc, test_generator_stops_when_take_has_ten_and_leaks_nothing);
+	tcase_add_test(
+	    tc, test_closing_a_consumer_after_ten_items_releases_the_generator);
 	tcase_add_test(tc, test_failing_item_names_its_stage_and_index);
 	tcase_add_test(tc, test_skip_collects_failed_items_and_goes_on);
 	tcase_add_test(tc, test_cancel_reports_the_end_once_the_kernel_let_go);
-	tcase_add_test(tc, test_cancelling_the_consumer_fiber_cancels_the_chain);
-	tcase_add_test(tc, test_batch_is_at_most_n_and_never_waits_past_max_delay);
+	tcase_add_test(tc,
+		       test_cancelling_the_consumer_fiber_cancels_the_chain);
+	tcase_add_test(tc,
+		       test_batch_is_at_most_n_and_never_waits_past_max_delay);
 	tcase_add_test(tc, test_batch_chain_stats_show_the_bottleneck);
 	tcase_add_test(tc, test_slow_consumer_stops_the_source);
-	tcase_add_test(tc, test_finished_work_frees_budget_while_consumer_sleeps);
-	tcase_add_test(tc, test_for_each_runs_at_most_concurrency_and_counts_items);
+	tcase_add_test(tc,
+		       test_finished_work_frees_budget_while_consumer_sleeps);
+	tcase_add_test(tc,
+		       test_for_each_runs_at_most_concurrency_and_counts_items);
 	tcase_add_test(tc, test_cancelling_for_each_drains_before_it_completes);
 	tcase_add_test(tc, test_collect_filters_and_refuses_overflow);
-	tcase_add_test(tc, test_stream_from_a_channel_through_map_batch_and_unbatch);
+	tcase_add_test(
+	    tc, test_stream_from_a_channel_through_map_batch_and_unbatch);
 	tcase_add_test(tc, test_timeout_cancels_stuck_work_and_names_it);
 	tcase_add_test(tc, test_timeout_never_counts_time_spent_in_the_buffer);
-	tcase_add_test(tc, test_ordered_flat_map_keeps_each_inputs_items_together);
+	tcase_add_test(tc,
+		       test_ordered_flat_map_keeps_each_inputs_items_together);
 	tcase_add_test(tc, test_emit_wait_bounds_endless_inner_work);
 	suite_add_tcase(s, tc);
 	return s;
