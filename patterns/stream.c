@@ -88,7 +88,7 @@ struct halo_stream {
 	uint64_t in_n;	  /* items taken from upstream */
 	uint32_t pending; /* futures and waits of this stage not done yet */
 	uint64_t busy_t0;
-	halo_fut *next_f;
+	halo_fut *next_f, *close_f;
 	halo_stream_item cur;
 	union {
 		halo_stream_map_fn map;
@@ -1434,6 +1434,10 @@ static void finalize(void *arg)
 		halo_fut_release(s->next_f);
 		s->next_f = NULL;
 	}
+	if (s->close_f) {
+		halo_fut_resolve(s->close_f, 0, NULL);
+		halo_fut_release(s->close_f);
+	}
 	free_chain(s);
 }
 
@@ -1585,27 +1589,40 @@ int halo_stream_pull(halo_stream *s, halo_stream_item *out)
 
 void halo_stream_cancel(halo_stream *s)
 {
-	if (!s || s->ended)
+	if (!s || s->ended || s->down)
 		return;
 	s->user_cancel = true;
 	stage_fail(s, -ECANCELED, s->in_n, s->name, "cancelled");
 }
 
-void halo_stream_close(halo_stream *s)
+int halo_stream_close(halo_stream *s)
 {
+	halo_fut *f;
+	int64_t r;
+
 	if (!s || s->down) /* a stage's input belongs to the stage */
-		return;
+		return -EINVAL;
 	s->closed = true;
 	if (!s->ended) {
 		s->user_cancel = true;
 		stage_fail(s, -ECANCELED, s->in_n, s->name, "closed");
 	}
-	if (s->ended && !s->fin_posted) {
-		if (!halo_loop_in_fiber(s->loop) && !chain_busy(s))
-			finalize(s);
-		else
-			post_finalize(s);
+	if (s->ended && !s->fin_posted && !s->loop->cur_fiber &&
+	    !chain_busy(s)) {
+		finalize(s);
+		return 0;
 	}
+	if (s->ended)
+		post_finalize(s);
+	/* Wait for the kernel to let go of what was cancelled, where waiting
+	 * is possible; from a callback the chain is freed later. */
+	f = halo_fut_new(s->loop);
+	if (!f)
+		return -EINPROGRESS;
+	s->close_f = halo_fut_ref(f);
+	r = halo_fut_wait(f);
+	halo_fut_release(f);
+	return r < 0 ? -EINPROGRESS : 0;
 }
 
 /* --- observing --- */

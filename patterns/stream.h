@@ -240,8 +240,12 @@ HALO_API halo_fut *halo_stream_collect(halo_stream *s, halo_stream_item *out,
 HALO_API void halo_stream_cancel(halo_stream *s);
 
 /* Give the stream up: cancel what runs and free the chain once it is idle
- * (at once if it ended). A pending next() completes CANCELLED. */
-HALO_API void halo_stream_close(halo_stream *s);
+ * (at once if it ended). A pending next() completes CANCELLED. In a fiber
+ * or on the loop's thread it waits until the kernel let go of every
+ * cancelled operation and returns 0; from a callback (or a cancelled
+ * fiber) it returns -EINPROGRESS and the chain is freed when idle.
+ * -EINVAL if s is NULL or another stage's input. */
+HALO_API int halo_stream_close(halo_stream *s);
 
 /* --- observing --- */
 

@@ -912,6 +912,31 @@ START_TEST(test_emit_wait_bounds_endless_inner_work)
 }
 END_TEST
 
+START_TEST(test_close_mid_stream_returns_once_everything_is_released)
+{
+	int fds[2];
+	halo_stream *s;
+	halo_fut *f;
+	halo_stats st;
+
+	ck_assert_int_eq(pipe(fds), 0);
+	pipe_fd = fds[0];
+	s = halo_stream_map(halo_stream_range(&loop, 0, 16, NULL), 8, read_pipe,
+			    NULL, NULL);
+	f = halo_stream_next(s);
+	ck_assert_int_eq(halo_sleep(&loop, 20 * MS), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 8);
+	ck_assert_int_eq(halo_stream_close(s), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_CANCELLED);
+	halo_fut_release(f);
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.live_futures, 0);
+	close(fds[0]);
+	close(fds[1]);
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
 	Suite *s = suite_create("stream");
@@ -952,6 +977,8 @@ Suite *stream_suite(void)
 	tcase_add_test(tc,
 		       test_ordered_flat_map_keeps_each_inputs_items_together);
 	tcase_add_test(tc, test_emit_wait_bounds_endless_inner_work);
+	tcase_add_test(
+	    tc, test_close_mid_stream_returns_once_everything_is_released);
 	suite_add_tcase(s, tc);
 	return s;
 }
