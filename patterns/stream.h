@@ -249,8 +249,15 @@ HALO_API int halo_stream_close(halo_stream *s);
 
 /* --- observing --- */
 
+/* The stage's name (opts.name or its kind). */
 HALO_API const char *halo_stream_name(const halo_stream *s);
+
+/* The stage s takes its input from (NULL for a source): walk the chain
+ * from the tail to read every stage's stats. */
 HALO_API halo_stream *halo_stream_upstream(const halo_stream *s);
+
+/* Copy the stage's counters to out; busy_ns includes the current busy
+ * period. */
 HALO_API void halo_stream_stats_get(const halo_stream *s,
 				    halo_stream_stats *out);
 
