@@ -937,6 +937,40 @@ START_TEST(test_close_mid_stream_returns_once_everything_is_released)
 }
 END_TEST
 
+/* Callback style: each next() future's callback asks for the next one. */
+static halo_stream *cb_stream;
+static int64_t cb_sum, cb_end = -1;
+
+static void on_item(halo_fut *f, void *arg)
+{
+	int64_t r = halo_fut_result(f);
+
+	(void)arg;
+	halo_fut_release(f);
+	if (r != 1) {
+		cb_end = r;
+		return;
+	}
+	cb_sum += halo_stream_current(cb_stream).v;
+	f = halo_stream_next(cb_stream);
+	ck_assert_ptr_nonnull(f);
+	halo_fut_on_done(f, on_item, NULL);
+}
+
+START_TEST(test_callback_consumer_chains_next_futures)
+{
+	cb_sum = 0;
+	cb_end = -1;
+	cb_stream = halo_stream_map(halo_stream_range(&loop, 1, 100, NULL), 8,
+				    random_double, NULL, NULL);
+	halo_fut_on_done(halo_stream_next(cb_stream), on_item, NULL);
+	halo_loop_run(&loop);
+	ck_assert_int_eq(cb_end, 0);
+	ck_assert_int_eq(cb_sum, 2 * 5050);
+	ck_assert_int_eq(halo_stream_close(cb_stream), 0);
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
 	Suite *s = suite_create("stream");
@@ -977,6 +1011,7 @@ Suite *stream_suite(void)
 	tcase_add_test(tc,
 		       test_ordered_flat_map_keeps_each_inputs_items_together);
 	tcase_add_test(tc, test_emit_wait_bounds_endless_inner_work);
+	tcase_add_test(tc, test_callback_consumer_chains_next_futures);
 	tcase_add_test(
 	    tc, test_close_mid_stream_returns_once_everything_is_released);
 	suite_add_tcase(s, tc);
