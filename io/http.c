@@ -385,18 +385,15 @@ bool halo_http_host_valid(const char *host, size_t len)
 			return false;
 		i = (size_t)(end - host) + 1;
 	} else {
-		/* A reg-name; an IPv4 address is one too. */
-		while (i < len && host[i] != ':') {
-			if (host[i] == '%') {
-				if (len - i < 3 || !is_hex(host[i + 1]) ||
-				    !is_hex(host[i + 2]))
-					return false;
-				i += 3;
-			} else if (is_reg_char(host[i])) {
+		/* A reg-name (an IPv4 address is one too), up to the byte
+		 * that is none of it, which must be the port's ':'. */
+		for (;;) {
+			while (i < len && is_reg_char(host[i]))
 				i++;
-			} else {
-				return false;
-			}
+			if (len - i < 3 || host[i] != '%' ||
+			    !is_hex(host[i + 1]) || !is_hex(host[i + 2]))
+				break;
+			i += 3;
 		}
 		if (i == 0)
 			return false;

@@ -55,17 +55,24 @@ struct halo_conn {
 	size_t carry_len;
 	char *out, *out_old; /* out_old: moved while the kernel read it */
 	size_t out_off, out_len, out_cap, out_old_cap;
-	halo_fut *send;
-	halo_waiter send_w;
+	/* close(2) starts once no send is in flight: they share a slot, which
+	 * keeps a connection in 256 bytes (jemalloc's next class is 320). */
+	union {
+		halo_fut *send;
+		halo_fut *close_op;
+	};
+	union {
+		halo_waiter send_w;
+		halo_waiter close_w;
+	};
 	halo_fut *fiber;
 	halo_waiter fiber_w;
 	halo_fut *wake; /* what the fiber waits on */
-	halo_fut *close_op;
-	halo_waiter close_w;
 	void *data;
 	uint8_t dl;
 	uint8_t eof, closing, forced, dirty, delivering, fiber_done, finished;
 };
+_Static_assert(sizeof(struct halo_conn) <= 256, "one connection, 256 bytes");
 
 struct halo_server {
 	halo_loop *loop;
