@@ -248,6 +248,7 @@ START_TEST(test_head_404_and_bodies_keep_todays_answers)
 				 "Content-Length: 10\r\n"
 				 "Connection: keep-alive\r\n\r\n"
 				 "not found\n";
+	const size_t nf_head_n = strlen(nf) - strlen("not found\n");
 	int fd, eof;
 
 	start_with(10000, 100);
@@ -258,6 +259,13 @@ START_TEST(test_head_404_and_bodies_keep_todays_answers)
 	send_str(fd, "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
 	collect(fd, buf, sizeof(buf), strlen(nf), 2000, &eof);
 	ck_assert_str_eq(buf, nf);
+	/* A HEAD gets no body, a 404 neither: the next answer follows
+	 * the head at once. */
+	send_str(fd, "HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+	send_str(fd, get);
+	collect(fd, buf, sizeof(buf), nf_head_n + strlen(ok), 2000, &eof);
+	ck_assert(strncmp(buf, nf, nf_head_n) == 0);
+	ck_assert_str_eq(buf + nf_head_n, ok);
 	/* POST / is no GET: 404, and its body, split over two receives,
 	 * is skipped rather than taken for the next request. */
 	send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
@@ -276,7 +284,7 @@ START_TEST(test_head_404_and_bodies_keep_todays_answers)
 	ck_assert(strstr(buf, "Connection: close\r\n"));
 	ck_assert(strstr(buf, "hello, world!\n"));
 	ck_assert_int_eq(eof, 1);
-	ck_assert_uint_eq(h.requests, 5);
+	ck_assert_uint_eq(h.requests, 7);
 	close(fd);
 }
 END_TEST

@@ -12,7 +12,8 @@
 #define BODY "hello, world!\n"
 #define NOT_FOUND "not found\n"
 
-enum { OK, HEAD_OK, MISSING, BAD, TOO_BIG, KINDS };
+/* The answer to a HEAD follows the answer to its GET. */
+enum { OK, HEAD_OK, MISSING, HEAD_MISSING, BAD, TOO_BIG, KINDS };
 _Static_assert(KINDS == HTTPD_KINDS, "an answer of each kind");
 
 static const struct {
@@ -23,17 +24,19 @@ static const struct {
 	[OK] = {200, BODY, sizeof(BODY) - 1},
 	[HEAD_OK] = {200, NULL, sizeof(BODY) - 1},
 	[MISSING] = {404, NOT_FOUND, sizeof(NOT_FOUND) - 1},
+	[HEAD_MISSING] = {404, NULL, sizeof(NOT_FOUND) - 1},
 	[BAD] = {400, NULL, 0},
 	[TOO_BIG] = {431, NULL, 0},
 };
 
-/* Queue an answer; without keep-alive the connection closes once it is
- * out (or when the close deadline says it never will be). */
+/* Queue an answer; without keep-alive (or without memory for it) the
+ * connection closes once what is queued is out, or when the close deadline
+ * says it never will be. */
 static void answer(halo_conn *c, httpd *h, int kind, bool keep_alive)
 {
-	halo_conn_write(c, h->ans[kind][keep_alive],
-			(size_t)h->ans_n[kind][keep_alive]);
-	if (!keep_alive)
+	if (halo_conn_write(c, h->ans[kind][keep_alive],
+			    (size_t)h->ans_n[kind][keep_alive]) < 0 ||
+	    !keep_alive)
 		halo_conn_close(c);
 }
 
@@ -48,7 +51,7 @@ static size_t on_data(halo_conn *c, const char *data, size_t len, void *arg)
 
 	while (used < len) {
 		halo_http_req req;
-		bool root;
+		bool head, hello;
 		int n;
 
 		if (skip) {
@@ -74,13 +77,10 @@ static size_t on_data(halo_conn *c, const char *data, size_t len, void *arg)
 		used += (size_t)n;
 		skip = req.content_length;
 		h->requests++;
-		root = req.target.len == 1 && req.target.ptr[0] == '/';
-		if (root && req.method_id == HALO_HTTP_GET)
-			answer(c, h, OK, req.keep_alive);
-		else if (root && req.method_id == HALO_HTTP_HEAD)
-			answer(c, h, HEAD_OK, req.keep_alive);
-		else
-			answer(c, h, MISSING, req.keep_alive);
+		head = req.method_id == HALO_HTTP_HEAD;
+		hello = req.target.len == 1 && req.target.ptr[0] == '/' &&
+			(head || req.method_id == HALO_HTTP_GET);
+		answer(c, h, (hello ? OK : MISSING) + head, req.keep_alive);
 		if (!req.keep_alive)
 			return len;
 	}

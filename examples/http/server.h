@@ -1,10 +1,10 @@
 /* The HTTP/1.1 example server's request handling, apart from main() so that
  * tests can run it on their own loop. It is a callback of halo's connection
  * layer (patterns/server.h), which owns sockets, buffers, deadlines, the cap
- * and the drain: GET / answers "hello, world!\n", HEAD / its head, anything
- * else 404; keep-alive, pipelined requests answered in order; a head over
- * HALO_HTTP_MAX_HEAD gets 431 and a malformed one (an invalid Host too) 400,
- * then the connection closes once the answer is out. */
+ * and the drain: GET / answers "hello, world!\n", anything else 404, a HEAD
+ * the head alone; keep-alive, pipelined requests answered in order; a head
+ * over HALO_HTTP_MAX_HEAD gets 431 and a malformed one (an invalid Host too)
+ * 400, then the connection closes once the answer is out. */
 #ifndef HALO_EXAMPLE_HTTPD_H
 #define HALO_EXAMPLE_HTTPD_H
 
@@ -12,7 +12,7 @@
 
 #include "halo.h"
 
-#define HTTPD_KINDS 5 /* answers: 200, 200 to HEAD, 404, 400, 431 */
+#define HTTPD_KINDS 6 /* answers: 200 and 404 to GET and HEAD, 400, 431 */
 
 /* A server: the caller's memory, filled by httpd_start(). */
 typedef struct httpd {
