@@ -55,17 +55,24 @@ struct halo_conn {
 	size_t carry_len;
 	char *out, *out_old; /* out_old: moved while the kernel read it */
 	size_t out_off, out_len, out_cap, out_old_cap;
-	halo_fut *send;
-	halo_waiter send_w;
+	/* close(2) starts once no send is in flight: they share a slot, which
+	 * keeps a connection in 256 bytes (jemalloc's next class is 320). */
+	union {
+		halo_fut *send;
+		halo_fut *close_op;
+	};
+	union {
+		halo_waiter send_w;
+		halo_waiter close_w;
+	};
 	halo_fut *fiber;
 	halo_waiter fiber_w;
 	halo_fut *wake; /* what the fiber waits on */
-	halo_fut *close_op;
-	halo_waiter close_w;
 	void *data;
 	uint8_t dl;
 	uint8_t eof, closing, forced, dirty, delivering, fiber_done, finished;
 };
+_Static_assert(sizeof(struct halo_conn) <= 256, "one connection, 256 bytes");
 
 struct halo_server {
 	halo_loop *loop;
@@ -97,7 +104,7 @@ struct halo_server {
 
 static void conn_close(halo_conn *c, int reason, bool force);
 static void try_finish(halo_conn *c);
-static void deliver(halo_conn *c);
+static void deliver(halo_conn *c, bool progress);
 static void start_accept(halo_server *s);
 static void check_stopped(halo_server *s);
 
@@ -325,7 +332,7 @@ static void on_sent(halo_fut *f, void *arg)
 	if (queued(c) < s->o.max_out)
 		wake_fiber(c);
 	if (!is_fiber_style(s) && queued(c) <= s->o.max_out / 2)
-		deliver(c);
+		deliver(c, false);
 	if (c->closing)
 		try_finish(c);
 }
@@ -429,8 +436,10 @@ static void carry_fill(halo_conn *c, bool one)
 
 /* Callback style: hand what is held to on_data until it stops consuming,
  * the output queue is over max_out, or c closes. Input is parsed in place
- * in the ring buffer; only what a callback leaves is copied aside. */
-static void deliver(halo_conn *c)
+ * in the ring buffer; only what a callback leaves is copied aside. The
+ * deadline is set once, at the end, for what c is doing then: progress says
+ * bytes came in. */
+static void deliver(halo_conn *c, bool progress)
 {
 	halo_server *s = c->srv;
 	void *arg = s->o.arg;
@@ -494,7 +503,7 @@ static void deliver(halo_conn *c)
 	c->delivering = 0;
 	if (c->closing)
 		return;
-	dl_update(c, false);
+	dl_update(c, progress);
 	if (c->in_head == NO_BID && (c->eof || c->rerr)) {
 		/* The peer is done; so are we once the output is out. */
 		conn_close(c, c->rerr, c->rerr != 0);
@@ -526,12 +535,14 @@ static void on_recv(halo_recv_ms *h, int res, void *data, uint16_t bid,
 		else
 			c->in_head = bid;
 		c->in_tail = bid;
-		dl_update(c, true);
 	}
-	if (is_fiber_style(s))
+	if (is_fiber_style(s)) {
+		if (res > 0)
+			dl_update(c, true);
 		wake_fiber(c);
-	else
-		deliver(c);
+	} else {
+		deliver(c, res > 0);
+	}
 }
 
 /* --- connection life --- */
@@ -1101,7 +1112,8 @@ ssize_t halo_conn_write(halo_conn *c, const void *buf, size_t len)
 		c->out_len += n;
 		done += n;
 		mark_dirty(c);
-		dl_update(c, false);
+		if (!c->delivering)
+			dl_update(c, false); /* else deliver() does, once */
 	}
 	return (ssize_t)len;
 }
