@@ -175,6 +175,8 @@ fuzz: deps
 deps-bench:
 	$(Q)sh .ci/deps bench
 
+# CK_FORK=no make check runs every test in this one process, without Check's
+# per-test timeouts; the runner fails a suite that leaves the process changed.
 check: deps
 	$(Q)$(MAKE) --no-print-directory lib examples $(TEST_BIN)
 	$(Q)HALO_BUILD=$(BUILD) $(TEST_BIN)
@@ -202,6 +204,8 @@ $(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) \
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $(filter %.c,$^) $(BUILD)/libhalo.a $(LDLIBS)
 
+# halo.pc: liburing through Requires.private (halo.h includes liburing.h, so
+# its Cflags matter too); Libs.private: what else libhalo.a needs.
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/include/halo/runtime \
@@ -219,9 +223,36 @@ install: lib
 		'Description: kernel-assisted I/O runtime on io_uring' \
 		'Version: $(VERSION)' 'Requires.private: liburing' \
 		'Libs: -L$${libdir} -lhalo' \
-		'Libs.private: -luring -ljemalloc -lpthread' \
+		'Libs.private: $(strip $(MEMLIB) -lpthread)' \
 		'Cflags: -I$${includedir}/halo -I$${includedir}' \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/halo.pc
+	$(Q)$(install_ldconfig)
+
+# The dynamic linker finds a new libhalo.so.0 in a directory its cache covers
+# only once ldconfig has rebuilt the cache. So after an install straight into
+# such a directory (/usr/lib, /usr/local/lib or one in /etc/ld.so.conf*), run
+# it; not for a staged install (DESTDIR: the package's scripts do that), nor
+# for another prefix, which the cache never covers (LD_LIBRARY_PATH or an
+# rpath finds that). A missing or failing ldconfig (not root) gets a note,
+# never a failed install.
+LDCONFIG ?= ldconfig
+INSTALL_LIBDIR := $(patsubst %/,%,$(PREFIX))/lib
+define install_ldconfig
+if [ -z "$(DESTDIR)" ] && { [ "$(INSTALL_LIBDIR)" = /usr/lib ] || \
+	[ "$(INSTALL_LIBDIR)" = /usr/local/lib ] || \
+	cat /etc/ld.so.conf /etc/ld.so.conf.d/*.conf 2>/dev/null | \
+	grep -qxF "$(INSTALL_LIBDIR)"; }; then \
+	PATH="$$PATH:/sbin:/usr/sbin"; \
+	if ! command -v $(LDCONFIG) >/dev/null 2>&1; then \
+		echo "halo: no $(LDCONFIG) here; refresh the dynamic" \
+			"linker's cache before running programs that use" \
+			"libhalo.so"; \
+	elif ! $(LDCONFIG); then \
+		echo "halo: $(LDCONFIG) failed; run it as root before" \
+			"running programs that use libhalo.so"; \
+	fi; \
+fi
+endef
 
 clean:
 	rm -rf build bench/results.jsonl.tmp

@@ -25,5 +25,11 @@
 #include "patterns/scope.h"
 #include "patterns/limit.h"
 #include "patterns/as_completed.h"
+#include "patterns/chan.h"
+#include "patterns/stream.h"
+#include "patterns/server.h"
+#include "patterns/retry.h"
+#include "patterns/breaker.h"
+#include "patterns/saga.h"
 
 #endif

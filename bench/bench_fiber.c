@@ -1,7 +1,9 @@
 /* Fiber costs: the bare context switch (halo's hand-written stack switch,
  * one direction; baseline: glibc swapcontext in the same process), a yield
- * (fiber -> loop -> next fiber: two switches plus the scheduling), and
- * spawn+join of a fiber that returns at once. */
+ * (fiber -> loop -> next fiber: two switches plus the scheduling),
+ * spawn+join of a fiber that returns at once, and of a fiber that waits on
+ * one NOP (the op is owned by the fiber: linked at submit, unlinked at its
+ * CQE). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <ucontext.h>
@@ -86,6 +88,32 @@ static double spawn_join_ns(long n)
 	return (double)dt / (double)n;
 }
 
+static int64_t one_nop(halo_loop *loop, void *arg)
+{
+	(void)arg;
+	return halo_fut_join(halo_nop(loop));
+}
+
+static double spawn_nop_join_ns(long n)
+{
+	enum { B = 256 };
+	halo_loop loop;
+	halo_fut *f[B];
+	uint64_t t0, dt;
+
+	halo_loop_init(&loop, NULL);
+	t0 = bench_now_ns();
+	for (long i = 0; i < n; i += B) {
+		for (int k = 0; k < B; k++)
+			f[k] = halo_spawn(&loop, one_nop, NULL);
+		for (int k = 0; k < B; k++)
+			halo_fut_join(f[k]);
+	}
+	dt = bench_now_ns() - t0;
+	halo_loop_close(&loop);
+	return (double)dt / (double)n;
+}
+
 static double spawn_batch_join_ns(long n)
 {
 	enum { B = 256 };
@@ -156,5 +184,8 @@ int main(void)
 		   best(spawn_join_ns, n / 2), "ns", NULL, 0, 0);
 	bench_emit("fiber", "spawn256_join256", "ns_per_fiber",
 		   best(spawn_batch_join_ns, n / 2), "ns", NULL, 0, 0);
+	bench_progress("fiber", "spawn+nop+join: %ld fibers", n / 4);
+	bench_emit("fiber", "spawn256_nop_join256", "ns_per_fiber",
+		   best(spawn_nop_join_ns, n / 4), "ns", NULL, 0, 0);
 	return 0;
 }

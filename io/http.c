@@ -1,5 +1,6 @@
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -318,6 +319,91 @@ int halo_http_parse(const char *buf, size_t len, halo_http_req *req)
 	if (res == NEED_MORE)
 		return c.end == HALO_HTTP_MAX_HEAD ? -EMSGSIZE : 0;
 	return res ? res : (int)c.pos;
+}
+
+static bool is_digit(char ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+static bool is_hex(char ch)
+{
+	return is_digit(ch) || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
+}
+
+/* unreserved / sub-delims (RFC 3986 2.2, 2.3): a reg-name's bytes but for
+ * pct-encoded ones. A table: every request's Host goes through it. */
+static const bool reg_char[256] = {
+	['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+	['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1,
+	['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1,
+	['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1,
+};
+
+static bool is_reg_char(char ch)
+{
+	return reg_char[(unsigned char)ch];
+}
+
+/* What is between the brackets of an IP-literal. */
+static bool ip_literal_ok(const char *p, size_t n)
+{
+	char a[INET6_ADDRSTRLEN];
+	struct in6_addr six;
+	size_t i = 1;
+
+	if (n && (p[0] | 0x20) == 'v') {
+		/* IPvFuture: "v" 1*HEXDIG "." 1*( unreserved / sub-delims /
+		 * ":" ) */
+		while (i < n && is_hex(p[i]))
+			i++;
+		if (i == 1 || i + 1 >= n || p[i] != '.')
+			return false;
+		for (i++; i < n; i++)
+			if (!is_reg_char(p[i]) && p[i] != ':')
+				return false;
+		return true;
+	}
+	/* inet_pton takes exactly RFC 3986's IPv6address (and no zone). */
+	if (!n || n >= sizeof(a))
+		return false;
+	memcpy(a, p, n);
+	a[n] = '\0';
+	return inet_pton(AF_INET6, a, &six) == 1;
+}
+
+bool halo_http_host_valid(const char *host, size_t len)
+{
+	size_t i = 0;
+
+	if (!host || !len)
+		return false;
+	if (host[0] == '[') {
+		const char *end = memchr(host, ']', len);
+
+		if (!end || !ip_literal_ok(host + 1, (size_t)(end - host) - 1))
+			return false;
+		i = (size_t)(end - host) + 1;
+	} else {
+		/* A reg-name (an IPv4 address is one too), up to the byte
+		 * that is none of it, which must be the port's ':'. */
+		for (;;) {
+			while (i < len && is_reg_char(host[i]))
+				i++;
+			if (len - i < 3 || host[i] != '%' ||
+			    !is_hex(host[i + 1]) || !is_hex(host[i + 2]))
+				break;
+			i += 3;
+		}
+		if (i == 0)
+			return false;
+	}
+	if (i < len && host[i++] != ':')
+		return false;
+	for (; i < len; i++)
+		if (!is_digit(host[i]))
+			return false;
+	return true;
 }
 
 const char *halo_http_reason(int status)

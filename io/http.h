@@ -81,6 +81,15 @@ typedef struct halo_http_req {
  * follows the body. req is unspecified unless the result is > 0. */
 HALO_API int halo_http_parse(const char *buf, size_t len, halo_http_req *req);
 
+/* Whether the len bytes at host are a Host field value that a server of
+ * http(s) URIs accepts: uri-host [":" port] (RFC 9110 7.2), where uri-host
+ * is a reg-name, an IPv4 address or a bracketed IPv6 or IPvFuture literal
+ * (RFC 3986 3.2.2) and port is digits. An empty uri-host is refused: an
+ * http URI may not have one (RFC 9110 4.2.1). halo_http_parse() does not
+ * apply it; a server answers 400 to a request whose Host fails it
+ * (RFC 9112 3.2). */
+HALO_API bool halo_http_host_valid(const char *host, size_t len);
+
 /* The reason phrase of status ("Not Found"), or "" for an unknown one. */
 HALO_API const char *halo_http_reason(int status);
 

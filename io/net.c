@@ -1,8 +1,9 @@
 /* Sockets: single-shot operations as futures, and multishot accept/recv
  * whose op is the handle itself (state in op->meta). halo owns the multishot
  * lifecycle: it re-arms when the kernel ends one, parks a recv that ran out
- * of buffers on its ring until a buffer comes back, and returns the buffers
- * and closes the fds that arrive after a stop. */
+ * of buffers on its ring until a buffer comes back, or that holds too many of
+ * them until its own come back, and returns the buffers and closes the fds
+ * that arrive after a stop. */
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -283,6 +284,11 @@ struct halo_bufring {
 	unsigned mask;
 	unsigned avail;
 	uint16_t bgid;
+	int8_t mshot_cap; /* the kernel takes a recv's byte cap: 1 yes, -1 no,
+			     0 not known yet */
+	uint64_t pauses;
+	unsigned handles; /* recvs that may still touch the ring */
+	halo_op **owner;  /* per bid: the recv that handed it out, or NULL */
 	halo_op *starved; /* recvs parked on -ENOBUFS, oldest first */
 	halo_op *starved_tail;
 };
@@ -314,8 +320,11 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 			MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (br->ring == MAP_FAILED)
 		goto fail_br;
-	if (posix_memalign((void **)&br->mem, 4096, nbufs * buf_size))
+	br->owner = calloc(nbufs, sizeof(*br->owner));
+	if (!br->owner)
 		goto fail_ring;
+	if (posix_memalign((void **)&br->mem, 4096, nbufs * buf_size))
+		goto fail_owner;
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (uint64_t)(uintptr_t)br->ring;
 	reg.ring_entries = nbufs;
@@ -333,6 +342,8 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 	return br;
 fail_mem:
 	free(br->mem);
+fail_owner:
+	free(br->owner);
 fail_ring:
 	munmap(br->ring, br->ring_bytes);
 fail_br:
@@ -358,11 +369,28 @@ unsigned halo_bufring_avail(const halo_bufring *br)
 	return br->avail;
 }
 
+uint64_t halo_bufring_pauses(const halo_bufring *br)
+{
+	return br->pauses;
+}
+
+unsigned halo_bufring_handles(const halo_bufring *br)
+{
+	return br->handles;
+}
+
 int halo_bufring_free(halo_bufring *br)
 {
-	int r = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
+	int r;
+
+	/* A recv's CQEs and buffer returns still land in the ring; at loop
+	 * close the kernel has let go of everything. */
+	if (br->handles && !br->loop->closing)
+		return -EBUSY;
+	r = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
 
 	free(br->mem);
+	free(br->owner);
 	munmap(br->ring, br->ring_bytes);
 	free(br);
 	return r;
@@ -370,17 +398,36 @@ int halo_bufring_free(halo_bufring *br)
 
 /* --- multishot recv --- */
 
-enum { MS_STOPPED = 1, MS_ENDED = 2, MS_STARVED = 4 };
+/* A recv is PARKED when the kernel holds no request of it: for want of ring
+ * buffers (STARVED, on the ring's list), because it holds max_held buffers
+ * (PAUSED), or for the moment between a recv's last CQE and its re-arm.
+ * PAUSED without PARKED means the pause's cancel is on its way (CANCELLING)
+ * and the recv's last CQE will park it. */
+enum {
+	MS_STOPPED = 1,
+	MS_ENDED = 2,
+	MS_PARKED = 4,
+	MS_STARVED = 8,
+	MS_PAUSED = 16,
+	MS_CANCELLING = 32,
+	MS_CAPPED = 64, /* the armed recv carries a byte cap */
+	MS_UNHOOKED = 128, /* no longer counted in br->handles */
+};
 
 struct recv_ms {
 	halo_recv_ms_cb cb;
 	void *arg;
 	halo_bufring *br;
 	uint64_t rearms;
+	uint64_t pauses;
 	halo_op *next; /* on br's starved list */
 	int fd;
 	unsigned state;
+	unsigned held; /* buffers handed out, not yet given back */
+	unsigned held_peak;
+	unsigned max_held;
 };
+_Static_assert(sizeof(struct recv_ms) <= HALO_OP_META, "recv_ms too big");
 
 static inline struct recv_ms *rms_of(halo_op *op)
 {
@@ -390,19 +437,34 @@ static inline struct recv_ms *rms_of(halo_op *op)
 static bool recv_arm(halo_op *op)
 {
 	struct recv_ms *s = rms_of(op);
+	halo_bufring *br = s->br;
 	struct io_uring_sqe *sqe = halo__op_sqe(op);
+	uint64_t room;
 
 	if (!sqe)
 		return false;
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = s->br->bgid;
+	sqe->buf_group = br->bgid;
 	io_apply_fixed(op, sqe);
+	s->state &= ~(unsigned)MS_CAPPED;
+	if (s->max_held != HALO_RECV_MS_UNLIMITED && br->mshot_cap >= 0) {
+		/* The kernel fills buffers for as long as data comes in
+		 * until it sees a cancel, a tick later: have it stop at the
+		 * limit by itself (whole buffers; partial ones go past it). */
+		assert(s->held < s->max_held);
+		room = (uint64_t)(s->max_held - s->held) * br->buf_size;
+		halo_uring_recv_mshot_cap(sqe, room < UINT32_MAX
+						       ? (uint32_t)room
+						       : UINT32_MAX);
+		s->state |= MS_CAPPED;
+	}
 	return true;
 }
 
 /* The handle is over: complete its future and drop halo's reference; the
- * reaper drops the kernel's, if it holds one. */
+ * reaper drops the kernel's, if it holds one, and the last buffer given back
+ * drops the one its held buffers keep. */
 static void ms_end(halo_op *op, unsigned *state, int32_t res)
 {
 	*state |= MS_ENDED;
@@ -411,31 +473,25 @@ static void ms_end(halo_op *op, unsigned *state, int32_t res)
 	halo_fut_release(&op->fut);
 }
 
-static void buf_put(halo_bufring *br, uint16_t bid)
+/* An ended recv with no buffer out touches its ring no more. */
+static void ring_unhook(struct recv_ms *s)
 {
-	io_uring_buf_ring_add(br->ring, halo_bufring_buf(br, bid),
-			      (unsigned)br->buf_size, bid, (int)br->mask, 0);
-	io_uring_buf_ring_advance(br->ring, 1);
-	br->avail++;
+	if (s->state & MS_UNHOOKED)
+		return;
+	s->state |= MS_UNHOOKED;
+	s->br->handles--;
 }
 
-void halo_bufring_return(halo_bufring *br, uint16_t bid)
+/* End a recv. Every caller is past the recv's last CQE (or it was never
+ * armed, or parked): the kernel holds nothing of it. */
+static void recv_end(halo_op *op, int32_t res)
 {
-	halo_op *op;
+	struct recv_ms *s = rms_of(op);
 
-	buf_put(br, bid);
-	op = br->starved;
-	if (!op || br->loop->closing)
-		return;
-	br->starved = rms_of(op)->next;
-	if (!br->starved)
-		br->starved_tail = NULL;
-	rms_of(op)->state &= ~(unsigned)MS_STARVED;
-	if (recv_arm(op)) {
-		rms_of(op)->rearms++;
-		return;
-	}
-	ms_end(op, &rms_of(op)->state, -EBUSY);
+	s->state |= MS_ENDED;
+	if (!s->held)
+		ring_unhook(s);
+	ms_end(op, &s->state, res);
 }
 
 static void starve(halo_op *op)
@@ -457,6 +513,8 @@ static void unstarve(halo_op *op)
 	halo_bufring *br = rms_of(op)->br;
 	halo_op *prev = NULL;
 
+	if (!(rms_of(op)->state & MS_STARVED))
+		return;
 	for (halo_op *o = br->starved; o; prev = o, o = rms_of(o)->next) {
 		if (o != op)
 			continue;
@@ -471,6 +529,104 @@ static void unstarve(halo_op *op)
 	rms_of(op)->state &= ~(unsigned)MS_STARVED;
 }
 
+/* Re-arm a parked recv. False if no SQE could be had (the ring failed): the
+ * caller ends the handle. */
+static bool resume(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+
+	unstarve(op);
+	s->state &= ~(unsigned)MS_PARKED;
+	if (!recv_arm(op))
+		return false;
+	s->rearms++;
+	return true;
+}
+
+/* A parked recv free to run again: re-arm it, or, if the ring is dry, wait
+ * on the ring's list for a buffer rather than collect an -ENOBUFS. */
+static bool rearm_parked(halo_op *op)
+{
+	if (rms_of(op)->br->avail > 0)
+		return resume(op);
+	starve(op);
+	return true;
+}
+
+/* Put bid back in the kernel's ring, and wake the oldest recv that starved
+ * for want of one. */
+static void ring_put(halo_bufring *br, uint16_t bid)
+{
+	halo_op *op;
+
+	io_uring_buf_ring_add(br->ring, halo_bufring_buf(br, bid),
+			      (unsigned)br->buf_size, bid, (int)br->mask, 0);
+	io_uring_buf_ring_advance(br->ring, 1);
+	br->avail++;
+	op = br->starved;
+	if (op && !br->loop->closing && !resume(op))
+		recv_end(op, -EBUSY);
+}
+
+/* bid goes to the callback: the handle holds it, and lives on while it
+ * holds any, so that a return after its end touches live memory. */
+static void hold(halo_op *op, uint16_t bid)
+{
+	struct recv_ms *s = rms_of(op);
+
+	s->br->owner[bid] = op;
+	if (s->held++ == 0)
+		op->fut.refs++;
+	if (s->held > s->held_peak)
+		s->held_peak = s->held;
+}
+
+/* A buffer of op came back: resume op once it is down to half its limit. */
+static void give_back(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+
+	s->held--;
+	if ((s->state & MS_PAUSED) && s->held <= s->max_held / 2) {
+		s->state &= ~(unsigned)MS_PAUSED;
+		if ((s->state & MS_PARKED) &&
+		    !(s->state & (MS_STOPPED | MS_ENDED)) && !rearm_parked(op))
+			recv_end(op, -EBUSY);
+	}
+	if (s->held == 0) {
+		if (s->state & MS_ENDED)
+			ring_unhook(s);
+		halo__fut_unref(&op->fut);
+	}
+}
+
+void halo_bufring_return(halo_bufring *br, uint16_t bid)
+{
+	halo_op *op = br->owner[bid];
+
+	if (unlikely(!op)) {
+		assert(!"buffer given back twice, or never handed out");
+		return;
+	}
+	br->owner[bid] = NULL;
+	ring_put(br, bid);
+	/* After halo_loop_close() the handles' memory is gone. */
+	if (!br->loop->closing)
+		give_back(op);
+}
+
+/* Pause: ask the kernel to end the multishot; its last CQE parks the recv.
+ * Not halo_fut_cancel(): the handle's future is not being cancelled. */
+static void pause_cancel(halo_op *op)
+{
+	struct io_uring_sqe *sqe = halo__loop_sqe(op->fut.loop);
+
+	if (!sqe)
+		return; /* the next data CQE tries again */
+	io_uring_prep_cancel64(sqe, halo__op_tag(op), 0);
+	rms_of(op)->state |= MS_CANCELLING;
+}
+
 static void recv_call(halo_op *op, int res, void *data, uint16_t bid)
 {
 	struct recv_ms *s = rms_of(op);
@@ -479,6 +635,59 @@ static void recv_call(halo_op *op, int res, void *data, uint16_t bid)
 	loop->in_callback++;
 	s->cb((halo_recv_ms *)op, res, data, bid, s->arg);
 	loop->in_callback--;
+}
+
+static void recv_fail(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+
+	s->state |= MS_ENDED;
+	recv_call(op, -EBUSY, NULL, 0);
+	recv_end(op, -EBUSY);
+}
+
+/* After a CQE that leaves the handle live: pause at the limit, or re-arm a
+ * recv the kernel ended. */
+static void recv_settle(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+
+	if (s->state & (MS_STOPPED | MS_ENDED))
+		return;
+	if (s->held >= s->max_held && !(s->state & MS_PAUSED)) {
+		s->state |= MS_PAUSED;
+		s->pauses++;
+		s->br->pauses++;
+	}
+	if (s->state & MS_PAUSED) {
+		if (!(s->state & (MS_PARKED | MS_CANCELLING)))
+			pause_cancel(op);
+		return;
+	}
+	/* The new recv goes out after every CQE of the old one was seen, so
+	 * no byte is lost or overtaken. */
+	if ((s->state & MS_PARKED) && !rearm_parked(op))
+		recv_fail(op);
+}
+
+/* Whether a last CQE without data leaves the handle live. -ENOBUFS: the
+ * ring ran dry and the bytes wait in the socket. An -ECANCELED nobody asked
+ * of the handle: a pause took effect. An -EINVAL to a byte cap not known to
+ * work: the kernel predates caps, so go on without them (the pause's cancel
+ * still bounds what the kernel takes). */
+static bool recv_goes_on(halo_op *op, int32_t res)
+{
+	struct recv_ms *s = rms_of(op);
+
+	if (res == -ENOBUFS)
+		return true;
+	if (res == -ECANCELED)
+		return !(op->fut.flags & FUT_CANCEL_REQ);
+	if (res == -EINVAL && (s->state & MS_CAPPED) && s->br->mshot_cap <= 0) {
+		s->br->mshot_cap = -1;
+		return true;
+	}
+	return false;
 }
 
 static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
@@ -492,80 +701,91 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 
 	if (has_buf)
 		br->avail--;
-	if ((s->state & (MS_STOPPED | MS_ENDED)) || (loop->closing && res > 0)) {
+	if ((s->state & (MS_STOPPED | MS_ENDED)) ||
+	    (loop->closing && res > 0)) {
 		if (has_buf)
-			buf_put(br, bid);
+			ring_put(br, bid);
 		if (!more && !(s->state & MS_ENDED))
-			ms_end(op, &s->state, res);
+			recv_end(op, res);
 		return;
 	}
-	if (res == -ENOBUFS && !more) {
-		/* The ring ran dry and the kernel ended the recv; the bytes
-		 * wait in the socket. Re-arm now if buffers came back since,
-		 * else when one is returned. */
-		if (loop->closing) {
-			ms_end(op, &s->state, res);
-		} else if (br->avail > 0) {
-			if (recv_arm(op))
-				s->rearms++;
-			else
-				ms_end(op, &s->state, -EBUSY);
-		} else {
-			starve(op);
-		}
+	if (!more) /* the kernel holds nothing of this recv any more */
+		s->state = (s->state | MS_PARKED) & ~(unsigned)MS_CANCELLING;
+	if (res > 0) {
+		if (s->state & MS_CAPPED)
+			br->mshot_cap = 1;
+		hold(op, bid);
+		recv_call(op, res, halo_bufring_buf(br, bid), bid);
+		recv_settle(op);
 		return;
 	}
-	if (res <= 0) {
-		if (has_buf)
-			buf_put(br, bid);
-		if (more)
-			return;
-		s->state |= MS_ENDED;
-		if (!loop->closing)
-			recv_call(op, res, NULL, 0);
-		ms_end(op, &s->state, res);
+	if (has_buf)
+		ring_put(br, bid);
+	if (more)
+		return;
+	if (!loop->closing && recv_goes_on(op, res)) {
+		recv_settle(op);
 		return;
 	}
-	if (!more) {
-		/* The kernel ended the multishot (CQ overflow, or it stops
-		 * after a while); re-arm before handing out the data so no
-		 * byte arrives unwatched. Its CQEs come after this one. */
-		if (!recv_arm(op)) {
-			recv_call(op, res, halo_bufring_buf(br, bid), bid);
-			/* The data callback may have stopped the handle: no
-			 * callback comes after a stop. */
-			if (!(s->state & MS_STOPPED))
-				recv_call(op, -EBUSY, NULL, 0);
-			s->state |= MS_ENDED;
-			ms_end(op, &s->state, -EBUSY);
-			return;
-		}
-		s->rearms++;
-	}
-	recv_call(op, res, halo_bufring_buf(br, bid), bid);
+	s->state |= MS_ENDED;
+	if (!loop->closing)
+		recv_call(op, res, NULL, 0);
+	recv_end(op, res);
 }
 
-halo_recv_ms *halo_recv_ms_start(halo_loop *loop, int fd, halo_bufring *br,
-				 halo_recv_ms_cb cb, void *arg)
+halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
+				      halo_recv_ms_cb cb, void *arg,
+				      const halo_recv_ms_opts *opts, int *err)
 {
-	halo_op *op = halo__op_new(loop, __FILE__, __LINE__);
+	unsigned max_held = opts ? opts->max_held : 0;
 	struct recv_ms *s;
+	halo_op *op;
+	int r = -EINVAL;
 
+	if (!br || !cb)
+		goto fail;
+	if (fd < 0) {
+		r = -EBADF;
+		goto fail;
+	}
+	if (!max_held) {
+		max_held = br->nbufs / 2 ? br->nbufs / 2 : 1;
+		if (max_held > HALO_RECV_MS_HELD_DEFAULT)
+			max_held = HALO_RECV_MS_HELD_DEFAULT;
+	} else if (max_held > br->nbufs && max_held != HALO_RECV_MS_UNLIMITED) {
+		goto fail;
+	}
+	r = -ENOMEM;
+	op = halo__op_new(loop, __FILE__, __LINE__);
 	if (!op)
-		return NULL;
+		goto fail;
 	s = rms_of(op);
 	memset(s, 0, sizeof(*s));
 	s->cb = cb;
 	s->arg = arg;
 	s->br = br;
 	s->fd = fd;
+	s->max_held = max_held;
 	op->on_cqe = recv_ms_cqe;
 	halo_fut_consume(&op->fut);
+	op->fut.flags |= FUT_UNOWNED; /* a handle outlives its fiber */
 	if (!recv_arm(op)) {
 		halo__op_abort(op);
-		return NULL;
+		r = -EBUSY;
+		goto fail;
 	}
+	br->handles++;
 	return (halo_recv_ms *)op;
+fail:
+	if (err)
+		*err = r;
+	return NULL;
+}
+
+halo_recv_ms *halo_recv_ms_start(halo_loop *loop, int fd, halo_bufring *br,
+				 halo_recv_ms_cb cb, void *arg)
+{
+	return halo_recv_ms_start_opts(loop, fd, br, cb, arg, NULL, NULL);
 }
 
 int halo_recv_ms_stop(halo_recv_ms *h)
@@ -576,11 +796,12 @@ int halo_recv_ms_stop(halo_recv_ms *h)
 	if (s->state & (MS_STOPPED | MS_ENDED))
 		return -EALREADY;
 	s->state |= MS_STOPPED;
-	if (s->state & MS_STARVED) {
-		/* Parked: the kernel holds nothing, end it here. */
+	if (s->state & MS_PARKED) {
+		/* Starved, paused, or inside the callback of a recv's last
+		 * CQE: the kernel holds nothing, end it here. */
 		unstarve(op);
-		halo_fut_cancel(&op->fut);
-		ms_end(op, &s->state, -ECANCELED);
+		op->fut.flags |= FUT_CANCEL_REQ;
+		recv_end(op, -ECANCELED);
 		return 0;
 	}
 	halo_fut_cancel(&op->fut);
@@ -590,6 +811,20 @@ int halo_recv_ms_stop(halo_recv_ms *h)
 uint64_t halo_recv_ms_rearms(const halo_recv_ms *h)
 {
 	return rms_of((halo_op *)h)->rearms;
+}
+
+void halo_recv_ms_stats(const halo_recv_ms *h, halo_recv_stats *out)
+{
+	const struct recv_ms *s = rms_of((halo_op *)h);
+
+	out->rearms = s->rearms;
+	out->pauses = s->pauses;
+	out->held = s->held;
+	out->held_peak = s->held_peak;
+	out->max_held = s->max_held;
+	out->is_paused = !!(s->state & MS_PAUSED);
+	out->is_capped = s->max_held != HALO_RECV_MS_UNLIMITED &&
+			 s->br->mshot_cap > 0;
 }
 
 /* --- multishot accept --- */
@@ -683,6 +918,7 @@ halo_accept_ms *halo_accept_ms_start(halo_loop *loop, int fd, int flags,
 	s->flags = flags;
 	op->on_cqe = accept_ms_cqe;
 	halo_fut_consume(&op->fut);
+	op->fut.flags |= FUT_UNOWNED; /* a handle outlives its fiber */
 	if (!accept_arm(op)) {
 		halo__op_abort(op);
 		return NULL;

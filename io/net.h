@@ -128,15 +128,27 @@ HALO_API void *halo_bufring_buf(const halo_bufring *br, uint16_t bid);
 HALO_API size_t halo_bufring_buf_size(const halo_bufring *br);
 
 /* Give buffer bid back to the ring (exactly once per buffer handed to a
- * callback). If a multishot recv stopped for want of buffers (-ENOBUFS), the
- * return re-arms it, in the tick's next submit. */
+ * callback), and so back to the multishot recv that handed it out: the ring
+ * knows which one did. The return may resume that recv if it had paused at
+ * its limit (see halo_recv_ms_opts), or one that stopped for want of buffers
+ * (-ENOBUFS); either re-arms in the tick's next submit. Valid after the
+ * handle ended too, until halo_loop_close(). */
 HALO_API void halo_bufring_return(halo_bufring *br, uint16_t bid);
 
 /* Buffers in the ring now (as far as halo knows). */
 HALO_API unsigned halo_bufring_avail(const halo_bufring *br);
 
-/* Unregister and free br. Every multishot recv on it must be stopped and
- * reaped first. Returns 0 or -errno. */
+/* How many times a multishot recv on br paused at its max_held. */
+HALO_API uint64_t halo_bufring_pauses(const halo_bufring *br);
+
+/* Multishot recvs that may still touch br: not ended, with CQEs still to
+ * come after a stop, or with buffers not given back. */
+HALO_API unsigned halo_bufring_handles(const halo_bufring *br);
+
+/* Unregister and free br. Every multishot recv on it must be over first
+ * (halo_bufring_handles() == 0: stopped, its last CQE reaped, its buffers
+ * given back), or the loop closing or closed. Returns 0, -EBUSY (then br is
+ * untouched) or -errno from unregistering. */
 HALO_API int halo_bufring_free(halo_bufring *br);
 
 /* --- multishot accept and recv --- */
@@ -164,30 +176,95 @@ HALO_API int halo_accept_ms_stop(halo_accept_ms *h);
 typedef struct halo_recv_ms halo_recv_ms;
 
 /* Called for each piece of data: res > 0 bytes at data, which is buffer bid
- * of the ring; the callback must give it back with halo_bufring_return()
- * (now or later), or the ring runs dry and receiving pauses. res == 0: the
- * peer closed (EOF); res < 0: -errno (e.g. -ECONNRESET). After a call with
- * res <= 0 the handle is gone. Runs from the loop's reap step: it may start
+ * of the ring; the handle holds the buffer until the callback's owner gives
+ * it back with halo_bufring_return() (now or later). res == 0: the peer
+ * closed (EOF); res < 0: -errno (e.g. -ECONNRESET). After a call with
+ * res <= 0 the handle is gone: make no call on h, but give back the buffers
+ * it handed out, which stay valid (halo keeps the handle's count alive until
+ * the last one is back). Runs from the loop's reap step: it may start
  * operations and stop handles, but must not wait. */
 typedef void (*halo_recv_ms_cb)(halo_recv_ms *h, int res, void *data,
 				uint16_t bid, void *arg);
 
+#define HALO_RECV_MS_HELD_DEFAULT 16u
+#define HALO_RECV_MS_UNLIMITED	  (~0u)
+
+/* Options of halo_recv_ms_start_opts(); zero means default.
+ *
+ * max_held bounds what one connection takes from the shared ring: when the
+ * handle holds max_held buffers (handed out, not yet given back) it pauses:
+ * no multishot recv is armed, so the kernel picks no more buffers for it,
+ * and the bytes wait in the socket (TCP then slows the peer). It resumes,
+ * re-armed after the paused recv's last CQE so that no byte is lost or
+ * reordered, when returns bring it down to max_held / 2. While paused, EOF
+ * and errors are seen after the resume, in order after the data. A protocol
+ * that must hold more than max_held buffers at once to make progress has to
+ * copy data aside or raise the limit.
+ *
+ * Overshoot: buffers the kernel filled before the pause reached it are
+ * delivered, not dropped. On Linux 6.17 and later each recv is armed with a
+ * byte cap of the room left (max_held - held whole buffers), so the kernel
+ * stops by itself and held passes max_held by at most the number of buffers
+ * it filled only partly (bulk senders: 1 in tests). Earlier kernels refuse
+ * the cap (halo then goes on without it) and halo cancels the recv at the
+ * limit; held then passes max_held by what the kernel received for the
+ * socket in the tick that reached it, up to the socket's receive queue (107
+ * buffers of 4 KiB in tests on loopback). The ring bounds it in every case:
+ * size it above the connections' limits plus that overshoot. Pauses are
+ * counted in halo_recv_stats and halo_bufring_pauses().
+ *
+ * max_held: 0 means HALO_RECV_MS_HELD_DEFAULT, or half the ring if that is
+ * fewer (at least 1); HALO_RECV_MS_UNLIMITED never pauses (the ring is the
+ * only bound); other values must not exceed the ring's size. */
+typedef struct halo_recv_ms_opts {
+	unsigned max_held;
+} halo_recv_ms_opts;
+
+/* Counters of a multishot recv, read with halo_recv_ms_stats(). */
+typedef struct halo_recv_stats {
+	uint64_t rearms;    /* recvs armed after the first (kernel ended one,
+			       also at its byte cap; -ENOBUFS; resume) */
+	uint64_t pauses;    /* times it reached max_held and paused */
+	unsigned held;	    /* buffers handed out and not given back now */
+	unsigned held_peak; /* the most it held at once */
+	unsigned max_held;  /* the limit in force */
+	int is_paused;	    /* over the limit, waiting for returns */
+	int is_capped;	    /* the kernel stops it at the limit by itself
+			       (byte cap, Linux 6.17+); 0 until data showed it */
+} halo_recv_stats;
+
 /* Receive from fd with one multishot RECV picking buffers from br, until
- * EOF, an error or stop. halo re-arms it when the kernel ends it (without
- * losing or reordering bytes: the new recv is submitted after every CQE of
- * the old one was seen), and after -ENOBUFS it re-arms when a buffer is given
- * back. Returns a handle owned by halo or NULL when out of memory. */
+ * EOF, an error or stop, holding at most opts->max_held buffers (opts NULL:
+ * defaults). halo re-arms it when the kernel ends it (without losing or
+ * reordering bytes: the new recv is submitted after every CQE of the old one
+ * was seen), after -ENOBUFS when a buffer is given back to the ring, and
+ * after a pause when its own buffers come back. Returns a handle owned by
+ * halo, or NULL with *err (if err is not NULL) set to -EINVAL (bad options,
+ * no br or cb), -EBADF (fd < 0), -ENOMEM or -EBUSY (no SQE). */
+HALO_API halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd,
+					       halo_bufring *br,
+					       halo_recv_ms_cb cb, void *arg,
+					       const halo_recv_ms_opts *opts,
+					       int *err);
+
+/* halo_recv_ms_start_opts() with default options. Returns NULL only when
+ * out of memory or when the ring failed. */
 HALO_API halo_recv_ms *halo_recv_ms_start(halo_loop *loop, int fd,
 					  halo_bufring *br, halo_recv_ms_cb cb,
 					  void *arg);
 
 /* Stop receiving: no callback after this returns; buffers the kernel filled
- * meanwhile go back to the ring. Do not use h afterwards. Returns 0 or
+ * meanwhile go back to the ring. Works paused or not. Buffers already handed
+ * out stay the caller's to give back. Do not use h afterwards. Returns 0 or
  * -EALREADY if it already ended. */
 HALO_API int halo_recv_ms_stop(halo_recv_ms *h);
 
-/* How many times h was re-armed (kernel ended it, or -ENOBUFS). */
+/* How many times h was re-armed (kernel ended it, -ENOBUFS, resume). */
 HALO_API uint64_t halo_recv_ms_rearms(const halo_recv_ms *h);
+
+/* Copy h's counters to out; h must not have ended (its callback may call
+ * this). */
+HALO_API void halo_recv_ms_stats(const halo_recv_ms *h, halo_recv_stats *out);
 
 #ifdef __cplusplus
 }

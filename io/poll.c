@@ -108,6 +108,7 @@ halo_poll_ms *halo_poll_ms_start(halo_loop *loop, int fd, unsigned events,
 	s->state = 0;
 	op->on_cqe = poll_ms_cqe;
 	halo_fut_consume(&op->fut);
+	op->fut.flags |= FUT_UNOWNED; /* a handle outlives its fiber */
 	if (!arm(op)) {
 		halo__op_abort(op);
 		return NULL;

@@ -87,6 +87,57 @@ static void present(halo_loop *loop, halo_build_unit *u, halo_fut *f,
 	}
 }
 
+/* The message of a failed unit whose error is its future's; a unit that
+ * missed the deadline, was interrupted or failed in present has none. */
+static const char *unit_msg(const halo_build_unit *u, halo_fut *f)
+{
+	if (!u->err || !f || halo_fut_error(f) != u->err)
+		return NULL;
+	return halo_fut_error_msg(f);
+}
+
+/* One block of loop memory for the list and the copied messages, so that
+ * the report outlives the futures it was made from and is freed in one
+ * call. */
+static void list_failures(halo_loop *loop, halo_build_unit *u, halo_fut **f,
+			  size_t n, halo_build_report *rep)
+{
+	size_t size = rep->failed_n * sizeof(halo_build_failure);
+	halo_build_failure *fl;
+	char *text;
+	size_t k = 0;
+
+	if (!rep->failed_n)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		const char *m = unit_msg(&u[i], f[i]);
+
+		if (m)
+			size += strlen(m) + 1;
+	}
+	fl = halo_mem_alloc(loop, size);
+	if (!fl)
+		return;
+	text = (char *)(fl + rep->failed_n);
+	for (size_t i = 0; i < n; i++) {
+		const char *m = unit_msg(&u[i], f[i]);
+
+		if (!u[i].err)
+			continue;
+		fl[k] = (halo_build_failure){i, u[i].name, u[i].err, NULL};
+		if (m) {
+			size_t len = strlen(m) + 1;
+
+			memcpy(text, m, len);
+			fl[k].msg = text;
+			text += len;
+		}
+		k++;
+	}
+	rep->failures = fl;
+	rep->failures_size = size;
+}
+
 halo_build_report halo_build(halo_loop *loop, halo_build_unit *units,
 			     size_t n, const halo_build_opts *opts)
 {
@@ -129,13 +180,24 @@ halo_build_report halo_build(halo_loop *loop, halo_build_unit *units,
 		present(loop, &units[i], f[i], o.flags);
 	}
 	for (size_t i = 0; i < n; i++) {
-		halo_fut_release(f[i]);
 		if (units[i].err) {
 			rep.failed_n++;
 			if (!rep.status)
 				rep.status = units[i].err;
 		}
 	}
+	list_failures(loop, units, f, n, &rep);
+	for (size_t i = 0; i < n; i++)
+		halo_fut_release(f[i]);
 	halo_mem_free(loop, f, size);
 	return rep;
+}
+
+void halo_build_report_release(halo_loop *loop, halo_build_report *rep)
+{
+	if (!rep->failures)
+		return;
+	halo_mem_free(loop, rep->failures, rep->failures_size);
+	rep->failures = NULL;
+	rep->failures_size = 0;
 }

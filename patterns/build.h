@@ -21,7 +21,9 @@ extern "C" {
 typedef struct halo_build_unit {
 	const char *name;
 	/* Start the unit's work without waiting; returns a future the build
-	 * owns (NULL: the unit fails with -ENOMEM). */
+	 * owns. A start that fails at once returns halo_fut_failed(loop,
+	 * -errno, msg), so that the report shows its error and message; NULL
+	 * means the unit fails with -ENOMEM. */
 	halo_fut *(*start)(halo_loop *loop, void *arg);
 	/* Consume the done future (borrowed; the build releases it). Returns
 	 * 0 or -errno. */
@@ -43,6 +45,15 @@ typedef struct halo_build_opts {
 	unsigned flags;
 } halo_build_opts;
 
+/* A unit that failed, as the report lists it. */
+typedef struct halo_build_failure {
+	size_t unit;	  /* its index in units[] */
+	const char *name; /* units[unit].name (borrowed from the caller) */
+	int err;	  /* units[unit].err */
+	const char *msg;  /* the message its future failed with (see
+			     halo_fut_error_msg), copied; NULL if none */
+} halo_build_failure;
+
 typedef struct halo_build_report {
 	int status;	   /* 0, or the first unit error in unit order */
 	size_t failed_n;   /* units with err != 0 */
@@ -50,15 +61,29 @@ typedef struct halo_build_report {
 	size_t blocked_n;  /* units whose start blocked */
 	char blocked[256]; /* their names, comma-separated (truncated) */
 	char missed[256];  /* names of the units that missed the deadline */
+	/* The failed units in unit order (failed_n of them; failures[0] is
+	 * the one whose error is status), with their messages copied into
+	 * loop memory: valid, whatever became of the units' futures, until
+	 * halo_build_report_release(). NULL if no unit failed or if memory
+	 * ran out (the counts and status stand). */
+	halo_build_failure *failures;
+	size_t failures_size; /* private: for halo_build_report_release */
 } halo_build_report;
 
 /* Run the build over units[0..n). A failed unit records its error and, by
  * default, is not presented; the others still are. At the deadline every
  * not-done future of the build is cancelled and waited for (the kernel
  * confirmed), and those units get -ETIMEDOUT. Works in a fiber and on the
- * loop's thread outside callbacks. */
+ * loop's thread outside callbacks. The report lists the failed units; free
+ * it with halo_build_report_release(). */
 HALO_API halo_build_report halo_build(halo_loop *loop, halo_build_unit *units,
 				      size_t n, const halo_build_opts *opts);
+
+/* Free the loop memory that rep->failures holds and clear it; call it once
+ * per report (any copy of it), before the loop is closed. Does nothing for a
+ * report without failures. */
+HALO_API void halo_build_report_release(halo_loop *loop,
+					halo_build_report *rep);
 
 #ifdef __cplusplus
 }

@@ -30,24 +30,21 @@ struct gst {
 	int kind, outcome;
 	bool cancel_on_error, stopping;
 	int err;
+	size_t fail_idx; /* the child whose failure is err, SIZE_MAX if none */
 	int64_t *results;
-	size_t *winner;
+	size_t *winner, *failed;
 	int64_t win_result;
 	void *win_value;
-	char msg[120];
 	struct gnode nodes[];
 };
 
+/* Publish the decision, then let go of the children: the failed child is
+ * still held while its message is copied into out. */
 static void finish(struct gst *st)
 {
 	halo_fut *out = st->out;
+	const char *msg = NULL;
 
-	for (size_t i = 0; i < st->n; i++) {
-		struct gnode *nd = &st->nodes[i];
-		if (nd->hooked)
-			halo_fut_remove_waiter(nd->f, &nd->w);
-		halo_fut_release(nd->f);
-	}
 	switch (st->outcome) {
 	case DECIDED_OK:
 		halo_fut_resolve(out, st->win_result, st->win_value);
@@ -56,8 +53,17 @@ static void finish(struct gst *st)
 		halo_fut_cancelled(out);
 		break;
 	default:
-		halo_fut_fail(out, st->err < 0 ? st->err : -EIO,
-			      st->msg[0] ? st->msg : NULL);
+		if (st->fail_idx < st->n)
+			msg = halo_fut_error_msg(st->nodes[st->fail_idx].f);
+		if (st->failed)
+			*st->failed = st->fail_idx;
+		halo_fut_fail(out, st->err < 0 ? st->err : -EIO, msg);
+	}
+	for (size_t i = 0; i < st->n; i++) {
+		struct gnode *nd = &st->nodes[i];
+		if (nd->hooked)
+			halo_fut_remove_waiter(nd->f, &nd->w);
+		halo_fut_release(nd->f);
 	}
 	halo_mem_free(st->loop, st, st->size);
 	halo_fut_release(out);
@@ -71,16 +77,10 @@ static void stop_rest(struct gst *st)
 			halo_fut_cancel(st->nodes[i].f);
 }
 
-static void keep_error(struct gst *st, halo_fut *f, int64_t r)
+static void keep_error(struct gst *st, struct gnode *nd, int64_t r)
 {
-	const char *m = halo_fut_error_msg(f);
-
 	st->err = r < 0 ? (int)r : -EIO;
-	st->msg[0] = 0;
-	if (m) {
-		strncpy(st->msg, m, sizeof(st->msg) - 1);
-		st->msg[sizeof(st->msg) - 1] = 0;
-	}
+	st->fail_idx = nd->idx;
 }
 
 static void on_child(halo_fut *f, void *arg)
@@ -96,7 +96,7 @@ static void on_child(halo_fut *f, void *arg)
 		st->results[nd->idx] = r;
 	if (st->kind == GATHER && !ok && st->outcome == UNDECIDED) {
 		st->outcome = DECIDED_ERR;
-		keep_error(st, f, r);
+		keep_error(st, nd, r);
 		if (!st->cancel_on_error) {
 			finish(st);
 			return;
@@ -111,7 +111,7 @@ static void on_child(halo_fut *f, void *arg)
 				*st->winner = nd->idx;
 			stop_rest(st);
 		} else {
-			keep_error(st, f, r);
+			keep_error(st, nd, r);
 		}
 	}
 	if (st->pending_n)
@@ -141,8 +141,8 @@ static void on_cancel(halo_fut *out, void *arg)
 
 static halo_fut *start(halo_loop *loop, halo_fut *const *futs, size_t n,
 		       int kind, bool cancel_on_error, bool adopt,
-		       int64_t *results, size_t *winner, const char *file,
-		       int line)
+		       int64_t *results, size_t *winner, size_t *failed,
+		       const char *file, int line)
 {
 	size_t size = sizeof(struct gst) + n * sizeof(struct gnode);
 	struct gst *st;
@@ -152,6 +152,8 @@ static halo_fut *start(halo_loop *loop, halo_fut *const *futs, size_t n,
 		return NULL;
 	if (winner)
 		*winner = SIZE_MAX;
+	if (failed)
+		*failed = SIZE_MAX;
 	if (n == 0) {
 		if (kind == GATHER)
 			halo_fut_resolve(out, 0, results);
@@ -173,7 +175,9 @@ static halo_fut *start(halo_loop *loop, halo_fut *const *futs, size_t n,
 	st->cancel_on_error = cancel_on_error;
 	st->results = results;
 	st->winner = winner;
+	st->failed = failed;
 	st->err = -EIO;
+	st->fail_idx = SIZE_MAX;
 	halo_fut_set_cancel(out, on_cancel, st);
 	for (size_t i = 0; i < n; i++) {
 		struct gnode *nd = &st->nodes[i];
@@ -196,7 +200,7 @@ halo_fut *halo_gather_at(halo_loop *loop, halo_fut *const *futs, size_t n,
 	halo_gather_opts o = opts ? *opts : (halo_gather_opts){0};
 
 	return start(loop, futs, n, GATHER, o.cancel_on_error, o.adopt,
-		     o.results, NULL, file, line);
+		     o.results, NULL, o.failed, file, line);
 }
 
 int64_t *halo_gather_results(halo_fut *g)
@@ -209,6 +213,6 @@ halo_fut *halo_race_at(halo_loop *loop, halo_fut *const *futs, size_t n,
 {
 	halo_race_opts o = opts ? *opts : (halo_race_opts){0};
 
-	return start(loop, futs, n, RACE, true, o.adopt, NULL, o.winner, file,
-		     line);
+	return start(loop, futs, n, RACE, true, o.adopt, NULL, o.winner,
+		     o.failed, file, line);
 }

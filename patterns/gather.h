@@ -26,15 +26,21 @@ typedef struct halo_gather_opts {
 				 complete only when they are done */
 	bool adopt;	      /* take over the caller's reference to each
 				 child (released when the gather is done) */
+	size_t *failed;	      /* set to the index of the child whose failure
+				 the gather failed with (its error and
+				 message are the gather's), SIZE_MAX if
+				 none; may be NULL; must stay valid until
+				 the gather is done */
 } halo_gather_opts;
 
 /* A future over futs[0..n): OK with result n and value opts->results once
  * all are OK; ERROR with the first failure's -errno and message (-ECANCELED
- * for a cancelled child). Without cancel_on_error it fails at once and the
- * rest run on. Cancelling it cancels the children and completes CANCELLED
- * once they are done. The gather holds its own references to the children
- * (unless adopt); the caller owns one reference to the gather. NULL on
- * exhaustion (then nothing was adopted). */
+ * for a cancelled child), the failed child's index in opts->failed. Without
+ * cancel_on_error it fails at once and the rest run on. Cancelling it
+ * cancels the children and completes CANCELLED once they are done. The
+ * gather holds its own references to the children (unless adopt); the
+ * caller owns one reference to the gather. NULL on exhaustion (then nothing
+ * was adopted). */
 HALO_API halo_fut *halo_gather_at(halo_loop *loop, halo_fut *const *futs,
 				  size_t n, const halo_gather_opts *opts,
 				  const char *file, int line);
@@ -49,12 +55,16 @@ typedef struct halo_race_opts {
 	size_t *winner; /* set to the winner's index (SIZE_MAX if none);
 			   must stay valid until the race is done */
 	bool adopt;	/* as in halo_gather_opts */
+	size_t *failed; /* if all fail, set to the index of the child whose
+			   failure the race failed with (SIZE_MAX if none);
+			   may be NULL; valid until the race is done */
 } halo_race_opts;
 
 /* A future over futs[0..n) that completes OK with the result and value of
  * the first child to succeed, after every other child was cancelled and is
- * done. If all fail, it fails with the last failure. n == 0 fails with
- * -ENOENT. Cancelling it cancels the children. Ownership as halo_gather. */
+ * done. If all fail, it fails with the last failure (its -errno, message
+ * and, in opts->failed, index). n == 0 fails with -ENOENT. Cancelling it
+ * cancels the children. Ownership as halo_gather. */
 HALO_API halo_fut *halo_race_at(halo_loop *loop, halo_fut *const *futs,
 				size_t n, const halo_race_opts *opts,
 				const char *file, int line);

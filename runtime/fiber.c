@@ -1,7 +1,14 @@
 /* Fibers: stackful tasks switched by runtime/ctx.S. A fiber always switches
  * to and from the loop's scheduler context (whatever stack is running the
  * tick), never directly to another fiber, so a suspended fiber is resumed by
- * exactly one thing: a waiter, a yield, or a cancel. */
+ * exactly one thing: a waiter, a yield, a cancel, or the end of a drain.
+ *
+ * Every op whose first SQE is prepared while a fiber runs is owned by that
+ * fiber (linked on fb->owned) until its last CQE. The kernel may write into
+ * such an op's buffer, which may lie on the fiber's stack, so a cancelled
+ * fiber cancels its owned ops and stays suspended ("drains") until they end,
+ * and a fiber that returns with owned ops in flight cancels them and drains
+ * before its future completes and its stack goes back to the cache. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -28,8 +35,13 @@ struct halo_fiber {
 	void *arg;
 	halo_waiter wait;
 	halo_fut *awaiting;
-	int64_t wake; /* what the suspension point returns */
+	halo_op *owned; /* ops it started that the kernel still holds */
+	halo_task retry; /* re-asks cancels that found no SQE, next tick */
+	int64_t wake;	 /* what the suspension point returns */
 	uint8_t started, done, cancel_pending;
+	uint8_t draining; /* suspended until owned is empty */
+	uint8_t exiting;  /* fn returned; draining before the end */
+	uint8_t retry_queued;
 	void *asan_fake;
 };
 
@@ -121,6 +133,109 @@ void halo__fiber_free(halo_fut *f)
 	halo_mem_free(f->loop, fb, sizeof(*fb));
 }
 
+static int64_t suspend(struct halo_fiber *fb);
+
+void halo__fiber_own(struct halo_fiber *fb, halo_op *op)
+{
+	op->owner = fb;
+	op->own_pprev = &fb->owned;
+	op->own_next = fb->owned;
+	if (fb->owned)
+		fb->owned->own_pprev = &op->own_next;
+	fb->owned = op;
+}
+
+static void unlink_owned(halo_op *op)
+{
+	struct halo_fiber *fb = op->owner;
+
+	*op->own_pprev = op->own_next;
+	if (op->own_next)
+		op->own_next->own_pprev = op->own_pprev;
+	op->owner = NULL;
+	if (!fb->owned && fb->draining) {
+		/* Reaped outside the fiber: resume it from the ready queue. */
+		fb->draining = 0;
+		halo__ready_push(fb->fut.loop, &fb->run);
+	}
+}
+
+void halo__fiber_op_ended(halo_op *op)
+{
+	unlink_owned(op);
+}
+
+static void retry_cancels(halo_task *t);
+
+/* Ask the kernel to cancel every op fb owns. An op whose future is already
+ * done may still be held by the kernel (a multishot, an op completed early
+ * by its handler): it is cancelled all the same. A cancel that finds the SQ
+ * full and the kernel short of room is asked again next tick. */
+static void cancel_owned(struct halo_fiber *fb)
+{
+	halo_loop *loop = fb->fut.loop;
+	bool again = false;
+
+	for (halo_op *op = fb->owned; op; op = op->own_next) {
+		if (op->fut.flags & FUT_CANCEL_REQ)
+			continue;
+		op->fut.flags |= FUT_CANCEL_REQ;
+		if (halo__op_cancel(op) < 0) {
+			op->fut.flags &= (uint8_t)~FUT_CANCEL_REQ;
+			again = true;
+			continue;
+		}
+		loop->stats.fiber_op_cancels++;
+	}
+	if (again && !fb->retry_queued) {
+		fb->retry_queued = 1;
+		fb->retry.fn = retry_cancels;
+		halo__later_push(loop, &fb->retry);
+	}
+}
+
+static void retry_cancels(halo_task *t)
+{
+	struct halo_fiber *fb = (struct halo_fiber *)((char *)t -
+					offsetof(struct halo_fiber, retry));
+
+	fb->retry_queued = 0;
+	if (fb->owned)
+		cancel_owned(fb);
+}
+
+/* Cancel what fb owns and stay suspended until the kernel has let go of all
+ * of it. Runs on fb's stack. */
+static void drain(struct halo_fiber *fb)
+{
+	cancel_owned(fb);
+	if (!fb->owned)
+		return;
+	fb->draining = 1;
+	suspend(fb);
+}
+
+/* The fiber was cancelled: its wait returns -ECANCELED, but only once the
+ * kernel is done with every op it started. */
+static int64_t cancelled(struct halo_fiber *fb)
+{
+	fb->cancel_pending = 0;
+	drain(fb);
+	return -ECANCELED;
+}
+
+int halo_fiber_disown(halo_fut *f)
+{
+	halo_op *op = (halo_op *)f;
+
+	if (!f || f->kind != FUT_OP)
+		return -EINVAL;
+	f->flags |= FUT_UNOWNED;
+	if (op->owner)
+		unlink_owned(op);
+	return 0;
+}
+
 static void fiber_main(void *arg) __attribute__((noreturn));
 
 static void fiber_main(void *arg)
@@ -134,6 +249,12 @@ static void fiber_main(void *arg)
 					&loop->sched_stack_size);
 #endif
 	r = fb->fn(loop, fb->arg);
+	if (fb->owned) {
+		/* Ops it never waited for may still write into this stack. */
+		loop->stats.fiber_exit_drains++;
+		fb->exiting = 1;
+		drain(fb);
+	}
 	fb->done = 1;
 	loop->stats.live_fibers--;
 	if (fb->fut.flags & FUT_CANCEL_REQ)
@@ -141,6 +262,12 @@ static void fiber_main(void *arg)
 	else
 		halo__fut_complete(&fb->fut,
 				   r < 0 ? HALO_FUT_ERROR : HALO_FUT_OK, r);
+	if (fb->fut.state != HALO_FUT_OK) {
+		fb->fut.value = NULL;
+	} else if (fb->fut.flags & FUT_OWNED_MSG) {
+		halo_mem_free(loop, fb->fut.errmsg, strlen(fb->fut.errmsg) + 1);
+		fb->fut.flags &= (uint8_t)~FUT_OWNED_MSG;
+	}
 #ifdef HALO_ASAN
 	__sanitizer_start_switch_fiber(NULL, loop->sched_stack_bottom,
 				       loop->sched_stack_size);
@@ -312,10 +439,8 @@ int64_t halo__fiber_wait(halo_loop *loop, halo_fut *f)
 	struct halo_fiber *fb = loop->cur_fiber;
 	int64_t r;
 
-	if (fb->cancel_pending) {
-		fb->cancel_pending = 0;
-		return -ECANCELED;
-	}
+	if (fb->cancel_pending)
+		return cancelled(fb);
 	f->refs++;
 	fb->awaiting = f;
 	fb->wait.fn = wake_waiter;
@@ -329,19 +454,26 @@ int64_t halo__fiber_wait(halo_loop *loop, halo_fut *f)
 	return r;
 }
 
-/* Cancelling a fiber interrupts the wait it is suspended in, or the next
- * one it makes; only once, so that the fiber can still wait for its own
- * clean-up (the kernel confirming the cancellation of its I/O). */
+/* Cancelling a fiber cancels the ops it owns and interrupts the wait it is
+ * suspended in, or the next one it makes; only once, so that the fiber can
+ * still wait for its own clean-up. */
 void halo__fiber_cancel(halo_fut *f)
 {
 	struct halo_fiber *fb = (struct halo_fiber *)f;
 
-	if (!fb->started || fb->done)
+	if (!fb->started || fb->done || fb->exiting)
 		return; /* resume() sees the request before it starts */
+	cancel_owned(fb);
 	if (fb->awaiting &&
 	    halo_fut_remove_waiter(fb->awaiting, &fb->wait)) {
+		/* A future it did not start stays alive for its other
+		 * waiters; the fiber only stops waiting, once its own ops
+		 * (the awaited one first of all) have ended. */
 		fb->wake = -ECANCELED;
-		halo__ready_push(f->loop, &fb->run);
+		if (fb->owned)
+			fb->draining = 1;
+		else
+			halo__ready_push(f->loop, &fb->run);
 		return;
 	}
 	fb->cancel_pending = 1;
@@ -365,10 +497,8 @@ int halo_yield(halo_loop *loop)
 	} else {
 		suspend(fb);
 	}
-	if (fb->cancel_pending) {
-		fb->cancel_pending = 0;
-		return -ECANCELED;
-	}
+	if (fb->cancel_pending)
+		return (int)cancelled(fb);
 	return 0;
 }
 
@@ -390,4 +520,33 @@ int halo_fiber_cancelled(const halo_loop *loop)
 {
 	return loop->cur_fiber &&
 	       (loop->cur_fiber->fut.flags & FUT_CANCEL_REQ) != 0;
+}
+
+int64_t halo_fiber_fail(halo_loop *loop, int err, const char *msg)
+{
+	struct halo_fiber *fb = loop->cur_fiber;
+
+	if (err >= 0)
+		return -EINVAL;
+	if (!fb)
+		return -EPERM;
+	if (fb->fut.flags & FUT_OWNED_MSG) {
+		halo_mem_free(loop, fb->fut.errmsg, strlen(fb->fut.errmsg) + 1);
+		fb->fut.flags &= (uint8_t)~FUT_OWNED_MSG;
+		fb->fut.errmsg = NULL;
+	}
+	if (msg) {
+		fb->fut.errmsg = halo_mem_strdup(loop, msg);
+		if (fb->fut.errmsg)
+			fb->fut.flags |= FUT_OWNED_MSG;
+	}
+	return err;
+}
+
+int halo_fiber_set_value(halo_loop *loop, void *value)
+{
+	if (!loop->cur_fiber)
+		return -EPERM;
+	loop->cur_fiber->fut.value = value;
+	return 0;
 }

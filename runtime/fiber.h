@@ -25,8 +25,24 @@ typedef struct halo_fiber_opts {
 
 /* Start fn(loop, arg) as a fiber; it first runs from the ready queue, not
  * inside this call. Returns the fiber's future (caller owns a reference), or
- * NULL on exhaustion. Cancelling it makes the fiber's current or next wait
- * return -ECANCELED; the future ends CANCELLED. */
+ * NULL on exhaustion. Cancelling it cancels the operations the fiber owns
+ * (see below) and makes the fiber's current or next wait return -ECANCELED,
+ * once the kernel has let go of them; the future ends CANCELLED.
+ *
+ * The rule that keeps a fiber's stack safe: an I/O operation started while a
+ * fiber runs belongs to that fiber until the kernel's last CQE for it.
+ * - Cancelling the fiber cancels every operation it owns, the one it waits
+ *   on first of all, and its wait returns only when the kernel has confirmed
+ *   them all. A future it only waits on but did not start (another fiber's,
+ *   a promise, a shared load) is not cancelled: the fiber stops waiting.
+ * - A fiber that returns while operations it owns are in flight (started and
+ *   never waited for) has them cancelled; its future completes, and its
+ *   stack is reused, only after the kernel let go of them
+ *   (halo_stats.fiber_exit_drains counts such fibers, fiber_op_cancels the
+ *   operations cancelled for a fiber).
+ * - Multishot handles (accept, recv, poll) are never owned: they outlive
+ *   the fiber that started them. halo_fiber_disown() lets any other
+ *   operation outlive its fiber, when its buffers are not on the stack. */
 HALO_API halo_fut *halo_spawn_at(halo_loop *loop, halo_fiber_fn fn, void *arg,
 				 const halo_fiber_opts *opts, const char *file,
 				 int line);
@@ -45,6 +61,25 @@ HALO_API int halo_sleep(halo_loop *loop, uint64_t ns);
 
 /* True if the running fiber has been asked to cancel. */
 HALO_API int halo_fiber_cancelled(const halo_loop *loop);
+
+/* Let the operation f outlive the fiber that started it: cancelling or
+ * ending the fiber no longer cancels f, and the fiber's stack may be reused
+ * while f is in flight, so f's buffers must not lie on that stack. Returns
+ * 0, or -EINVAL if f is not an I/O operation. */
+HALO_API int halo_fiber_disown(halo_fut *f);
+
+/* Record msg (copied) as the message of the running fiber's error, and
+ * return err, so that a body can end with
+ * `return halo_fiber_fail(loop, -EPROTO, "bad header");`. The fiber's future
+ * then fails with err and halo_fut_error_msg() gives msg. Returns err, or
+ * -EINVAL if err >= 0, -EPERM outside a fiber. */
+HALO_API int64_t halo_fiber_fail(halo_loop *loop, int err, const char *msg);
+
+/* Set the value the running fiber's future resolves with (read with
+ * halo_fut_value()) when the fiber returns a result >= 0. The fiber owns
+ * what value points to until it hands it on. Returns 0, or -EPERM outside a
+ * fiber. */
+HALO_API int halo_fiber_set_value(halo_loop *loop, void *value);
 
 #ifdef __cplusplus
 }

@@ -76,16 +76,43 @@ halo_fut *halo_fut_new_at(halo_loop *loop, const char *file, int line)
 			       file, line);
 }
 
+const char halo_fut_msg_lost[] = "out of memory for the error message";
+
+/* The error counts more than its message: a message that cannot be copied
+ * leaves the error standing, and says it was lost rather than vanish. */
+static void set_msg(halo_fut *f, const char *msg)
+{
+	if (f->flags & FUT_OWNED_MSG) {
+		if (f->errmsg != halo_fut_msg_lost)
+			halo_mem_free(f->loop, f->errmsg,
+				      strlen(f->errmsg) + 1);
+		f->flags &= (uint8_t)~FUT_OWNED_MSG;
+	}
+	if (!msg)
+		return;
+	f->errmsg = halo_mem_strdup(f->loop, msg);
+	if (!f->errmsg)
+		f->errmsg = (char *)halo_fut_msg_lost;
+	f->flags |= FUT_OWNED_MSG;
+}
+
+/* A timer (a delayed future) completed by hand leaves the heap first, or
+ * its expiry would complete it a second time. */
+static void settle(halo_fut *f)
+{
+	if (f->kind == FUT_TIMER)
+		halo__timer_cancel((struct halo__timer *)f);
+}
+
 int halo_fut_resolve(halo_fut *f, int64_t result, void *value)
 {
 	if (!halo__fut_pending(f))
 		return -EALREADY;
+	settle(f);
 	f->value = value;
 	halo__fut_complete(f, HALO_FUT_OK, result);
 	return 0;
 }
-
-const char halo_fut_msg_lost[] = "out of memory for the error message";
 
 int halo_fut_fail(halo_fut *f, int err, const char *msg)
 {
@@ -93,16 +120,68 @@ int halo_fut_fail(halo_fut *f, int err, const char *msg)
 		return -EINVAL;
 	if (!halo__fut_pending(f))
 		return -EALREADY;
-	if (msg) {
-		/* The error counts more than its message: fail f either way,
-		 * and say that the message was lost rather than drop it. */
-		f->errmsg = halo_mem_strdup(f->loop, msg);
-		if (!f->errmsg)
-			f->errmsg = (char *)halo_fut_msg_lost;
-		f->flags |= FUT_OWNED_MSG;
-	}
+	settle(f);
+	set_msg(f, msg);
 	halo__fut_complete(f, HALO_FUT_ERROR, err);
 	return 0;
+}
+
+halo_fut *halo_fut_ready_at(halo_loop *loop, int64_t result, void *value,
+			    const char *file, int line)
+{
+	halo_fut *f = halo_fut_new_at(loop, file, line);
+
+	if (f)
+		halo_fut_resolve(f, result, value);
+	return f;
+}
+
+halo_fut *halo_fut_failed_at(halo_loop *loop, int err, const char *msg,
+			     const char *file, int line)
+{
+	halo_fut *f = halo_fut_new_at(loop, file, line);
+
+	if (f)
+		halo_fut_fail(f, err < 0 ? err : -EINVAL, msg);
+	return f;
+}
+
+/* A delayed future is a timer that carries its outcome in the fields it
+ * leaves unused while pending; halo__timers_expire() completes it so. */
+static halo_fut *delayed(halo_loop *loop, uint64_t delay_ns, const char *file,
+			 int line)
+{
+	uint64_t now = halo_now_ns();
+	uint64_t at = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
+
+	return halo_timer_at_(loop, at, file, line);
+}
+
+halo_fut *halo_fut_delayed_at(halo_loop *loop, uint64_t delay_ns,
+			      int64_t result, void *value, const char *file,
+			      int line)
+{
+	halo_fut *f = delayed(loop, delay_ns, file, line);
+
+	if (f) {
+		f->result = result;
+		f->value = value;
+	}
+	return f;
+}
+
+halo_fut *halo_fut_delayed_failed_at(halo_loop *loop, uint64_t delay_ns,
+				     int err, const char *msg, const char *file,
+				     int line)
+{
+	halo_fut *f = delayed(loop, delay_ns, file, line);
+
+	if (f) {
+		f->result = err < 0 ? err : -EINVAL;
+		f->flags |= FUT_FAILS_AT_EXPIRY;
+		set_msg(f, msg);
+	}
+	return f;
 }
 
 int halo_fut_cancelled(halo_fut *f)
@@ -195,7 +274,10 @@ int halo_fut_error(halo_fut *f)
 
 const char *halo_fut_error_msg(const halo_fut *f)
 {
-	return (f->flags & FUT_OWNED_MSG) ? f->errmsg : NULL;
+	/* A pending delayed failure holds its message already. */
+	if (f->state != HALO_FUT_ERROR || !(f->flags & FUT_OWNED_MSG))
+		return NULL;
+	return f->errmsg;
 }
 
 static void wake_driver(halo_fut *f, void *arg)
@@ -309,21 +391,28 @@ bool halo_fut_remove_waiter(halo_fut *f, halo_waiter *w)
 halo_fut *halo_fut_ref(halo_fut *f)
 {
 	f->refs++;
+	f->urefs++;
 	return f;
 }
 
+/* Only the last user reference gives up interest: a producer that lets go
+ * of its reference after handing f to a consumer must not hide that the
+ * consumer never looked at f. Internal references never count. */
 void halo_fut_release(halo_fut *f)
 {
 	if (!f)
 		return;
-	f->flags |= FUT_CONSUMED;
-	assert(f->refs > 0);
-	if (--f->refs == 0)
-		halo__fut_free(f);
+	assert(f->urefs > 0 && f->refs >= f->urefs);
+	if (--f->urefs == 0)
+		f->flags |= FUT_CONSUMED;
+	halo__fut_unref(f);
 }
 
 void halo_fut_detach(halo_fut *f)
 {
+	if (!f)
+		return;
+	f->flags |= FUT_CONSUMED;
 	halo_fut_release(f);
 }
 

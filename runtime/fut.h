@@ -1,6 +1,17 @@
 /* Futures: the one currency of halo. A future is PENDING, then exactly once
  * OK, ERROR or CANCELLED. It carries an int64_t result (an I/O CQE's res, or
- * -errno) and a void * value for results built in user space. */
+ * -errno) and a void * value for results built in user space.
+ *
+ * References and consumption: whoever creates a future or calls
+ * halo_fut_ref() holds a reference and drops it with halo_fut_release().
+ * A future is consumed once someone waits on it, reads it (result, value,
+ * error), detaches it or calls halo_fut_consume(), or when the last reference
+ * user code holds is released. Releasing any other reference consumes
+ * nothing: a producer that hands a future to a consumer and releases its own
+ * reference leaves the consumer responsible. The loop's internal references
+ * (ready queue, kernel, timer heap, a fiber's wait) never count.
+ * halo_loop_close() reports every future still alive and never consumed as
+ * leaked, with the file and line that created it. */
 #ifndef HALO_FUT_H
 #define HALO_FUT_H
 
@@ -46,6 +57,47 @@ typedef void (*halo_fut_cancel_fn)(halo_fut *f, void *arg);
 HALO_API halo_fut *halo_fut_new_at(halo_loop *loop, const char *file, int line);
 #define halo_fut_new(loop) halo_fut_new_at((loop), __FILE__, __LINE__)
 
+/* A future that is already OK with result and value, for a start call that
+ * has its answer at once. Its waiters still run from the ready queue. The
+ * caller owns one reference; NULL only when memory is exhausted. */
+HALO_API halo_fut *halo_fut_ready_at(halo_loop *loop, int64_t result,
+				     void *value, const char *file, int line);
+#define halo_fut_ready(loop, result, value)                                    \
+	halo_fut_ready_at((loop), (result), (value), __FILE__, __LINE__)
+
+/* A future that has already failed with err (a negative errno; anything
+ * else fails it with -EINVAL) and an optional message, which is copied (and
+ * dropped if memory runs out: the error stands). For a start call that fails
+ * synchronously. The caller owns one reference; NULL only when memory is
+ * exhausted. */
+HALO_API halo_fut *halo_fut_failed_at(halo_loop *loop, int err, const char *msg,
+				      const char *file, int line);
+#define halo_fut_failed(loop, err, msg)                                        \
+	halo_fut_failed_at((loop), (err), (msg), __FILE__, __LINE__)
+
+/* A future on the loop's timers that completes OK with result and value
+ * delay_ns nanoseconds from now (0: on the loop's next timer pass, never
+ * inside this call). Cancelling it removes the timer and completes it
+ * CANCELLED; halo_fut_resolve() or halo_fut_fail() complete it sooner. The
+ * caller owns one reference; NULL only when memory is exhausted. */
+HALO_API halo_fut *halo_fut_delayed_at(halo_loop *loop, uint64_t delay_ns,
+				       int64_t result, void *value,
+				       const char *file, int line);
+#define halo_fut_delayed(loop, delay_ns, result, value)                        \
+	halo_fut_delayed_at((loop), (delay_ns), (result), (value), __FILE__,   \
+			    __LINE__)
+
+/* The same, completing as ERROR with err and an optional message (copied
+ * now) delay_ns nanoseconds from now; err and msg as halo_fut_failed(). The
+ * message shows only once the future has failed. */
+HALO_API halo_fut *halo_fut_delayed_failed_at(halo_loop *loop,
+					      uint64_t delay_ns, int err,
+					      const char *msg, const char *file,
+					      int line);
+#define halo_fut_delayed_failed(loop, delay_ns, err, msg)                      \
+	halo_fut_delayed_failed_at((loop), (delay_ns), (err), (msg), __FILE__, \
+				   __LINE__)
+
 /* Complete f as OK with result and value. Returns 0, or -EALREADY if f is
  * already done (the first completion stands). */
 HALO_API int halo_fut_resolve(halo_fut *f, int64_t result, void *value);
@@ -90,7 +142,8 @@ HALO_API void *halo_fut_value(halo_fut *f);
  * -ECANCELED if CANCELLED. Marks f consumed. */
 HALO_API int halo_fut_error(halo_fut *f);
 
-/* The message given with the error, or NULL. Valid while f is referenced. */
+/* The message given with the error of a failed f, or NULL. Valid while f
+ * is referenced. */
 HALO_API const char *halo_fut_error_msg(const halo_fut *f);
 
 /* Wait until f is done and return halo_fut_result(f). Inside a fiber the
@@ -113,15 +166,18 @@ HALO_API void halo_fut_add_waiter(halo_fut *f, halo_waiter *w);
 /* Remove a waiter that has not been called yet. Returns true if removed. */
 HALO_API bool halo_fut_remove_waiter(halo_fut *f, halo_waiter *w);
 
-/* Take another reference to f. Returns f. */
+/* Take another reference to f, for the caller or for a consumer it hands f
+ * to. Returns f. */
 HALO_API halo_fut *halo_fut_ref(halo_fut *f);
 
-/* Drop a reference; the last one frees f (an I/O future's memory stays until
- * the kernel's last CQE). Releasing also marks f consumed. */
+/* Drop a reference (NULL is ignored); the last one frees f (an I/O future's
+ * memory stays until the kernel's last CQE). Dropping the last reference
+ * that user code holds marks f consumed; dropping an earlier one does not,
+ * so a consumer that still holds f and never looks at it is reported. */
 HALO_API void halo_fut_release(halo_fut *f);
 
-/* Give up interest in f: the work goes on, its outcome is discarded, and the
- * caller's reference is released. */
+/* Give up interest in f: the work goes on, its outcome is discarded, f is
+ * marked consumed and the caller's reference is released. */
 HALO_API void halo_fut_detach(halo_fut *f);
 
 /* Mark f consumed without reading it (for code that hands results on). */

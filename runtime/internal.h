@@ -32,12 +32,17 @@
 
 /* fut->flags */
 enum {
-	FUT_CONSUMED = 1u << 0,	 /* waited, read, detached or released */
+	FUT_CONSUMED = 1u << 0,	 /* waited, read, detached, or its last user
+				    reference released */
 	FUT_QUEUED = 1u << 1,	 /* its task is on the ready queue */
 	FUT_CANCEL_REQ = 1u << 2, /* someone asked for cancellation */
 	FUT_NOPPED = 1u << 3,	 /* cancelled before submission: SQE became NOP */
 	FUT_OWNED_MSG = 1u << 4, /* errmsg is loop memory (or the static
 				    halo_fut_msg_lost, never freed) */
+	FUT_UNOWNED = 1u << 5,	 /* an op no fiber owns (multishot handles,
+				    halo_fiber_disown) */
+	FUT_FAILS_AT_EXPIRY = 1u << 6, /* a delayed failure: its timer
+					  completes it as ERROR */
 };
 
 /* fut->kind */
@@ -56,7 +61,8 @@ struct halo_fut {
 	void *value;
 	const char *file;
 	char *errmsg;
-	uint32_t refs;
+	uint32_t refs;	/* every reference: user code's and internal ones */
+	uint32_t urefs; /* those user code holds (halo_fut_ref/release) */
 	uint16_t gen; /* bumps at each reuse of the slot; tags user_data */
 	uint8_t state;
 	uint8_t flags;
@@ -102,6 +108,10 @@ struct halo_op {
 	uint32_t kernel_refs; /* SQEs tagged with this op not yet ended */
 	uint32_t aux;	      /* free for the op's own use */
 	void *ctx;	      /* free for the op's own use */
+	/* The fiber that started the op, while the kernel holds it: the
+	 * fiber's stack is not reused before the op ends (fiber.c). */
+	struct halo_fiber *owner;
+	struct halo_op *own_next, **own_pprev;
 	struct __kernel_timespec ts;
 	union {
 		struct iovec iov[HALO_OP_META / sizeof(struct iovec)];
@@ -130,7 +140,8 @@ static inline void halo__fut_complete(halo_fut *f, uint8_t state,
 		halo__fut_queue(f);
 }
 
-/* Drop an internal reference (ready queue, kernel) without consuming f. */
+/* Drop an internal reference (ready queue, kernel, timer heap, a fiber's
+ * wait), taken with f->refs++, without consuming f. */
 static inline void halo__fut_unref(halo_fut *f)
 {
 	assert(f->refs > 0);
@@ -194,6 +205,11 @@ int64_t halo__fiber_wait(halo_loop *loop, halo_fut *f);
 void halo__fiber_cancel(halo_fut *f);
 void halo__fiber_free(halo_fut *f);
 void halo__stacks_close(halo_loop *loop);
+/* op's first SQE was prepared inside a fiber: the fiber owns it until its
+ * last CQE. */
+void halo__fiber_own(struct halo_fiber *fb, halo_op *op);
+/* The kernel let go of an owned op (its last CQE was reaped). */
+void halo__fiber_op_ended(halo_op *op);
 
 /* --- pools (pool.c) --- */
 int halo__pools_init(halo_loop *loop);
@@ -271,6 +287,7 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 	f->value = NULL;
 	f->file = file;
 	f->refs = 1;
+	f->urefs = 1;
 	f->gen = (uint16_t)(gen + 1);
 	f->state = HALO_FUT_PENDING;
 	f->flags = 0;
@@ -298,6 +315,7 @@ static inline halo_op *halo__op_new(halo_loop *loop, const char *file,
 		op->kernel_refs = 0;
 		op->aux = 0;
 		op->ctx = NULL;
+		op->owner = NULL;
 	}
 	return op;
 }
@@ -318,7 +336,9 @@ static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
 	sqe->user_data = halo__op_tag(op);
 	op->sqe = sqe;
 	op->sq_epoch = loop->sq_epoch;
-	op->kernel_refs++;
+	if (op->kernel_refs++ == 0 && loop->cur_fiber &&
+	    !(op->fut.flags & FUT_UNOWNED))
+		halo__fiber_own(loop->cur_fiber, op);
 	op->fut.refs++;
 	loop->stats.inflight++;
 	return sqe;

@@ -30,11 +30,25 @@ uint64_t halo_now_ns(void)
 void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 {
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
-	vsnprintf(loop->error, sizeof(loop->error), fmt, ap);
+	n = vsnprintf(loop->error, sizeof(loop->error), fmt, ap);
 	va_end(ap);
+	/* A cut explanation hides the advice at its end (what to allow). */
+	assert(n >= 0 && (size_t)n < sizeof(loop->error));
+	(void)n;
 }
+
+/* Set a fixed explanation. msg must be a string literal, so that its size is
+ * known here: one that does not fit in loop->error fails the build instead
+ * of being cut at run time. */
+#define set_error(loop, msg)                                                   \
+	do {                                                                   \
+		_Static_assert(sizeof(msg) <= sizeof((loop)->error),           \
+			       "halo_loop.error is too small for: " msg);      \
+		halo__loop_error(loop, "%s", msg);                             \
+	} while (0)
 
 const char *halo_loop_error(const halo_loop *loop)
 {
@@ -62,38 +76,35 @@ static void explain_setup_error(halo_loop *loop, int err)
 	switch (err) {
 	case -EPERM:
 		if (disabled == 2)
-			halo__loop_error(loop,
-					 "io_uring is disabled by the "
-					 "kernel.io_uring_disabled sysctl (=2)");
+			set_error(loop, "io_uring is disabled by the "
+					"kernel.io_uring_disabled sysctl (=2)");
 		else if (disabled == 1)
-			halo__loop_error(
-				loop, "io_uring is restricted by the "
-				      "kernel.io_uring_disabled sysctl (=1) and "
-				      "this process is not in "
-				      "kernel.io_uring_group");
+			set_error(loop,
+				  "io_uring is restricted by the "
+				  "kernel.io_uring_disabled sysctl (=1) and "
+				  "this process is not in "
+				  "kernel.io_uring_group");
 		else
-			halo__loop_error(
-				loop, "io_uring_setup was refused (EPERM): a "
-				      "seccomp profile (a container runtime's "
-				      "default) blocks io_uring; allow "
-				      "io_uring_setup, io_uring_enter and "
-				      "io_uring_register");
+			set_error(loop,
+				  "io_uring_setup was refused (EPERM): a "
+				  "seccomp profile (a container runtime's "
+				  "default) blocks io_uring; allow "
+				  "io_uring_setup, io_uring_enter and "
+				  "io_uring_register");
 		break;
 	case -ENOSYS:
-		halo__loop_error(loop,
-				 "io_uring_setup does not exist (ENOSYS): the "
-				 "kernel lacks CONFIG_IO_URING or a seccomp "
-				 "filter hides the system call");
+		set_error(loop, "io_uring_setup does not exist (ENOSYS): the "
+				"kernel lacks CONFIG_IO_URING or a seccomp "
+				"filter hides the system call");
 		break;
 	case -ENOMEM:
-		halo__loop_error(loop,
-				 "no memory for the io_uring rings (ENOMEM): "
-				 "raise the locked-memory limit (ulimit -l) or "
-				 "shrink sq_entries/max_inflight");
+		set_error(loop, "no memory for the io_uring rings (ENOMEM): "
+				"raise the locked-memory limit (ulimit -l) or "
+				"shrink sq_entries/max_inflight");
 		break;
 	case -EMFILE:
 	case -ENFILE:
-		halo__loop_error(loop, "out of file descriptors for the ring");
+		set_error(loop, "out of file descriptors for the ring");
 		break;
 	default:
 		halo__loop_error(loop, "io_uring_setup failed: %s",
@@ -147,9 +158,9 @@ static int setup_ring(halo_loop *loop)
 		if (!(p.features & IORING_FEAT_EXT_ARG) ||
 		    !(p.features & IORING_FEAT_NODROP)) {
 			io_uring_queue_exit(&loop->ring);
-			halo__loop_error(loop, "the kernel's io_uring lacks "
-					       "EXT_ARG or NODROP (needs "
-					       "Linux 5.11 or newer)");
+			set_error(loop, "the kernel's io_uring lacks "
+					"EXT_ARG or NODROP (needs "
+					"Linux 5.11 or newer)");
 			return -ENOSYS;
 		}
 		loop->stats.ring_flags = p.flags;
@@ -177,7 +188,7 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 	if (!loop->opts.fiber_stack_size)
 		loop->opts.fiber_stack_size = DEFAULT_STACK;
 	if (loop->opts.sq_entries > 32768 || loop->opts.fiber_stack_size < 16384) {
-		halo__loop_error(loop, "invalid options");
+		set_error(loop, "invalid options");
 		return -EINVAL;
 	}
 	loop->owner = pthread_self();

@@ -45,6 +45,11 @@ typedef struct halo_stats {
 	uint64_t pool_allocs;	   /* heap allocations made by the pools */
 	uint64_t blocking_waits;   /* waits that suspended or drove the loop */
 	uint64_t inflight;	   /* operations the kernel holds now */
+	uint64_t fiber_op_cancels; /* ops cancelled because the fiber that
+				      started them was cancelled or ended */
+	uint64_t fiber_exit_drains; /* fibers that ended with ops in flight
+				       and kept their stack until the kernel
+				       let go */
 	unsigned ring_flags;	   /* IORING_SETUP_* the ring runs with */
 } halo_stats;
 
@@ -99,7 +104,9 @@ struct halo_loop {
 	halo_pools pools;
 	void *stack_cache;
 	unsigned stack_cache_n;
-	char error[160];
+	/* halo_loop_error(): room to spare over the longest explanation;
+	 * loop.c fails to build if a fixed message outgrows it. */
+	char error[256];
 };
 
 /* Set up a loop on the calling thread. Returns 0 or -errno; on failure

@@ -139,7 +139,8 @@ unsigned halo__reap(halo_loop *loop)
 		else if (!more)
 			op_finish(op, cqe->res);
 		if (!more) {
-			op->kernel_refs--;
+			if (--op->kernel_refs == 0 && op->owner)
+				halo__fiber_op_ended(op);
 			loop->stats.inflight--;
 			halo__fut_unref(&op->fut);
 		}

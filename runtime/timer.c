@@ -123,6 +123,7 @@ halo_fut *halo_timer_at_(halo_loop *loop, uint64_t deadline_ns,
 	t = halo__fut_alloc(loop, sizeof(*t), FUT_TIMER, file, line);
 	if (!t)
 		return NULL;
+	t->fut.result = 0; /* the result at expiry; see halo_fut_delayed */
 	t->seq = (uint32_t)h->seq++;
 	h->ent[h->n] = (struct halo__timer_ent){deadline_ns, t};
 	t->idx = h->n++;
@@ -146,9 +147,12 @@ unsigned halo__timers_expire(halo_loop *loop, uint64_t now)
 
 	while (h->n && h->ent[0].deadline <= now) {
 		struct halo__timer *t = h->ent[0].t;
+		bool fails = t->fut.flags & FUT_FAILS_AT_EXPIRY;
 
 		heap_remove(h, 0);
-		halo__fut_complete(&t->fut, HALO_FUT_OK, 0);
+		halo__fut_complete(&t->fut,
+				   fails ? HALO_FUT_ERROR : HALO_FUT_OK,
+				   t->fut.result);
 		halo__fut_unref(&t->fut);
 		n++;
 	}

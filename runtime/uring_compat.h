@@ -104,6 +104,17 @@ static inline int halo_uring_enter(struct io_uring *ring, unsigned to_submit,
 	return ret < 0 ? -errno : (int)ret;
 }
 
+/* A byte cap on a multishot recv (kernel 6.17): the kernel ends the
+ * multishot, with a CQE without F_MORE, once it received that many bytes,
+ * rather than fill buffers until userspace gets to cancel it. The cap is
+ * sqe->optlen, which liburing 2.3 spells file_index (the same field);
+ * earlier kernels refuse a recv whose file_index is set, with -EINVAL. */
+static inline void halo_uring_recv_mshot_cap(struct io_uring_sqe *sqe,
+					     __u32 bytes)
+{
+	sqe->file_index = bytes;
+}
+
 /* Multishot read from a provided buffer group (kernel 6.7), which liburing
  * 2.3 has no helper for. */
 #ifndef IORING_OP_READ_MULTISHOT

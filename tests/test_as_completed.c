@@ -15,9 +15,12 @@ START_TEST(test_yields_in_completion_order_exactly_once)
 	halo_as_completed it;
 	size_t got[6], n = 0;
 	halo_fut *x;
+	uint64_t now = halo_now_ns();
 
+	/* Deadlines from one instant: a preemption between two creations
+	 * cannot reorder them. */
 	for (int i = 0; i < 5; i++)
-		f[i] = halo_timer_after(&loop, ms[i] * MS);
+		f[i] = halo_timer_at(&loop, now + ms[i] * MS);
 	f[5] = halo_fut_new(&loop);
 	halo_fut_resolve(f[5], 1, NULL); /* already done: first */
 	ck_assert_int_eq(halo_as_completed_init(&it, &loop, f, 6, 0), 0);
@@ -84,30 +87,60 @@ START_TEST(test_deadline_ends_iteration_early)
 }
 END_TEST
 
+/* A fiber that iterates f in completion order. It resolves took[0] once
+ * the iterator is set up and took[k] once it has taken k futures, so that
+ * the test knows where it is without sleeping. */
+struct consumer {
+	halo_fut **f;
+	halo_fut *took[4];
+	size_t seen[3], seen_n;
+};
+
 static int64_t consumer(halo_loop *l, void *arg)
 {
-	halo_fut **f = arg;
+	struct consumer *c = arg;
 	halo_as_completed it;
 	int64_t sum = 0;
 	halo_fut *x;
 
-	halo_as_completed_init(&it, l, f, 3, 0);
-	while ((x = halo_as_completed_next(&it)))
+	halo_as_completed_init(&it, l, c->f, 3, 0);
+	halo_fut_resolve(c->took[0], 0, NULL);
+	while ((x = halo_as_completed_next(&it))) {
 		sum = sum * 10 + (int64_t)halo_as_completed_index(&it);
+		c->seen[c->seen_n++] = halo_as_completed_index(&it);
+		halo_fut_resolve(c->took[c->seen_n], 0, NULL);
+	}
 	halo_as_completed_close(&it);
 	return sum;
 }
 
 START_TEST(test_iterates_inside_a_fiber)
 {
-	halo_fut *f[3] = {halo_timer_after(&loop, 30 * MS),
-			  halo_timer_after(&loop, 10 * MS),
-			  halo_timer_after(&loop, 20 * MS)};
-	halo_fut *c = halo_spawn(&loop, consumer, f);
+	static const size_t order[3] = {1, 2, 0};
+	halo_fut *f[3];
+	struct consumer c = {.f = f};
+	halo_fut *fiber;
 
-	ck_assert_int_eq(halo_fut_join(c), 120);
+	for (int i = 0; i < 3; i++)
+		f[i] = halo_fut_new(&loop);
+	for (int i = 0; i < 4; i++)
+		c.took[i] = halo_fut_new(&loop);
+	fiber = halo_spawn(&loop, consumer, &c);
+	ck_assert_int_eq(halo_fut_wait(c.took[0]), 0);
+	for (size_t k = 0; k < 3; k++) {
+		/* The fiber has taken k futures and waits inside next(),
+		 * suspended while this thread drives the loop. */
+		ck_assert_uint_eq(c.seen_n, k);
+		ck_assert(!halo_fut_is_done(fiber));
+		halo_fut_resolve(f[order[k]], 0, NULL);
+		ck_assert_int_eq(halo_fut_wait(c.took[k + 1]), 0);
+		ck_assert_uint_eq(c.seen[k], order[k]);
+	}
+	ck_assert_int_eq(halo_fut_join(fiber), 120);
 	for (int i = 0; i < 3; i++)
 		halo_fut_release(f[i]);
+	for (int i = 0; i < 4; i++)
+		halo_fut_release(c.took[i]);
 }
 END_TEST
 

@@ -40,6 +40,27 @@ static halo_fut *start_failing(halo_loop *l, void *arg)
 	return p;
 }
 
+static halo_fut *start_denied(halo_loop *l, void *arg)
+{
+	(void)arg;
+	return halo_fut_failed(l, -EACCES, "token expired for tenant 42");
+}
+
+static halo_fut *start_out_of_memory(halo_loop *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	return NULL;
+}
+
+static halo_fut *start_late_failure(halo_loop *l, void *arg)
+{
+	struct feat *ft = arg;
+
+	return halo_fut_delayed_failed(l, ft->ms * MS, -ECONNRESET,
+				       "upstream reset");
+}
+
 static halo_fut *start_pipe_read(halo_loop *l, void *arg)
 {
 	struct feat *ft = arg;
@@ -111,11 +132,13 @@ START_TEST(test_build_failed_unit_does_not_stop_the_others)
 	ck_assert(!u[1].presented);
 	ck_assert_int_eq(ft[0].presented, 1);
 	ck_assert_int_eq(ft[2].presented, 1);
+	halo_build_report_release(&loop, &rep);
 
 	memset(ft, 0, sizeof(ft));
 	rep = halo_build(&loop, u, 3,
 			 &(halo_build_opts){.flags = HALO_BUILD_PRESENT_FAILED});
 	ck_assert_int_eq(ft[1].presented, 1);
+	halo_build_report_release(&loop, &rep);
 }
 END_TEST
 
@@ -140,6 +163,99 @@ START_TEST(test_build_deadline_cancels_what_missed_it)
 	ck_assert_int_eq(ft[1].presented, 0);
 	halo_loop_stats(&loop, &st);
 	ck_assert_uint_eq(st.inflight, 0);
+	halo_build_report_release(&loop, &rep);
+}
+END_TEST
+
+START_TEST(test_build_report_shows_a_unit_that_failed_at_start)
+{
+	struct feat ft[3] = {{.ms = 10}, {0}, {.ms = 20}};
+	halo_build_unit u[3] = {
+		{"profile", start_timer, present, &ft[0], 0, 0, 0},
+		{"billing", start_denied, present, &ft[1], 0, 0, 0},
+		{"cart", start_timer, present, &ft[2], 0, 0, 0},
+	};
+	halo_build_report rep = halo_build(&loop, u, 3, NULL);
+	halo_fut *churn[8];
+
+	/* Recycle the pool slots the units' futures had: the report's
+	 * message must not live in them. */
+	for (int i = 0; i < 8; i++)
+		churn[i] = halo_fut_failed(&loop, -EIO, "something else");
+	for (int i = 0; i < 8; i++)
+		halo_fut_detach(churn[i]);
+	ck_assert_int_eq(rep.status, -EACCES);
+	ck_assert_uint_eq(rep.failed_n, 1);
+	ck_assert_int_eq(u[1].err, -EACCES); /* not hidden as -ENOMEM */
+	ck_assert(!u[1].presented);
+	ck_assert_int_eq(ft[0].presented, 1);
+	ck_assert_int_eq(ft[2].presented, 1);
+	ck_assert_ptr_nonnull(rep.failures);
+	ck_assert_uint_eq(rep.failures[0].unit, 1);
+	ck_assert_str_eq(rep.failures[0].name, "billing");
+	ck_assert_int_eq(rep.failures[0].err, -EACCES);
+	ck_assert_str_eq(rep.failures[0].msg, "token expired for tenant 42");
+	halo_build_report_release(&loop, &rep);
+	ck_assert_ptr_null(rep.failures);
+	halo_build_report_release(&loop, &rep); /* a second call is harmless */
+}
+END_TEST
+
+START_TEST(test_build_report_lists_every_failed_unit_in_order)
+{
+	struct feat ft[4] = {{.ms = 5}, {.ms = 10}, {0}, {0}};
+	halo_build_unit u[4] = {
+		{"search", start_timer, present, &ft[0], 0, 0, 0},
+		{"reviews", start_late_failure, present, &ft[1], 0, 0, 0},
+		{"stock", start_pipe_read, present, &ft[2], 0, 0, 0},
+		{"pricing", start_denied, present, &ft[3], 0, 0, 0},
+	};
+	halo_build_opts o = {.deadline_ns = halo_now_ns() + 60 * MS};
+	halo_build_report rep = halo_build(&loop, u, 4, &o);
+
+	ck_assert_int_eq(rep.status, -ECONNRESET);
+	ck_assert_uint_eq(rep.failed_n, 3);
+	ck_assert_ptr_nonnull(rep.failures);
+	ck_assert_str_eq(rep.failures[0].name, "reviews");
+	ck_assert_int_eq(rep.failures[0].err, -ECONNRESET);
+	ck_assert_str_eq(rep.failures[0].msg, "upstream reset");
+	ck_assert_str_eq(rep.failures[1].name, "stock");
+	ck_assert_int_eq(rep.failures[1].err, -ETIMEDOUT);
+	ck_assert_ptr_null(rep.failures[1].msg); /* missed: no message */
+	ck_assert_uint_eq(rep.failures[2].unit, 3);
+	ck_assert_str_eq(rep.failures[2].msg, "token expired for tenant 42");
+	ck_assert_int_eq(ft[0].presented, 1);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	halo_build_report_release(&loop, &rep);
+}
+END_TEST
+
+START_TEST(test_build_null_start_is_still_enomem_without_message)
+{
+	halo_build_unit u[2] = {
+		{"a", start_out_of_memory, present, NULL, 0, 0, 0},
+		{"b", start_failing, present, NULL, 0, 0, 0},
+	};
+	halo_build_report rep = halo_build(&loop, u, 2, NULL);
+
+	ck_assert_int_eq(rep.status, -ENOMEM);
+	ck_assert_uint_eq(rep.failed_n, 2);
+	ck_assert_int_eq(rep.failures[0].err, -ENOMEM);
+	ck_assert_ptr_null(rep.failures[0].msg);
+	ck_assert_str_eq(rep.failures[1].msg, "no such feature");
+	halo_build_report_release(&loop, &rep);
+}
+END_TEST
+
+START_TEST(test_build_without_failures_has_no_list)
+{
+	struct feat ft = {.ms = 1};
+	halo_build_unit u = {"only", start_timer, present, &ft, 0, 0, 0};
+	halo_build_report rep = halo_build(&loop, &u, 1, NULL);
+
+	ck_assert_int_eq(rep.status, 0);
+	ck_assert_ptr_null(rep.failures);
+	halo_build_report_release(&loop, &rep);
 }
 END_TEST
 
@@ -154,6 +270,11 @@ Suite *build_suite(void)
 	tcase_add_test(tc, test_build_names_a_blocking_start_half);
 	tcase_add_test(tc, test_build_failed_unit_does_not_stop_the_others);
 	tcase_add_test(tc, test_build_deadline_cancels_what_missed_it);
+	tcase_add_test(tc, test_build_report_shows_a_unit_that_failed_at_start);
+	tcase_add_test(tc, test_build_report_lists_every_failed_unit_in_order);
+	tcase_add_test(tc,
+		       test_build_null_start_is_still_enomem_without_message);
+	tcase_add_test(tc, test_build_without_failures_has_no_list);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -319,6 +319,284 @@ START_TEST(test_leak_report_names_line)
 }
 END_TEST
 
+#define MS 1000000ull
+
+START_TEST(test_ready_future_is_ok_at_once_and_calls_back_later)
+{
+	int v;
+	int line = __LINE__ + 1;
+	halo_fut *f = halo_fut_ready(&loop, 42, &v);
+	int got_line = 0;
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_OK);
+	ck_assert_str_eq(halo_fut_origin(f, &got_line), __FILE__);
+	ck_assert_int_eq(got_line, line);
+	cb_calls = 0;
+	ck_assert_int_eq(halo_fut_on_done(f, count_cb, NULL), 0);
+	ck_assert_int_eq(cb_calls, 0); /* from the ready queue, not inline */
+	ck_assert_int_eq(halo_fut_wait(f), 42);
+	ck_assert_ptr_eq(halo_fut_value(f), &v);
+	ck_assert_ptr_null(halo_fut_error_msg(f));
+	ck_assert_int_eq(halo_fut_resolve(f, 1, NULL), -EALREADY);
+	halo_loop_run(&loop);
+	ck_assert_int_eq(cb_calls, 1);
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_failed_future_carries_errno_and_copied_message)
+{
+	char msg[] = "no such user";
+	halo_fut *f = halo_fut_failed(&loop, -ENOENT, msg);
+
+	ck_assert_ptr_nonnull(f);
+	msg[0] = 'X'; /* the future keeps its own copy */
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_ERROR);
+	ck_assert_int_eq(halo_fut_wait(f), -ENOENT);
+	ck_assert_int_eq(halo_fut_error(f), -ENOENT);
+	ck_assert_str_eq(halo_fut_error_msg(f), "no such user");
+	ck_assert_ptr_null(halo_fut_value(f));
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_failed_future_without_message)
+{
+	halo_fut *f = halo_fut_failed(&loop, -EIO, NULL);
+
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_ERROR);
+	ck_assert_int_eq(halo_fut_error(f), -EIO);
+	ck_assert_ptr_null(halo_fut_error_msg(f));
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_failed_future_with_non_errno_fails_einval)
+{
+	halo_fut *z = halo_fut_failed(&loop, 0, "zero is no error");
+	halo_fut *p = halo_fut_failed(&loop, 5, NULL);
+
+	ck_assert_int_eq(halo_fut_status(z), HALO_FUT_ERROR);
+	ck_assert_int_eq(halo_fut_error(z), -EINVAL);
+	ck_assert_str_eq(halo_fut_error_msg(z), "zero is no error");
+	ck_assert_int_eq(halo_fut_error(p), -EINVAL);
+	halo_fut_release(z);
+	halo_fut_release(p);
+}
+END_TEST
+
+START_TEST(test_delayed_future_completes_after_its_delay)
+{
+	int v;
+	uint64_t t0 = halo_now_ns();
+	halo_fut *f = halo_fut_delayed(&loop, 20 * MS, 7, &v);
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert(!halo_fut_is_done(f));
+	ck_assert_uint_eq(halo_timer_pending(&loop), 1);
+	ck_assert_int_eq(halo_fut_wait(f), 7);
+	ck_assert_uint_ge(halo_now_ns() - t0, 20 * MS);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_OK);
+	ck_assert_ptr_eq(halo_fut_value(f), &v);
+	ck_assert_uint_eq(halo_timer_pending(&loop), 0);
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_delayed_failure_shows_its_message_only_once_failed)
+{
+	uint64_t t0 = halo_now_ns();
+	halo_fut *f = halo_fut_delayed_failed(&loop, 10 * MS, -ETIMEDOUT,
+					      "upstream slow");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_PENDING);
+	ck_assert_ptr_null(halo_fut_error_msg(f));
+	ck_assert_int_eq(halo_fut_wait(f), -ETIMEDOUT);
+	ck_assert_uint_ge(halo_now_ns() - t0, 10 * MS);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_ERROR);
+	ck_assert_str_eq(halo_fut_error_msg(f), "upstream slow");
+	halo_fut_release(f);
+}
+END_TEST
+
+static int64_t wait_delayed(halo_loop *l, void *arg)
+{
+	halo_fut *d = halo_fut_delayed_failed(l, 5 * MS, -EPIPE, "pipe gone");
+	const char **msg = arg;
+	int64_t r;
+
+	if (!d)
+		return -ENOMEM;
+	r = halo_fut_wait(d);
+	*msg = strcmp(halo_fut_error_msg(d), "pipe gone") ? "wrong" : "right";
+	halo_fut_release(d);
+	return r;
+}
+
+START_TEST(test_delayed_future_in_a_fiber)
+{
+	const char *msg = NULL;
+	halo_fut *fb = halo_spawn(&loop, wait_delayed, &msg);
+
+	ck_assert_int_eq(halo_fut_join(fb), -EPIPE);
+	ck_assert_str_eq(msg, "right");
+}
+END_TEST
+
+START_TEST(test_delayed_future_cancelled_before_it_fires)
+{
+	uint64_t t0 = halo_now_ns();
+	halo_fut *ok = halo_fut_delayed(&loop, 1000 * MS, 1, &t0);
+	halo_fut *bad;
+
+	bad = halo_fut_delayed_failed(&loop, 1000 * MS, -EIO, "never said");
+
+	ck_assert_uint_eq(halo_timer_pending(&loop), 2);
+	ck_assert_int_eq(halo_fut_cancel(ok), 0);
+	ck_assert_int_eq(halo_fut_cancel(bad), 0);
+	ck_assert_uint_eq(halo_timer_pending(&loop), 0);
+	ck_assert_int_eq(halo_fut_wait(ok), -ECANCELED);
+	ck_assert_int_eq(halo_fut_wait(bad), -ECANCELED);
+	ck_assert_int_eq(halo_fut_status(ok), HALO_FUT_CANCELLED);
+	ck_assert_int_eq(halo_fut_status(bad), HALO_FUT_CANCELLED);
+	ck_assert_ptr_null(halo_fut_value(ok));
+	ck_assert_ptr_null(halo_fut_error_msg(bad));
+	ck_assert_int_eq(halo_loop_run(&loop), 0); /* nothing left to fire */
+	ck_assert_uint_lt(halo_now_ns() - t0, 500 * MS);
+	ck_assert_int_eq(halo_fut_cancel(ok), -EALREADY);
+	halo_fut_release(ok);
+	halo_fut_release(bad);
+}
+END_TEST
+
+START_TEST(test_delayed_future_zero_delay_completes_on_next_pass)
+{
+	halo_fut *f = halo_fut_delayed(&loop, 0, 5, NULL);
+
+	ck_assert(!halo_fut_is_done(f)); /* never inside the call */
+	halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_OK);
+	ck_assert_int_eq(halo_fut_result(f), 5);
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_delayed_future_resolved_early_leaves_the_timers)
+{
+	halo_fut *f = halo_fut_delayed_failed(&loop, 1000 * MS, -EIO, "late");
+
+	ck_assert_int_eq(halo_fut_resolve(f, 3, NULL), 0);
+	ck_assert_uint_eq(halo_timer_pending(&loop), 0);
+	ck_assert_int_eq(halo_fut_wait(f), 3);
+	ck_assert_ptr_null(halo_fut_error_msg(f));
+	halo_fut_release(f);
+}
+END_TEST
+
+START_TEST(test_detached_delayed_future_still_fires_and_frees)
+{
+	halo_stats st;
+
+	halo_fut_detach(halo_fut_delayed(&loop, 1 * MS, 0, NULL));
+	ck_assert_int_eq(halo_loop_run(&loop), 0);
+	halo_loop_stats(&loop, &st);
+	ck_assert_uint_eq(st.live_futures, 0);
+}
+END_TEST
+
+/* Close l with stderr silenced (a test that leaks on purpose); returns the
+ * number of leaked futures. */
+static int close_quietly(halo_loop *l)
+{
+	int null = open("/dev/null", O_WRONLY), saved = dup(2), leaked;
+
+	dup2(null, 2);
+	leaked = halo_loop_close(l);
+	dup2(saved, 2);
+	close(saved);
+	close(null);
+	return leaked;
+}
+
+/* A consumer that was handed a future and may or may not look at it. */
+struct consumer {
+	halo_fut *f;
+};
+
+static void hand_over(struct consumer *c, halo_fut *f)
+{
+	c->f = halo_fut_ref(f);
+}
+
+START_TEST(test_producer_release_does_not_hide_consumer_leak)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *f;
+
+	tu_loop_init(&l, NULL);
+	f = halo_fut_new(&l);
+	hand_over(&c, f);
+	halo_fut_resolve(f, 1, NULL);
+	halo_fut_release(f); /* the producer is done with it */
+	/* The consumer never waits, reads or detaches c.f. */
+	ck_assert_int_eq(close_quietly(&l), 1);
+}
+END_TEST
+
+START_TEST(test_producer_release_with_consumer_waiting_is_no_leak)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *f;
+
+	tu_loop_init(&l, NULL);
+	f = halo_fut_new(&l);
+	hand_over(&c, f);
+	halo_fut_resolve(f, 1, NULL);
+	halo_fut_release(f);
+	ck_assert_int_eq(halo_fut_wait(c.f), 1);
+	/* Even without releasing its reference, the consumer looked. */
+	ck_assert_int_eq(close_quietly(&l), 0);
+}
+END_TEST
+
+START_TEST(test_consumer_detach_is_no_leak)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *f;
+
+	tu_loop_init(&l, NULL);
+	f = halo_fut_new(&l);
+	hand_over(&c, f);
+	halo_fut_detach(c.f); /* gives up while the producer still holds f */
+	halo_fut_resolve(f, 1, NULL);
+	halo_fut_release(f);
+	ck_assert_int_eq(close_quietly(&l), 0);
+}
+END_TEST
+
+START_TEST(test_last_user_release_consumes_despite_internal_refs)
+{
+	halo_loop l;
+	struct consumer c;
+	halo_fut *t;
+
+	tu_loop_init(&l, NULL);
+	t = halo_timer_after(&l, 60ull * 1000000000ull);
+	hand_over(&c, t);
+	halo_fut_release(t);
+	/* Only the timer heap holds it now: an internal reference, which
+	 * neither keeps the future unconsumed nor counts as interest. */
+	halo_fut_release(c.f);
+	ck_assert_uint_eq(halo_timer_pending(&l), 1);
+	ck_assert_int_eq(close_quietly(&l), 0);
+}
+END_TEST
+
 Suite *fut_suite(void)
 {
 	Suite *s = suite_create("fut");
@@ -339,10 +617,31 @@ Suite *fut_suite(void)
 	tcase_add_test(tc, test_cancel_after_completion_keeps_result);
 	tcase_add_test(tc, test_stale_cancel_never_hits_recycled_slot);
 	tcase_add_test(tc, test_detach_lets_work_finish);
+	tcase_add_test(tc,
+		       test_ready_future_is_ok_at_once_and_calls_back_later);
+	tcase_add_test(tc, test_failed_future_carries_errno_and_copied_message);
+	tcase_add_test(tc, test_failed_future_without_message);
+	tcase_add_test(tc, test_failed_future_with_non_errno_fails_einval);
+	tcase_add_test(tc, test_delayed_future_completes_after_its_delay);
+	tcase_add_test(tc,
+		       test_delayed_failure_shows_its_message_only_once_failed);
+	tcase_add_test(tc, test_delayed_future_in_a_fiber);
+	tcase_add_test(tc, test_delayed_future_cancelled_before_it_fires);
+	tcase_add_test(tc,
+		       test_delayed_future_zero_delay_completes_on_next_pass);
+	tcase_add_test(tc,
+		       test_delayed_future_resolved_early_leaves_the_timers);
+	tcase_add_test(tc, test_detached_delayed_future_still_fires_and_frees);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("leaks");
 	tcase_add_test(tc, test_leak_report_names_line);
+	tcase_add_test(tc, test_producer_release_does_not_hide_consumer_leak);
+	tcase_add_test(tc,
+		       test_producer_release_with_consumer_waiting_is_no_leak);
+	tcase_add_test(tc, test_consumer_detach_is_no_leak);
+	tcase_add_test(tc,
+		       test_last_user_release_consumes_despite_internal_refs);
 	suite_add_tcase(s, tc);
 #ifdef HALO_FAULT
 	tc = tcase_create("enomem");

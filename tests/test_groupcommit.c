@@ -146,35 +146,50 @@ static halo_fut *append_rec(halo_gc *gc, uint32_t writer, uint32_t seq)
 	return halo_gc_append(gc, &r, sizeof(r));
 }
 
-START_TEST(test_failed_write_fails_exactly_its_batch)
+/* The child: its own loop and log, under a 4096-byte file size limit that
+ * it lifts after the second batch (an rlimit must not outlive the test). */
+static void failed_write_child(void *arg)
 {
 	enum { A = 10, B = 100, C = 10 };
 	halo_fut *fa[A], *fb[B], *fc[C];
+	halo_loop l;
 	halo_gc gc;
-	struct rlimit old, lim = {.rlim_cur = 4096, .rlim_max = RLIM_INFINITY};
-	int fd = open_log("fail.log");
+	struct rlimit old, lim = {.rlim_cur = 4096};
+	char path[512];
+	int fd;
 
+	(void)arg;
+	snprintf(path, sizeof(path), "%s/fail.log", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	TU_CHILD_ASSERT(fd >= 0);
 	signal(SIGXFSZ, SIG_IGN);
-	getrlimit(RLIMIT_FSIZE, &old);
+	TU_CHILD_ASSERT(getrlimit(RLIMIT_FSIZE, &old) == 0);
 	lim.rlim_max = old.rlim_max;
-	ck_assert_int_eq(halo_gc_init(&gc, &loop, fd, NULL), 0);
-	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	TU_CHILD_ASSERT(halo_loop_init(&l, NULL) == 0);
+	TU_CHILD_ASSERT(halo_gc_init(&gc, &l, fd, NULL) == 0);
+	TU_CHILD_ASSERT(setrlimit(RLIMIT_FSIZE, &lim) == 0);
 	for (int i = 0; i < A; i++)
 		fa[i] = append_rec(&gc, 0, (uint32_t)i);
 	for (int i = 0; i < A; i++)
-		ck_assert_int_eq(halo_fut_join(fa[i]), i * 64);
+		TU_CHILD_ASSERT_INT_EQ(halo_fut_join(fa[i]), i * 64);
 	/* 6400 bytes from offset 640 cross the 4096-byte file size limit. */
 	for (int i = 0; i < B; i++)
 		fb[i] = append_rec(&gc, 1, (uint32_t)i);
 	for (int i = 0; i < B; i++)
-		ck_assert_int_eq(halo_fut_join(fb[i]), -EFBIG);
-	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+		TU_CHILD_ASSERT_INT_EQ(halo_fut_join(fb[i]), -EFBIG);
+	TU_CHILD_ASSERT(setrlimit(RLIMIT_FSIZE, &old) == 0);
 	for (int i = 0; i < C; i++)
 		fc[i] = append_rec(&gc, 2, (uint32_t)i);
 	for (int i = 0; i < C; i++)
-		ck_assert_int_eq(halo_fut_join(fc[i]), 640 + i * 64);
-	ck_assert_int_eq(halo_gc_close(&gc), 0);
+		TU_CHILD_ASSERT_INT_EQ(halo_fut_join(fc[i]), 640 + i * 64);
+	TU_CHILD_ASSERT_INT_EQ(halo_gc_close(&gc), 0);
+	TU_CHILD_ASSERT_INT_EQ(halo_loop_close(&l), 0);
 	close(fd);
+}
+
+START_TEST(test_failed_write_fails_exactly_its_batch)
+{
+	tu_assert_child_ok(tu_run_in_child(failed_write_child, NULL));
 }
 END_TEST
 

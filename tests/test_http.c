@@ -305,6 +305,43 @@ START_TEST(test_accepted_variants)
 }
 END_TEST
 
+START_TEST(test_host_valid_takes_names_addresses_and_ports)
+{
+	static const char *const good[] = {
+		"example.com", "example.com:8080", "EXAMPLE.com.", "h:", "h:0",
+		"127.0.0.1", "127.0.0.1:80", "999.1.1", "xn--bcher-kva.example",
+		"a%2Fb", "a-b_c~d!$&'()*+,;=", "[::1]", "[::1]:8080",
+		"[2001:db8::7]", "[::ffff:192.0.2.1]:443", "[v1.x:y]",
+		"[VF.a]:1",
+	};
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(halo_http_host_valid(good[i], strlen(good[i])),
+			      "%s", good[i]);
+}
+END_TEST
+
+START_TEST(test_host_valid_refuses_what_rfc_3986_does_not_allow)
+{
+	static const char *const bad[] = {
+		"", "a b", "\x80", "exa\xc3\xa9mple", ":80", "h:8o",
+		"h:80:90", "h:-1", "h/p", "u@h", "h?", "h#", "%2", "%zz", "a%g0",
+		"[::1", "::1", "[::1]x", "[::1]:x", "[]", "[zz]", "[1.2.3.4]",
+		"[::1%25eth0]", "[::1]]", "[v1]", "[v.x]", "[vx.y]", "[v1.]",
+		"[v1.a/b]", "h\t",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(!halo_http_host_valid(bad[i], strlen(bad[i])),
+			      "%s", bad[i]);
+	/* A NUL is a byte like any other, not an end. */
+	ck_assert(!halo_http_host_valid("h\0", 2));
+	ck_assert(!halo_http_host_valid(NULL, 0));
+	/* len bounds the value: what follows is not looked at. */
+	ck_assert(halo_http_host_valid("h:80 junk", 4));
+}
+END_TEST
+
 START_TEST(test_response_is_formatted_or_enospc)
 {
 	static const char want[] = "HTTP/1.1 200 OK\r\n"
@@ -367,6 +404,13 @@ Suite *http_suite(void)
 	tc = tcase_create("response");
 	tcase_set_timeout(tc, 10);
 	tcase_add_test(tc, test_response_is_formatted_or_enospc);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("host");
+	tcase_set_timeout(tc, 10);
+	tcase_add_test(tc, test_host_valid_takes_names_addresses_and_ports);
+	tcase_add_test(tc,
+		       test_host_valid_refuses_what_rfc_3986_does_not_allow);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -3,8 +3,13 @@
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <sched.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -272,34 +277,134 @@ START_TEST(test_invalid_options_are_einval)
 }
 END_TEST
 
-/* A seccomp filter that makes io_uring_setup fail with EPERM, as container
- * runtimes' default profiles do. */
-static void deny_io_uring(void)
+/* A seccomp filter that makes io_uring_setup fail with err, as container
+ * runtimes' default profiles do with EPERM. For a child: it lasts as long
+ * as the process. */
+static void deny_io_uring(int err)
 {
 	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		     offsetof(struct seccomp_data, nr)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+	    BPF_STMT(BPF_RET | BPF_K,
+		     SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
 	struct sock_fprog prog = {.len = 4, .filter = f};
 
-	ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-	ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+	TU_CHILD_ASSERT(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+	TU_CHILD_ASSERT(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
 }
 
+#define IO_URING_DISABLED "/proc/sys/kernel/io_uring_disabled"
+
+/* Make this process read value from kernel.io_uring_disabled: a file bind
+ * mounted over the sysctl in a mount namespace of its own (a user namespace
+ * too when not root). Returns 0, or -errno where that is not possible. */
+static int fake_io_uring_disabled(int value)
+{
+	char path[] = "/tmp/halo-sysctl-XXXXXX";
+	int fd = mkstemp(path), r = -1;
+
+	if (fd < 0)
+		return -errno;
+	if (dprintf(fd, "%d\n", value) > 0 &&
+	    (unshare(CLONE_NEWNS) == 0 ||
+	     unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0) &&
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+		r = mount(path, IO_URING_DISABLED, NULL, MS_BIND, NULL);
+	r = r < 0 ? -errno : 0;
+	close(fd);
+	unlink(path);
+	return r;
+}
+
+/* What halo_loop_init() said in a child whose io_uring_setup fails with err,
+ * kernel.io_uring_disabled reading as disabled (-1: as it is). */
+struct init_failure {
+	int err, disabled;
+	int faked; /* 0, or why the sysctl could not be faked */
+	int r;
+	char error[sizeof(((halo_loop *)0)->error)];
+};
+
+static void init_failure_child(void *arg)
+{
+	struct init_failure *x = arg;
+	halo_loop l;
+
+	if (x->disabled >= 0)
+		x->faked = fake_io_uring_disabled(x->disabled);
+	deny_io_uring(x->err);
+	x->r = halo_loop_init(&l, NULL);
+	memcpy(x->error, halo_loop_error(&l), sizeof(x->error));
+}
+
+static int real_io_uring_disabled(void)
+{
+	FILE *f = fopen(IO_URING_DISABLED, "r");
+	int v = 0; /* absent before Linux 6.6: io_uring allowed */
+
+	if (f && fscanf(f, "%d", &v) != 1)
+		v = -1;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static int ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), t = strlen(tail);
+
+	return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+/* Each explanation halo_loop_init() can give when io_uring_setup fails,
+ * triggered for real (the errno by a seccomp filter, the sysctl by a bind
+ * mount), and read to its last word: none may be cut short. */
 START_TEST(test_init_without_io_uring_names_the_cause)
 {
-	halo_loop l;
-	int r;
+	static const struct {
+		int err, disabled;
+		const char *cause, *tail;
+	} cases[] = {
+	    {EPERM, 0, "seccomp profile",
+	     "io_uring_setup, io_uring_enter and io_uring_register"},
+	    {EPERM, 1, "kernel.io_uring_disabled sysctl (=1)",
+	     "this process is not in kernel.io_uring_group"},
+	    {EPERM, 2, "io_uring is disabled by the",
+	     "kernel.io_uring_disabled sysctl (=2)"},
+	    {ENOSYS, -1, "CONFIG_IO_URING",
+	     "a seccomp filter hides the system call"},
+	    {ENOMEM, -1, "(ulimit -l)", "or shrink sq_entries/max_inflight"},
+	    {EMFILE, -1, "out of", "file descriptors for the ring"},
+	    {ENFILE, -1, "out of", "file descriptors for the ring"},
+	    {EIO, -1, "io_uring_setup failed: ", "Input/output error"},
+	};
+	struct init_failure *x;
+	int real = real_io_uring_disabled();
 
-	/* Check forks each test, so the filter dies with this process. */
-	deny_io_uring();
-	r = halo_loop_init(&l, NULL);
-	ck_assert_int_eq(r, -EPERM);
-	ck_assert_msg(strstr(halo_loop_error(&l), "seccomp"), "error: %s",
-		      halo_loop_error(&l));
+	x = mmap(NULL, sizeof(*x), PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(x, MAP_FAILED);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(x, 0, sizeof(*x));
+		x->err = cases[i].err;
+		x->disabled = cases[i].disabled;
+		tu_assert_child_ok(tu_run_in_child(init_failure_child, x));
+		if (x->faked && cases[i].disabled != real) {
+			printf("loop: kernel.io_uring_disabled=%d not tested: "
+			       "cannot fake the sysctl here (%s)\n",
+			       cases[i].disabled, strerror(-x->faked));
+			continue;
+		}
+		ck_assert_int_eq(x->r, -cases[i].err);
+		ck_assert_msg(strstr(x->error, cases[i].cause) &&
+				  ends_with(x->error, cases[i].tail),
+			      "errno %d, io_uring_disabled %d: \"%s\"",
+			      cases[i].err, cases[i].disabled, x->error);
+	}
+	munmap(x, sizeof(*x));
 }
 END_TEST
 

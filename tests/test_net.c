@@ -502,6 +502,36 @@ START_TEST(test_loop_close_ends_live_multishots)
 }
 END_TEST
 
+START_TEST(test_bufring_free_waits_for_a_stopped_recv)
+{
+	struct stream s = { 0 };
+	int sv[2], err = 0;
+	halo_recv_ms *h;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+			 0);
+	s.br = halo_bufring_new(&loop, 5, 8, 1024, &err);
+	ck_assert_ptr_nonnull(s.br);
+	h = halo_recv_ms_start(&loop, sv[0], s.br, stream_cb, &s);
+	halo_loop_run_nowait(&loop);
+	ck_assert_uint_eq(halo_bufring_handles(s.br), 1);
+	ck_assert_int_eq(write(sv[1], "abc", 3), 3);
+	while (!s.held)
+		halo_loop_run_once(&loop);
+	ck_assert_int_eq(halo_recv_ms_stop(h), 0);
+	/* The kernel has not confirmed the stop, and a buffer is out. */
+	ck_assert_int_eq(halo_bufring_free(s.br), -EBUSY);
+	run_until_idle();
+	ck_assert_uint_eq(halo_bufring_handles(s.br), 1);
+	while (s.held)
+		halo_bufring_return(s.br, s.hold[--s.held]);
+	ck_assert_uint_eq(halo_bufring_handles(s.br), 0);
+	ck_assert_int_eq(halo_bufring_free(s.br), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
 Suite *net_suite(void)
 {
 	Suite *s = suite_create("net");
@@ -517,6 +547,7 @@ Suite *net_suite(void)
 	tcase_add_test(tc, test_multishot_accept_takes_1000_connection_burst);
 	tcase_add_test(tc, test_multishot_recv_two_buffers_delivers_10mib_in_order);
 	tcase_add_test(tc, test_multishot_recv_peer_reset_and_stop);
+	tcase_add_test(tc, test_bufring_free_waits_for_a_stopped_recv);
 	tcase_add_test(tc, test_cancelled_accept_leaks_no_fd);
 	tcase_add_test(tc, test_loop_close_ends_live_multishots);
 	suite_add_tcase(s, tc);

@@ -1,7 +1,9 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,4 +86,39 @@ uint64_t tu_inflight(halo_loop *loop)
 
 	halo_loop_stats(loop, &st);
 	return st.inflight;
+}
+
+int tu_run_in_child(void (*fn)(void *arg), void *arg)
+{
+	pid_t pid, r;
+	int status;
+
+	/* Buffered output would be written twice, once by each process. */
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		fn(arg);
+		_exit(0); /* not exit(): no atexit handlers of the runner's */
+	}
+	do
+		r = waitpid(pid, &status, 0);
+	while (r < 0 && errno == EINTR);
+	ck_assert_int_eq(r, pid);
+	return status;
+}
+
+void tu_child_fail(const char *file, int line, const char *what, int64_t a,
+		   int64_t b)
+{
+	if (a != b)
+		fprintf(stderr,
+			"%s:%d: in the child: %s failed (%" PRId64
+			" != %" PRId64 ")\n",
+			file, line, what, a, b);
+	else
+		fprintf(stderr, "%s:%d: in the child: %s failed\n", file, line,
+			what);
+	_exit(1);
 }

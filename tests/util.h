@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <stdint.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "halo.h"
@@ -22,10 +23,10 @@ void tu_loop_init(halo_loop *loop, const halo_loop_opts *opts);
 /* Close the loop and assert that no future leaked. */
 void tu_loop_close(halo_loop *loop);
 
-/* The fixture most suites use: a fresh loop per test (Check forks each
- * test, so no ring crosses a fork), closed with zero leaked futures and
- * with as many open fds as before the test. Defines the static loop `name`
- * and the setup/teardown functions for tcase_add_checked_fixture. */
+/* The fixture most suites use: a fresh loop per test (a ring never crosses
+ * a fork, and under CK_FORK=no no ring outlives its test), closed with zero
+ * leaked futures and with as many open fds as before the test. Defines the
+ * static loop `name` and the setup/teardown for tcase_add_checked_fixture. */
 #define TU_LOOP_FIXTURE(name)                                                  \
 	static halo_loop name;                                                 \
 	static int name##_fds;                                                 \
@@ -44,8 +45,10 @@ void tu_loop_close(halo_loop *loop);
 #define TU_LOOP_PIPE_FIXTURE(name, fds)                                        \
 	static halo_loop name;                                                 \
 	static int fds[2];                                                     \
+	static int name##_fds;                                                 \
 	static void setup(void)                                                \
 	{                                                                      \
+		name##_fds = tu_count_fds();                                   \
 		tu_loop_init(&name, NULL);                                     \
 		ck_assert_int_eq(pipe(fds), 0);                                \
 	}                                                                      \
@@ -54,6 +57,7 @@ void tu_loop_close(halo_loop *loop);
 		close(fds[0]);                                                 \
 		close(fds[1]);                                                 \
 		tu_loop_close(&name);                                          \
+		ck_assert_int_eq(tu_count_fds(), name##_fds);                  \
 	}
 
 /* A unit of work for fibers: sleep ms milliseconds, then return ret (or the
@@ -72,5 +76,41 @@ uint64_t tu_inflight(halo_loop *loop);
 
 /* Per-test timeout for tcases, scaled up under sanitizers. */
 int tu_timeout(int seconds);
+
+/* Run fn(arg) in a forked child, which exits 0 when fn returns; return the
+ * child's wait status. For what must not outlive its test: a fault, a
+ * seccomp filter, an rlimit, a signal disposition. Check's no-fork mode
+ * (CK_FORK=no) runs every test in one process, so such a test forks its
+ * own child in both modes. The child checks with TU_CHILD_ASSERT, never
+ * ck_assert (in no-fork mode a failed ck_assert would jump back into the
+ * runner, in the child), and never touches a loop of the parent's (a ring
+ * does not cross a fork): it initialises its own. */
+int tu_run_in_child(void (*fn)(void *arg), void *arg);
+
+/* In a tu_run_in_child() child: report cond's failure and exit 1. */
+#define TU_CHILD_ASSERT(cond)                                                  \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			tu_child_fail(__FILE__, __LINE__, #cond, 0, 0);        \
+	} while (0)
+
+/* The same for two integers that must be equal; reports both values. */
+#define TU_CHILD_ASSERT_INT_EQ(a, b)                                           \
+	do {                                                                   \
+		int64_t a_ = (a), b_ = (b);                                    \
+		if (a_ != b_)                                                  \
+			tu_child_fail(__FILE__, __LINE__, #a " == " #b, a_,    \
+				      b_);                                     \
+	} while (0)
+
+void tu_child_fail(const char *file, int line, const char *what, int64_t a,
+		   int64_t b) __attribute__((noreturn));
+
+/* Assert that a tu_run_in_child() child exited 0 (its failure is on stderr). */
+#define tu_assert_child_ok(status)                                             \
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,           \
+		      "child: exit %d, signal %d (see stderr)",                \
+		      WIFEXITED(status) ? WEXITSTATUS(status) : -1,            \
+		      WIFSIGNALED(status) ? WTERMSIG(status) : 0)
 
 #endif

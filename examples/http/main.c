@@ -1,11 +1,10 @@
-/* An HTTP/1.1 server on one halo loop: GET / answers "hello, world!\n".
- *
- *   http PORT [-t idle_ms] [-m max_conns]
- *
- * Keep-alive and pipelining; a head over 8 KiB gets 431 and a malformed one
- * 400, then the connection closes; a connection without a complete request
- * for idle_ms (default 10000) is closed; beyond max_conns (default 10000)
- * new connections are accepted and closed at once. SIGINT/SIGTERM stop it. */
+/* An HTTP/1.1 server on one halo loop (server.h says what it answers).
+ *   http PORT [-t idle_ms] [-m max_conns] [-b busy_poll_us]
+ * PORT 0: the kernel picks one (printed). A connection idle, or with a head
+ * still incomplete, for idle_ms (default 10000) is closed; beyond max_conns
+ * (default 10000) connections are accepted and closed at once; -b spins
+ * busy_poll_us after the last I/O before sleeping. SIGINT/SIGTERM drain for
+ * up to a second, then exit 0; bad arguments print usage and exit 2. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,78 +15,74 @@
 
 #include "server.h"
 
-static halo_loop loop;
+#define MS 1000000ull
 
-static void on_signal(halo_fut *f, void *arg)
+/* s as a decimal number in min..max, or -1. */
+static long long number(const char *s, long long min, long long max)
 {
-	(void)arg;
-	halo_fut_release(f);
-	halo_loop_stop(&loop);
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end || errno || v < min || v > max)
+		return -1;
+	return v;
 }
 
 int main(int argc, char **argv)
 {
-	halo_loop_opts lo = { .sq_entries = 4096, .max_inflight = 32768 };
-	httpd_opts o = { 0 };
+	halo_loop_opts lo = {.sq_entries = 4096, .max_inflight = 32768};
+	halo_server_opts so = {.idle_ns = 10000 * MS, .head_ns = 10000 * MS,
+			       .ring_bufs = 4096};
+	long long port = argc > 1 ? number(argv[1], 0, 65535) : -1, v;
 	struct signalfd_siginfo si;
+	halo_loop loop;
 	sigset_t mask;
-	halo_fut *sig;
-	httpd *s;
-	int lfd, sfd, err = 0, r, opt;
+	int opt, sfd, err;
+	httpd h;
 
-	if (argc < 2) {
-		fprintf(stderr,
-			"usage: %s PORT [-t idle_ms] [-m max_conns] "
-			"[-b busy_poll_us]\n",
-			argv[0]);
-		return 2;
-	}
+	if (port < 0)
+		goto usage;
 	optind = 2;
+	opterr = 0;
 	while ((opt = getopt(argc, argv, "t:m:b:")) != -1) {
-		if (opt == 'b')
-			lo.busy_poll_ns = strtoull(optarg, NULL, 10) * 1000ull;
-		else if (opt == 't')
-			o.idle_ns = strtoull(optarg, NULL, 10) * 1000000ull;
+		v = opt == '?' ? -1 : number(optarg, opt != 'b', 0xffffffffll);
+		if (v < 0)
+			goto usage;
+		if (opt == 't')
+			so.idle_ns = so.head_ns = (uint64_t)v * MS;
 		else if (opt == 'm')
-			o.max_conns = (unsigned)strtoul(optarg, NULL, 10);
+			so.max_conns = (unsigned)v;
 		else
-			return 2;
+			lo.busy_poll_ns = (uint64_t)v * 1000;
 	}
+	if (optind != argc)
+		goto usage;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	lfd = halo_net_listen(NULL, (uint16_t)atoi(argv[1]),
-			      &(halo_listen_opts){ .backlog = 4096 });
-	if (sfd < 0 || lfd < 0) {
-		fprintf(stderr, "http: listen on %s: %s\n", argv[1],
-			strerror(lfd < 0 ? -lfd : errno));
+	if (sfd < 0 || halo_loop_init(&loop, &lo) < 0) {
+		fprintf(stderr, "http: %s\n",
+			sfd < 0 ? strerror(errno) : halo_loop_error(&loop));
 		return 1;
 	}
-	r = halo_loop_init(&loop, &lo);
-	if (r < 0) {
-		fprintf(stderr, "http: %s\n", halo_loop_error(&loop));
+	so.port = (uint16_t)port;
+	if ((err = httpd_start(&h, &loop, -1, &so)) < 0) {
+		fprintf(stderr, "http: port %lld: %s\n", port, strerror(-err));
 		return 1;
 	}
-	s = httpd_start(&loop, lfd, &o, &err);
-	if (!s) {
-		fprintf(stderr, "http: %s\n", strerror(-err));
-		return 1;
-	}
-	sig = halo_read(&loop, sfd, &si, sizeof(si), -1);
-	if (!sig || halo_fut_on_done(sig, on_signal, NULL) < 0)
-		return 1;
-	halo_fut_consume(sig);
-	printf("http: listening on port %d\n", halo_net_local_port(lfd));
+	printf("http: listening on port %d\n", halo_server_port(h.srv));
 	fflush(stdout);
-	r = halo_loop_run(&loop);
-	if (r < 0)
-		fprintf(stderr, "http: loop: %s\n", strerror(-r));
-	httpd_stop(s);
-	halo_loop_close(&loop);
-	close(lfd);
+	/* Serve until a signal: waiting here drives the loop. */
+	halo_fut_join(halo_read(&loop, sfd, &si, sizeof(si), -1));
+	err = httpd_stop(&h, 1000 * MS);
 	close(sfd);
-	return r < 0 ? 1 : 0;
+	return err < 0 || halo_loop_close(&loop) ? 1 : 0;
+usage:
+	fprintf(stderr, "usage: %s PORT [-t idle_ms] [-m max_conns] "
+		"[-b busy_poll_us]\n", argv[0]);
+	return 2;
 }

@@ -1,43 +1,40 @@
-/* The HTTP/1.1 example server's connection handling, apart from main() so
- * that tests can run it on their own loop: GET / answers "hello, world!\n",
- * keep-alive, pipelined requests answered in order with one send per batch,
- * 400/431 then close for bad heads, an idle deadline per connection and a
- * connection cap. */
+/* The HTTP/1.1 example server's request handling, apart from main() so that
+ * tests can run it on their own loop. It is a callback of halo's connection
+ * layer (patterns/server.h), which owns sockets, buffers, deadlines, the cap
+ * and the drain: GET / answers "hello, world!\n", anything else 404, a HEAD
+ * the head alone; keep-alive, pipelined requests answered in order; a head
+ * over HALO_HTTP_MAX_HEAD gets 431 and a malformed one (an invalid Host too)
+ * 400, then the connection closes once the answer is out. */
 #ifndef HALO_EXAMPLE_HTTPD_H
 #define HALO_EXAMPLE_HTTPD_H
 
 #include <stdint.h>
 
 #include "halo.h"
-#include "io/http.h"
 
-typedef struct httpd_opts {
-	uint64_t idle_ns;  /* close a connection this long without a complete
-			      request (slowloris defence), default 10 s */
-	unsigned max_conns; /* beyond it, accept and close at once; 10000 */
-	uint16_t bgid;	   /* buffer group of the receive ring, default 0 */
-} httpd_opts;
+#define HTTPD_KINDS 6 /* answers: 200 and 404 to GET and HEAD, 400, 431 */
 
-typedef struct httpd_stats {
-	uint64_t accepted;
-	uint64_t refused;   /* closed at once: over the cap */
-	uint64_t requests;
-	uint64_t timeouts;  /* closed for idleness */
-	uint64_t bad;	    /* 400 or 431 */
-	unsigned conns;	    /* open now */
-} httpd_stats;
+/* A server: the caller's memory, filled by httpd_start(). */
+typedef struct httpd {
+	halo_server *srv;  /* the connection layer's: port, counters */
+	uint64_t requests; /* answered, 400 and 431 aside */
+	uint64_t bad;	   /* answered 400 or 431 */
+	/* The answers, made once, by kind and keep-alive. */
+	char ans[HTTPD_KINDS][2][160];
+	int ans_n[HTTPD_KINDS][2];
+} httpd;
 
-typedef struct httpd httpd;
+/* Serve HTTP on loop: on the listening socket lfd (which stays the caller's)
+ * or, with lfd -1, on opts->host and opts->port. opts sets the deadlines, the
+ * cap and the buffers (its cbs and arg are the server's own). h must stay
+ * valid until httpd_stop() returns 0. Returns 0 or -errno. */
+int httpd_start(httpd *h, halo_loop *loop, int lfd,
+		const halo_server_opts *opts);
 
-/* Start serving the listening socket lfd on loop. Returns the server or NULL
- * with *err = -errno. */
-httpd *httpd_start(halo_loop *loop, int lfd, const httpd_opts *opts,
-		   int *err);
-
-/* Stop accepting, close every connection, free the server once the kernel
- * let go of everything; run the loop until halo_loop has no work after. */
-void httpd_stop(httpd *s);
-
-void httpd_get_stats(const httpd *s, httpd_stats *out);
+/* Stop accepting, let requests in flight finish for up to drain_ns, then
+ * close what is left. Drives the loop until every connection is closed:
+ * call it on the loop's thread, outside any callback. Returns 0, or -errno
+ * with h left serving. */
+int httpd_stop(httpd *h, uint64_t drain_ns);
 
 #endif
