@@ -66,10 +66,10 @@ HALO_API halo_fut *halo_fut_ready_at(halo_loop *loop, int64_t result,
 	halo_fut_ready_at((loop), (result), (value), __FILE__, __LINE__)
 
 /* A future that has already failed with err (a negative errno; anything
- * else fails it with -EINVAL) and an optional message, which is copied (and
- * dropped if memory runs out: the error stands). For a start call that fails
- * synchronously. The caller owns one reference; NULL only when memory is
- * exhausted. */
+ * else fails it with -EINVAL) and an optional message, which is copied (as
+ * for halo_fut_fail: halo_fut_msg_lost if memory runs out, the error
+ * stands). For a start call that fails synchronously. The caller owns one
+ * reference; NULL only when memory is exhausted. */
 HALO_API halo_fut *halo_fut_failed_at(halo_loop *loop, int err, const char *msg,
 				      const char *file, int line);
 #define halo_fut_failed(loop, err, msg)                                        \
