@@ -245,9 +245,14 @@ static int up_avail(halo_stream *s)
 		return -1;
 	}
 	/* A stage that stopped at a full ring is kicked after this pass
-	 * (took); only the first demand starts it here. */
-	if (!u->started)
+	 * (took); only the first demand starts it here, and it may end in
+	 * that very kick (its first work could not start): then its end,
+	 * failure included, is ours now. */
+	if (!u->started) {
 		kick(u);
+		if (!u->n && u->ended)
+			return up_avail(s);
+	}
 	return u->n ? 1 : 0;
 }
 

@@ -333,6 +333,36 @@ START_TEST(test_failing_item_names_its_stage_and_index)
 }
 END_TEST
 
+static halo_fut *null_first(halo_loop *l, const halo_stream_item *in,
+			    void *arg)
+{
+	(void)arg;
+	if (in->v == 0)
+		return NULL; /* out of memory, say */
+	return halo_fut_delayed(l, 0, in->v, NULL);
+}
+
+/* The first item's work cannot start: the stage fails in the very kick that
+ * first asks it for input, and the consumer must see that failure, not an
+ * empty stream. */
+START_TEST(test_work_that_cannot_start_for_the_first_item_fails_the_stream)
+{
+	halo_stream_item out[4];
+	halo_stream *s = halo_stream_map(halo_stream_range(&loop, 0, 4, NULL),
+					 2, null_first, NULL, NULL);
+	halo_fut *f;
+
+	s = halo_stream_take(s, 3);
+	f = halo_stream_collect(s, out, 4);
+	ck_assert_int_eq(halo_fut_join(f), -ENOMEM);
+	s = halo_stream_map(halo_stream_range(&loop, 0, 4, NULL), 2,
+			    null_first, NULL, NULL);
+	f = halo_stream_next(s);
+	ck_assert_int_eq(halo_fut_join(f), -ENOMEM);
+	halo_stream_close(s);
+}
+END_TEST
+
 static uint64_t failed_idx[4];
 static int failed_n;
 
@@ -990,6 +1020,9 @@ Suite *stream_suite(void)
 	tcase_add_test(
 	    tc, test_closing_a_consumer_after_ten_items_releases_the_generator);
 	tcase_add_test(tc, test_failing_item_names_its_stage_and_index);
+	tcase_add_test(
+		tc,
+		test_work_that_cannot_start_for_the_first_item_fails_the_stream);
 	tcase_add_test(tc, test_skip_collects_failed_items_and_goes_on);
 	tcase_add_test(tc, test_cancel_reports_the_end_once_the_kernel_let_go);
 	tcase_add_test(tc,
