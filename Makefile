@@ -135,7 +135,8 @@ deps:
 # The fault sweep (tests/fault/run.sh): programs that together use every
 # module, each run with one allocation after another failed, on the
 # sanitizer build with fault injection.
-FAULT_PROG_SRC := $(wildcard tests/fault/p_*.c)
+# (x_*: programs that still fail, swept only on request: run.sh -P x_...)
+FAULT_PROG_SRC := $(wildcard tests/fault/p_*.c tests/fault/x_*.c)
 FAULT_PROG_BIN := $(FAULT_PROG_SRC:tests/fault/%.c=$(BUILD)/tests/fault/%)
 FAULT_BUILD := build/san-fault
 # FAULTSWEEP_ARGS: see tests/fault/run.sh -h (CI passes a sample).
@@ -143,7 +144,7 @@ FAULTSWEEP_ARGS ?=
 
 $(BUILD)/tests/fault/prog.o: tests/fault/prog.h
 
-$(BUILD)/tests/fault/p_%: tests/fault/p_%.c tests/fault/prog.h \
+$(BUILD)/tests/fault/%: tests/fault/%.c tests/fault/prog.h \
 		$(BUILD)/tests/fault/prog.o $(BUILD)/libhalo.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
