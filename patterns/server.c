@@ -44,6 +44,7 @@ struct halo_conn {
 	halo_conn *prev, *next;	      /* every open connection */
 	halo_conn *dl_prev, *dl_next; /* its deadline list */
 	halo_conn *dirty_next;	      /* waiting for the flush hook */
+	halo_conn *zombie_next;	      /* on the server's zombies */
 	uint64_t deadline;
 	int fd;
 	int reason; /* why it closes: 0 or -errno */
@@ -99,7 +100,9 @@ struct halo_server {
 	halo_fut *drain;
 	halo_waiter drain_w;
 	halo_fut *stopped;
-	unsigned closing_n; /* close(2) ops in flight */
+	unsigned closing_n; /* close(2) ops in flight, and zombies */
+	halo_conn *zombies; /* closed without a close op (no memory for
+			       one): the flush hook frees them */
 };
 
 static void conn_close(halo_conn *c, int reason, bool force);
@@ -107,6 +110,7 @@ static void try_finish(halo_conn *c);
 static void deliver(halo_conn *c, bool progress);
 static void start_accept(halo_server *s);
 static void check_stopped(halo_server *s);
+static void conn_free(halo_conn *c);
 
 static bool is_fiber_style(const halo_server *s)
 {
@@ -375,6 +379,13 @@ static int flush_hook(halo_loop *loop, void *arg)
 		start_send(c);
 		c = next;
 	}
+	while ((c = s->zombies)) {
+		s->zombies = c->zombie_next;
+		s->closing_n--;
+		s->st.open--;
+		conn_free(c);
+		check_stopped(s);
+	}
 	return s->dirty != NULL;
 }
 
@@ -619,10 +630,14 @@ static void try_finish(halo_conn *c)
 		s->o.cbs->on_close(c, c->reason, s->o.arg);
 	c->close_op = halo_close(s->loop, c->fd);
 	if (!c->close_op) {
+		/* No memory for the close op: close here, but leave c to the
+		 * flush hook to free, as on_closed would later: the caller
+		 * (on_sent, conn_close, deliver) still looks at c, and c may
+		 * still be on the dirty list. */
 		close(c->fd);
-		s->st.open--;
-		conn_free(c);
-		check_stopped(s);
+		s->closing_n++;
+		c->zombie_next = s->zombies;
+		s->zombies = c;
 		return;
 	}
 	s->closing_n++;
