@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/fault.h"
@@ -53,6 +54,19 @@ bool prog_got(bool ok, const char *what, int line)
 			step_name, line, what);
 	}
 	return false;
+}
+
+void prog_wrong(const char *what, int line)
+{
+	wrong_n++;
+	fprintf(stderr, "WRONG: %s:%d: %s\n", step_name, line, what);
+}
+
+bool prog_persistent(void)
+{
+	const char *nth = getenv("HALO_FAULT_NTH");
+
+	return nth && *nth && nth[strlen(nth) - 1] == '+';
 }
 
 void prog_setup_failed(const char *what)

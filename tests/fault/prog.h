@@ -45,6 +45,12 @@ bool prog_expect(int64_t got, int64_t want, const char *what, int line);
 #define GOT(p) prog_got((p) != NULL, #p, __LINE__)
 bool prog_got(bool ok, const char *what, int line);
 
+/* Record a wrong outcome (what happened, at line). */
+void prog_wrong(const char *what, int line);
+
+/* True when the run fails every allocation from the Nth on (NTH=N+). */
+bool prog_persistent(void);
+
 /* Record a setup call of the machine (socket, pipe) that failed. */
 void prog_setup_failed(const char *what);
 
