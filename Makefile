@@ -139,8 +139,9 @@ deps:
 FAULT_PROG_SRC := $(wildcard tests/fault/p_*.c tests/fault/x_*.c)
 FAULT_PROG_BIN := $(FAULT_PROG_SRC:tests/fault/%.c=$(BUILD)/tests/fault/%)
 FAULT_BUILD := build/san-fault
-# FAULTSWEEP_ARGS: see tests/fault/run.sh -h (CI passes a sample).
-FAULTSWEEP_ARGS ?=
+# FAULTSWEEP_ARGS: see tests/fault/run.sh -h; the default fails each point
+# once and persistently, CI passes a sample.
+FAULTSWEEP_ARGS ?= -p
 
 $(BUILD)/tests/fault/prog.o: tests/fault/prog.h
 
