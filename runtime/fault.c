@@ -92,6 +92,14 @@ void halo__fault_disarm(void)
 	__atomic_store_n(&fault.nth, 0, __ATOMIC_RELAXED);
 }
 
+void halo__fault_reset(void)
+{
+	halo__fault_disarm();
+	for (int k = 0; k <= HALO_FAULT_KINDS; k++)
+		__atomic_store_n(&fault.count[k], 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&fault.failed, 0, __ATOMIC_RELAXED);
+}
+
 uint64_t halo__fault_count(enum halo_fault_kind kind)
 {
 	return __atomic_load_n(&fault.count[kind], __ATOMIC_RELAXED);

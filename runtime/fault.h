@@ -49,6 +49,9 @@ void halo__fault_arm(enum halo_fault_kind kind, uint64_t nth, bool persist);
 /* Fail nothing more. The counts go on. */
 void halo__fault_disarm(void);
 
+/* Disarm and count from zero again (tests that share a process). */
+void halo__fault_reset(void);
+
 /* Allocations of kind (or all, for HALO_FAULT_ANY) counted so far. */
 uint64_t halo__fault_count(enum halo_fault_kind kind);
 

@@ -123,6 +123,7 @@ Suite *fault_suite(void)
 	TCase *tc = tcase_create("fault");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(10));
 	tcase_add_test(tc, test_nth_slot_fails_once_then_futures_come_again);
 	tcase_add_test(tc,

@@ -234,6 +234,7 @@ Suite *poller_suite(void)
 #ifdef HALO_FAULT
 	tc = tcase_create("enomem");
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(5));
 	tcase_add_test(
 		tc, test_poller_without_memory_for_its_timer_fails_the_waiting_ids);

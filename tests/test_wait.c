@@ -364,6 +364,7 @@ Suite *wait_suite(void)
 #ifdef HALO_FAULT
 	tc = tcase_create("enomem");
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(5));
 	tcase_add_test(tc, test_wait_without_memory_for_its_helper_is_enomem);
 	tcase_add_test(tc, test_wait_for_one_future_needs_no_memory);

@@ -1,5 +1,7 @@
 #include "util.h"
 
+#include "runtime/fault.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
@@ -121,4 +123,11 @@ void tu_child_fail(const char *file, int line, const char *what, int64_t a,
 		fprintf(stderr, "%s:%d: in the child: %s failed\n", file, line,
 			what);
 	_exit(1);
+}
+
+void tu_fault_reset(void)
+{
+#ifdef HALO_FAULT
+	halo__fault_reset();
+#endif
 }

@@ -74,6 +74,11 @@ int64_t tu_sleeper(halo_loop *l, void *arg);
 /* Operations the kernel holds for loop now. */
 uint64_t tu_inflight(halo_loop *loop);
 
+/* Fault injection (make FAULT=1): a checked fixture for the tcases that
+ * fail allocations, so that each starts disarmed and counting from zero
+ * even when the tests share a process (CK_FORK=no). */
+void tu_fault_reset(void);
+
 /* Per-test timeout for tcases, scaled up under sanitizers. */
 int tu_timeout(int seconds);
 
