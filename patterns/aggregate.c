@@ -203,8 +203,8 @@ static struct halo__agg_ent *dequeue(halo_agg *agg)
 static void fail_unbatched(halo_agg *agg, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		finish(agg, dequeue(agg), -ENOMEM, "out of memory for the batch",
-		       0, NULL);
+		finish(agg, dequeue(agg), -ENOMEM,
+		       "out of memory for the batch", 0, NULL);
 }
 
 static void dispatch(halo_agg *agg, size_t n)

@@ -224,7 +224,8 @@ halo_wait_result halo_wait(halo_loop *loop, halo_fut *const *futs, size_t n,
 		if (deadline_ns && deadline_ns <= halo_now_ns())
 			res.status = -ETIMEDOUT;
 		else
-			res.status = wait_pooled(loop, &head, futs, deadline_ns);
+			res.status =
+			    wait_pooled(loop, &head, futs, deadline_ns);
 		/* One future needs no nodes: wait for it all the same. */
 		if (res.status == -ENOMEM && n == 1 && !deadline_ns) {
 			res.status = wait_alone(futs[0]);

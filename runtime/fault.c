@@ -22,7 +22,7 @@
 #endif
 
 static const char *const kind_names[HALO_FAULT_KINDS + 1] = {
-	"heap", "slot", "refill", "stack", "any",
+    "heap", "slot", "refill", "stack", "any",
 };
 
 static struct {
@@ -83,7 +83,7 @@ void halo__fault_arm(enum halo_fault_kind kind, uint64_t nth, bool persist)
 	fault.persist = persist;
 	__atomic_store_n(&fault.nth,
 			 __atomic_load_n(&fault.count[kind], __ATOMIC_RELAXED) +
-				 nth,
+			     nth,
 			 __ATOMIC_RELAXED);
 }
 

@@ -15,9 +15,9 @@ void *halo__fault_calloc(size_t n, size_t size);
 void *halo__fault_realloc(void *p, size_t n);
 int halo__fault_posix_memalign(void **p, size_t align, size_t n);
 
-#define malloc(n) halo__fault_malloc(n)
-#define calloc(n, size) halo__fault_calloc(n, size)
-#define realloc(p, n) halo__fault_realloc(p, n)
+#define malloc(n)		    halo__fault_malloc(n)
+#define calloc(n, size)		    halo__fault_calloc(n, size)
+#define realloc(p, n)		    halo__fault_realloc(p, n)
 #define posix_memalign(p, align, n) halo__fault_posix_memalign(p, align, n)
 
 #endif

@@ -285,7 +285,7 @@ START_TEST(test_load_that_cannot_grow_the_table_fails_and_later_loads_work)
 	for (int i = FIRST; i < FIRST + MORE; i++)
 		ck_assert_ptr_nonnull(f[i] = halo_agg_load(&agg, (uint64_t)i));
 	for (int i = 0; i < FIRST + MORE; i++) {
-		int64_t want = i % 100 == 13 ? -EIO
+		int64_t want = i % 100 == 13   ? -EIO
 			       : i % 100 == 42 ? -ENOENT
 					       : 2 * i;
 
@@ -367,12 +367,12 @@ Suite *aggregate_suite(void)
 	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(5));
 	tcase_add_test(
-		tc,
-		test_load_that_cannot_grow_the_table_fails_and_later_loads_work);
+	    tc,
+	    test_load_that_cannot_grow_the_table_fails_and_later_loads_work);
 	tcase_add_test(
-		tc, test_batch_without_memory_fails_its_keys_and_the_tick_returns);
+	    tc, test_batch_without_memory_fails_its_keys_and_the_tick_returns);
 	tcase_add_test(
-		tc, test_delay_without_memory_for_its_timer_sends_the_batch_now);
+	    tc, test_delay_without_memory_for_its_timer_sends_the_batch_now);
 	suite_add_tcase(s, tc);
 #endif
 	return s;

@@ -69,7 +69,7 @@ START_TEST(test_kinds_count_apart_and_any_counts_them_all)
 	halo__fault_arm(HALO_FAULT_ANY, 2, false);
 	halo_fut_release(f);
 	f = halo_fut_new(&loop);
-	ck_assert_ptr_nonnull(f); /* 1st of any */
+	ck_assert_ptr_nonnull(f);		       /* 1st of any */
 	ck_assert_ptr_null(halo_mem_alloc(&loop, 16)); /* 2nd of any */
 	halo_mem_free(&loop, p, 3000);
 	halo_fut_release(f);

@@ -647,7 +647,8 @@ Suite *fut_suite(void)
 	tc = tcase_create("enomem");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
-	tcase_add_test(tc, test_fail_without_memory_for_the_message_still_fails);
+	tcase_add_test(tc,
+		       test_fail_without_memory_for_the_message_still_fails);
 	suite_add_tcase(s, tc);
 #endif
 	return s;

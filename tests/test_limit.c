@@ -282,8 +282,8 @@ Suite *limit_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(5));
-	tcase_add_test(tc,
-		       test_ratelimit_without_memory_for_its_timer_fails_the_queue);
+	tcase_add_test(
+	    tc, test_ratelimit_without_memory_for_its_timer_fails_the_queue);
 	suite_add_tcase(s, tc);
 #endif
 	return s;

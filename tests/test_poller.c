@@ -237,7 +237,7 @@ Suite *poller_suite(void)
 	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(5));
 	tcase_add_test(
-		tc, test_poller_without_memory_for_its_timer_fails_the_waiting_ids);
+	    tc, test_poller_without_memory_for_its_timer_fails_the_waiting_ids);
 	suite_add_tcase(s, tc);
 #endif
 	return s;

@@ -213,7 +213,7 @@ START_TEST(test_close_after_a_join_without_memory_waits_for_every_child)
 	halo_scope_init(&s, &loop, NULL);
 	for (int i = 0; i < 2; i++)
 		ck_assert_ptr_nonnull(halo_scope_spawn(&s, tu_sleeper, &j[i]));
-	halo_loop_run_nowait(&loop); /* both sleep now */
+	halo_loop_run_nowait(&loop);		    /* both sleep now */
 	halo__fault_arm(HALO_FAULT_SLOT, 1, false); /* the wait's helper */
 	ck_assert_int_eq(halo_scope_close(&s), -ENOMEM);
 	ck_assert_uint_eq(halo__fault_failed(), 1);
@@ -264,7 +264,7 @@ Suite *scope_suite(void)
 		       test_cancelling_parent_reaches_nested_scope_and_its_io);
 	tcase_add_test(tc, test_children_added_during_join_are_waited_for);
 	tcase_add_test(
-		tc, test_close_from_a_callback_leaves_a_nested_close_to_its_fiber);
+	    tc, test_close_from_a_callback_leaves_a_nested_close_to_its_fiber);
 	suite_add_tcase(s, tc);
 #ifdef HALO_FAULT
 	tc = tcase_create("enomem");
@@ -272,10 +272,10 @@ Suite *scope_suite(void)
 	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(5));
 	tcase_add_test(
-		tc, test_close_after_a_join_without_memory_waits_for_every_child);
+	    tc, test_close_after_a_join_without_memory_waits_for_every_child);
 	tcase_add_test(
-		tc,
-		test_parent_join_without_memory_leaves_nested_close_to_its_fiber);
+	    tc,
+	    test_parent_join_without_memory_leaves_nested_close_to_its_fiber);
 	suite_add_tcase(s, tc);
 #endif
 	return s;

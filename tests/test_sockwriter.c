@@ -224,8 +224,8 @@ Suite *sockwriter_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_checked_fixture(tc, tu_fault_reset, tu_fault_reset);
 	tcase_set_timeout(tc, tu_timeout(5));
-	tcase_add_test(tc,
-		       test_writer_without_memory_for_its_sendmsg_fails_for_good);
+	tcase_add_test(
+	    tc, test_writer_without_memory_for_its_sendmsg_fails_for_good);
 	suite_add_tcase(s, tc);
 #endif
 	return s;

@@ -333,8 +333,7 @@ START_TEST(test_failing_item_names_its_stage_and_index)
 }
 END_TEST
 
-static halo_fut *null_first(halo_loop *l, const halo_stream_item *in,
-			    void *arg)
+static halo_fut *null_first(halo_loop *l, const halo_stream_item *in, void *arg)
 {
 	(void)arg;
 	if (in->v == 0)
@@ -355,8 +354,8 @@ START_TEST(test_work_that_cannot_start_for_the_first_item_fails_the_stream)
 	s = halo_stream_take(s, 3);
 	f = halo_stream_collect(s, out, 4);
 	ck_assert_int_eq(halo_fut_join(f), -ENOMEM);
-	s = halo_stream_map(halo_stream_range(&loop, 0, 4, NULL), 2,
-			    null_first, NULL, NULL);
+	s = halo_stream_map(halo_stream_range(&loop, 0, 4, NULL), 2, null_first,
+			    NULL, NULL);
 	f = halo_stream_next(s);
 	ck_assert_int_eq(halo_fut_join(f), -ENOMEM);
 	halo_stream_close(s);
@@ -1021,8 +1020,8 @@ Suite *stream_suite(void)
 	    tc, test_closing_a_consumer_after_ten_items_releases_the_generator);
 	tcase_add_test(tc, test_failing_item_names_its_stage_and_index);
 	tcase_add_test(
-		tc,
-		test_work_that_cannot_start_for_the_first_item_fails_the_stream);
+	    tc,
+	    test_work_that_cannot_start_for_the_first_item_fails_the_stream);
 	tcase_add_test(tc, test_skip_collects_failed_items_and_goes_on);
 	tcase_add_test(tc, test_cancel_reports_the_end_once_the_kernel_let_go);
 	tcase_add_test(tc,

@@ -368,8 +368,8 @@ Suite *wait_suite(void)
 	tcase_set_timeout(tc, tu_timeout(5));
 	tcase_add_test(tc, test_wait_without_memory_for_its_helper_is_enomem);
 	tcase_add_test(tc, test_wait_for_one_future_needs_no_memory);
-	tcase_add_test(tc,
-		       test_cancel_rest_without_memory_still_waits_for_the_kernel);
+	tcase_add_test(
+	    tc, test_cancel_rest_without_memory_still_waits_for_the_kernel);
 	suite_add_tcase(s, tc);
 #endif
 	return s;

@@ -190,11 +190,9 @@ static void step_close(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"sync", step_sync},
-		{"async", step_async},
-		{"cache", step_cache},
-		{"cancelled", step_cancelled},
-		{"close", step_close},
+	    {"sync", step_sync},   {"async", step_async},
+	    {"cache", step_cache}, {"cancelled", step_cancelled},
+	    {"close", step_close},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

@@ -35,7 +35,8 @@ static void step_promise(halo_loop *loop)
 		EXPECT(halo_fut_fail(f, -EIO, "disk on fire"), 0);
 		EXPECT(halo_fut_error(f), -EIO);
 		msg = halo_fut_error_msg(f);
-		if (prog_got(msg != halo_fut_msg_lost, "message copy", __LINE__))
+		if (prog_got(msg != halo_fut_msg_lost, "message copy",
+			     __LINE__))
 			EXPECT(strcmp(msg, "disk on fire"), 0);
 		halo_fut_release(f);
 	}
@@ -164,7 +165,8 @@ static void step_wait(halo_loop *loop)
 				      halo_now_ns() + 2 * MS);
 			EXPECT(w.status, -ETIMEDOUT);
 			w = halo_wait(loop, f, 3,
-				      HALO_ALL_COMPLETED | HALO_WAIT_CANCEL_REST,
+				      HALO_ALL_COMPLETED |
+					  HALO_WAIT_CANCEL_REST,
 				      halo_now_ns() + 1 * MS);
 			EXPECT(w.status, -ETIMEDOUT);
 			EXPECT(halo_fut_status(f[1]), HALO_FUT_CANCELLED);
@@ -266,13 +268,13 @@ static void step_cancel_scoped(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"promise", step_promise},
-		{"timers", step_timers},
-		{"fibers", step_fibers},
-		{"wait", step_wait},
-		{"wait_in_fiber", step_wait_in_fiber},
-		{"run", step_run},
-		{"cancel_scoped", step_cancel_scoped},
+	    {"promise", step_promise},
+	    {"timers", step_timers},
+	    {"fibers", step_fibers},
+	    {"wait", step_wait},
+	    {"wait_in_fiber", step_wait_in_fiber},
+	    {"run", step_run},
+	    {"cancel_scoped", step_cancel_scoped},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

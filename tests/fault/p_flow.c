@@ -92,8 +92,10 @@ static halo_fut *call_ok(halo_loop *loop, void *arg)
 
 static void step_breaker(halo_loop *loop)
 {
-	halo_breaker_opts o = {.window = 4, .min_calls = 2,
-			       .failure_ratio = 0.5, .open_ns = 2 * MS};
+	halo_breaker_opts o = {.window = 4,
+			       .min_calls = 2,
+			       .failure_ratio = 0.5,
+			       .open_ns = 2 * MS};
 	halo_breaker br;
 
 	if (!EXPECT(halo_breaker_init(&br, loop, &o), 0))
@@ -136,11 +138,13 @@ static halo_fut *undo(halo_saga *sg, void *ctx)
 static void step_saga(halo_loop *loop)
 {
 	const halo_saga_step steps[] = {
-		{.name = "reserve", .run = step_ok, .compensate = undo},
-		{.name = "charge", .run = step_ok, .compensate = undo,
-		 .flags = HALO_SAGA_ASYNC},
-		{.name = "notify", .run = step_ok, .flags = HALO_SAGA_ASYNC},
-		{.name = "ship", .run = step_fails, .compensate = undo},
+	    {.name = "reserve", .run = step_ok, .compensate = undo},
+	    {.name = "charge",
+	     .run = step_ok,
+	     .compensate = undo,
+	     .flags = HALO_SAGA_ASYNC},
+	    {.name = "notify", .run = step_ok, .flags = HALO_SAGA_ASYNC},
+	    {.name = "ship", .run = step_fails, .compensate = undo},
 	};
 	halo_saga_report rep;
 	halo_saga_opts o = {.report = &rep};
@@ -163,10 +167,10 @@ static void step_saga(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"chan", step_chan},
-		{"retry", step_retry},
-		{"breaker", step_breaker},
-		{"saga", step_saga},
+	    {"chan", step_chan},
+	    {"retry", step_retry},
+	    {"breaker", step_breaker},
+	    {"saga", step_saga},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

@@ -31,7 +31,7 @@ static void step_file(halo_loop *loop)
 	for (size_t i = 0; i < sizeof(out); i++)
 		out[i] = prog_byte(i);
 	fd = (int)prog_join(
-		halo_openat(loop, AT_FDCWD, path, O_CREAT | O_RDWR, 0600));
+	    halo_openat(loop, AT_FDCWD, path, O_CREAT | O_RDWR, 0600));
 	if (!EXPECT(fd >= 0 ? 0 : fd, 0))
 		goto out;
 	whole = EXPECT(prog_join(halo_write(loop, fd, out, CHUNK, 0)), CHUNK);
@@ -52,8 +52,8 @@ static void step_file(halo_loop *loop)
 	if (EXPECT(prog_join(halo_readv(loop, fd, iov, IOVS, CHUNK)),
 		   IOVS * PIECE))
 		EXPECT(memcmp(in + CHUNK, out + CHUNK, IOVS * PIECE), 0);
-	if (EXPECT(prog_join(halo_statx(loop, AT_FDCWD, path, 0, STATX_SIZE,
-					&stx)),
+	if (EXPECT(prog_join(
+		       halo_statx(loop, AT_FDCWD, path, 0, STATX_SIZE, &stx)),
 		   0))
 		EXPECT(stx.stx_size, sizeof(out));
 shut:
@@ -149,8 +149,8 @@ static void step_nop(halo_loop *loop)
 	for (int i = 0; i < 20; i++)
 		made += GOT(f[i] = halo_nop(loop));
 	if (made == 20) {
-		halo_wait_result w = halo_wait(loop, f, 20, HALO_ALL_COMPLETED,
-					       0);
+		halo_wait_result w =
+		    halo_wait(loop, f, 20, HALO_ALL_COMPLETED, 0);
 		EXPECT(w.status, 0);
 	}
 	prog_drop(f, 20);
@@ -196,10 +196,10 @@ out:
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"file", step_file},
-		{"pipe", step_pipe},
-		{"nop", step_nop},
-		{"fixed", step_fixed},
+	    {"file", step_file},
+	    {"pipe", step_pipe},
+	    {"nop", step_nop},
+	    {"fixed", step_fixed},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

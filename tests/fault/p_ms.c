@@ -12,7 +12,7 @@ enum { IDS = 64 };
 
 struct sweeper {
 	int swept[IDS];
-	int rfd;      /* the watched pipe's read end */
+	int rfd;       /* the watched pipe's read end */
 	uint32_t held; /* an id held for later, or IDS */
 };
 
@@ -144,8 +144,7 @@ static int poll_later(halo_poller *p, const uint64_t *ids, size_t n,
 	return HALO_POLLER_ASYNC;
 }
 
-static void run_poller(halo_loop *loop, halo_poller_fn fn,
-		       struct poll_state *s)
+static void run_poller(halo_loop *loop, halo_poller_fn fn, struct poll_state *s)
 {
 	halo_poller_opts o = {.window = 4, .interval_ns = 1 * MS};
 	halo_poller p;
@@ -160,8 +159,9 @@ static void run_poller(halo_loop *loop, halo_poller_fn fn,
 	GOT(f[9] = halo_poller_add(&p, 101, 0));
 	for (int k = 0; k < 9; k++)
 		if (f[k])
-			EXPECT(halo_fut_wait(f[k]),
-			       k == 7 ? -EPROTO : k == 8 ? -ETIMEDOUT : 3 * k);
+			EXPECT(halo_fut_wait(f[k]), k == 7   ? -EPROTO
+						    : k == 8 ? -ETIMEDOUT
+							     : 3 * k);
 	if (f[9])
 		EXPECT(halo_fut_cancel(f[9]), 0);
 	prog_drop(f, 10);
@@ -184,8 +184,8 @@ static void step_poller(halo_loop *loop)
 	run_poller(loop, poll_later, &s);
 }
 
-static int close_in_handler(halo_marksweep *ms, const uint32_t *ids,
-			    size_t n, void *arg)
+static int close_in_handler(halo_marksweep *ms, const uint32_t *ids, size_t n,
+			    void *arg)
 {
 	(void)ids;
 	*(size_t *)arg += n;
@@ -198,17 +198,17 @@ static int close_in_handler(halo_marksweep *ms, const uint32_t *ids,
 static void step_more(halo_loop *loop)
 {
 	halo_marksweep_opts mo = {.capacity = 8, .batch = 2};
-	halo_poller_opts po = {.window = 2, .interval_ns = 1 * MS,
-			       .rate = 2000};
+	halo_poller_opts po = {
+	    .window = 2, .interval_ns = 1 * MS, .rate = 2000};
 	halo_marksweep ms;
 	halo_poller p;
 	struct poll_state s;
 	halo_fut *f[4];
 	size_t swept = 0;
 
-	if (EXPECT(halo_marksweep_init(&ms, loop, &mo, close_in_handler,
-				       &swept),
-		   0)) {
+	if (EXPECT(
+		halo_marksweep_init(&ms, loop, &mo, close_in_handler, &swept),
+		0)) {
 		for (uint32_t id = 0; id < 5; id++)
 			EXPECT(halo_marksweep_mark(&ms, id), 0);
 		halo_loop_run_nowait(loop);
@@ -236,9 +236,9 @@ static void step_more(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"marksweep", step_marksweep},
-		{"poller", step_poller},
-		{"more", step_more},
+	    {"marksweep", step_marksweep},
+	    {"poller", step_poller},
+	    {"more", step_more},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

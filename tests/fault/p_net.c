@@ -35,8 +35,8 @@ static int recv_until(halo_loop *loop, int fd, char *buf, size_t cap,
 	size_t len = 0;
 
 	for (;;) {
-		int64_t n = prog_join(halo_recv(loop, fd, buf + len,
-						cap - len, 0));
+		int64_t n =
+		    prog_join(halo_recv(loop, fd, buf + len, cap - len, 0));
 		int r;
 
 		if (n <= 0)
@@ -95,8 +95,8 @@ static void exchange(halo_loop *loop, int cfd, int afd)
 	halo_fut *f[2];
 	int n;
 
-	if (!EXPECT(prog_join(halo_send_all(loop, cfd, request,
-					     strlen(request), 0)),
+	if (!EXPECT(prog_join(
+			halo_send_all(loop, cfd, request, strlen(request), 0)),
 		    strlen(request)))
 		return;
 	if (!serve(loop, afd)) {
@@ -118,8 +118,8 @@ static void exchange(halo_loop *loop, int cfd, int afd)
 			sent = false;
 		if (sent &&
 		    EXPECT(prog_join(halo_shutdown(loop, cfd, SHUT_WR)), 0))
-			EXPECT(prog_join(halo_recv(loop, afd, buf, sizeof(buf),
-						   0)),
+			EXPECT(prog_join(
+				   halo_recv(loop, afd, buf, sizeof(buf), 0)),
 			       0);
 	}
 	prog_drop(f, 2);
@@ -136,8 +136,8 @@ static void step_tcp(halo_loop *loop)
 		prog_setup_failed("halo_net_listen");
 		return;
 	}
-	cfd = (int)prog_join(halo_socket(loop, AF_INET,
-					 SOCK_STREAM | SOCK_CLOEXEC, 0));
+	cfd = (int)prog_join(
+	    halo_socket(loop, AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
 	if (!EXPECT(cfd >= 0 ? 0 : cfd, 0))
 		goto out;
 	a = loopback(halo_net_local_port(lfd));
@@ -392,11 +392,11 @@ static void step_accept_deadline(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"tcp", step_tcp},
-		{"accept_ms", step_accept_ms},
-		{"recv_ms", step_recv_ms},
-		{"starved", step_starved},
-		{"accept_deadline", step_accept_deadline},
+	    {"tcp", step_tcp},
+	    {"accept_ms", step_accept_ms},
+	    {"recv_ms", step_recv_ms},
+	    {"starved", step_starved},
+	    {"accept_deadline", step_accept_deadline},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

@@ -25,7 +25,7 @@ static void step_gather(halo_loop *loop)
 		g = halo_gather(loop, f, 4, &go);
 		if (GOT(g) && EXPECT(halo_fut_join(g), 4))
 			EXPECT(results[0] | results[1] | results[2] |
-				       results[3],
+				   results[3],
 			       0);
 	}
 	prog_drop(f, 4);
@@ -254,7 +254,8 @@ static void step_as_completed(halo_loop *loop)
 
 	for (int i = 0; i < 4; i++)
 		made += GOT(f[i] = timer_ms(loop, (uint64_t)(4 - i)));
-	if (made == 4 && EXPECT(halo_as_completed_init(&it, loop, f, 4, 0), 0)) {
+	if (made == 4 &&
+	    EXPECT(halo_as_completed_init(&it, loop, f, 4, 0), 0)) {
 		while ((g = halo_as_completed_next(&it))) {
 			EXPECT(halo_fut_result(g), 0);
 			seen++;
@@ -336,10 +337,14 @@ static int64_t build_fiber(halo_loop *l, void *arg)
 {
 	int presented = 0;
 	halo_build_unit u[2] = {
-		{.name = "ok", .start = unit_start, .present = unit_present,
-		 .arg = (void *)(uintptr_t)1},
-		{.name = "bad", .start = failing_start,
-		 .present = count_present, .arg = &presented},
+	    {.name = "ok",
+	     .start = unit_start,
+	     .present = unit_present,
+	     .arg = (void *)(uintptr_t)1},
+	    {.name = "bad",
+	     .start = failing_start,
+	     .present = count_present,
+	     .arg = &presented},
 	};
 	halo_build_opts o = {.flags = HALO_BUILD_PRESENT_FAILED};
 	halo_build_report rep = halo_build(l, u, 2, &o);
@@ -376,9 +381,8 @@ static halo_fut *map_fail_third(halo_loop *loop, void *input, size_t idx)
 static void step_limit_more(halo_loop *loop)
 {
 	int each = 0;
-	halo_map_opts mo = {.on_each = count_each,
-			    .arg = &each,
-			    .cancel_on_error = true};
+	halo_map_opts mo = {
+	    .on_each = count_each, .arg = &each, .cancel_on_error = true};
 	halo_fut *m = halo_map(loop, NULL, 6, 3, map_fail_third, &mo);
 	halo_fut *f[2];
 	halo_as_completed it;
@@ -403,14 +407,14 @@ static void step_limit_more(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"gather", step_gather},
-		{"build", step_build},
-		{"scope", step_scope},
-		{"limit", step_limit},
-		{"as_completed", step_as_completed},
-		{"gather_more", step_gather_more},
-		{"build_more", step_build_more},
-		{"limit_more", step_limit_more},
+	    {"gather", step_gather},
+	    {"build", step_build},
+	    {"scope", step_scope},
+	    {"limit", step_limit},
+	    {"as_completed", step_as_completed},
+	    {"gather_more", step_gather_more},
+	    {"build_more", step_build_more},
+	    {"limit_more", step_limit_more},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

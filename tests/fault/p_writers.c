@@ -102,8 +102,8 @@ out:
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"groupcommit", step_groupcommit},
-		{"sockwriter", step_sockwriter},
+	    {"groupcommit", step_groupcommit},
+	    {"sockwriter", step_sockwriter},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

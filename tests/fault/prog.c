@@ -34,9 +34,9 @@ bool prog_expect(int64_t got, int64_t want, const char *what, int line)
 		return false;
 	}
 	wrong_n++;
-	fprintf(stderr, "WRONG: %s:%d: %s = %lld (%s), want %lld\n",
-		step_name, line, what, (long long)got,
-		got < 0 ? strerror((int)-got) : "-", (long long)want);
+	fprintf(stderr, "WRONG: %s:%d: %s = %lld (%s), want %lld\n", step_name,
+		line, what, (long long)got, got < 0 ? strerror((int)-got) : "-",
+		(long long)want);
 	return false;
 }
 
@@ -50,7 +50,8 @@ bool prog_got(bool ok, const char *what, int line)
 			what);
 	} else {
 		wrong_n++;
-		fprintf(stderr, "WRONG: %s:%d: %s is NULL with nothing failed\n",
+		fprintf(stderr,
+			"WRONG: %s:%d: %s is NULL with nothing failed\n",
 			step_name, line, what);
 	}
 	return false;

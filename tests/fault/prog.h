@@ -36,8 +36,8 @@ int prog_run(int argc, char **argv, const struct prog_step *steps, size_t n);
 /* Record got against want: equal is fine; otherwise a clean failure if got
  * is an error (< 0, not -EDEADLK) and an allocation was failed, else wrong.
  * Returns true if equal. */
-#define EXPECT(got, want) prog_expect((int64_t)(got), (int64_t)(want), #got, \
-				      __LINE__)
+#define EXPECT(got, want)                                                      \
+	prog_expect((int64_t)(got), (int64_t)(want), #got, __LINE__)
 bool prog_expect(int64_t got, int64_t want, const char *what, int line);
 
 /* Record an allocation result (a future, a handle): NULL is a clean failure

@@ -26,8 +26,7 @@ static int64_t echo_fiber(halo_conn *c, void *arg)
 	return 0;
 }
 
-static size_t echo_data(halo_conn *c, const char *data, size_t len,
-			void *arg)
+static size_t echo_data(halo_conn *c, const char *data, size_t len, void *arg)
 {
 	(void)arg;
 	if (halo_conn_write(c, data, len) < 0)
@@ -61,8 +60,8 @@ static void client(halo_loop *loop, int port, int i)
 	if (!EXPECT(prog_join(halo_send_all(loop, fd, msg, (size_t)n, 0)), n))
 		goto out;
 	while (got < (size_t)n) {
-		halo_fut *f = halo_recv(loop, fd, back + got, sizeof(back) - got,
-					0);
+		halo_fut *f =
+		    halo_recv(loop, fd, back + got, sizeof(back) - got, 0);
 
 		if (f && halo_deadline_after(f, 2000 * MS) < 0)
 			halo_fut_cancel(f);
@@ -125,8 +124,8 @@ static void step_callbacks(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"fibers", step_fibers},
-		{"callbacks", step_callbacks},
+	    {"fibers", step_fibers},
+	    {"callbacks", step_callbacks},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));

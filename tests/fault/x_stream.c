@@ -12,8 +12,8 @@ static halo_fut *twice_later(halo_loop *loop, const halo_stream_item *in,
 			     void *arg)
 {
 	(void)arg;
-	return halo_fut_delayed(loop, (uint64_t)(in->v % 3) * MS / 2,
-				in->v * 2, NULL);
+	return halo_fut_delayed(loop, (uint64_t)(in->v % 3) * MS / 2, in->v * 2,
+				NULL);
 }
 
 static bool fourth(const halo_stream_item *in, void *arg)
@@ -62,15 +62,16 @@ static halo_fut *each_later(halo_loop *loop, const halo_stream_item *it,
 }
 
 /* arg is the loop. */
-static halo_fut *three_each(halo_stream_emitter *em,
-			    const halo_stream_item *in, void *arg)
+static halo_fut *three_each(halo_stream_emitter *em, const halo_stream_item *in,
+			    void *arg)
 {
 	halo_loop *loop = arg;
 	int r = 0;
 
 	for (int j = 0; j < 3 && r == 0; j++)
 		r = halo_stream_emit(em, in->v * 10 + j, NULL);
-	return r ? halo_fut_failed(loop, r, NULL) : halo_fut_ready(loop, 0, NULL);
+	return r ? halo_fut_failed(loop, r, NULL)
+		 : halo_fut_ready(loop, 0, NULL);
 }
 
 static halo_fut *fail_third(halo_loop *loop, const halo_stream_item *in,
@@ -123,8 +124,8 @@ static void step_stream_more(halo_loop *loop)
 int main(int argc, char **argv)
 {
 	static const struct prog_step steps[] = {
-		{"stream", step_stream},
-		{"stream_more", step_stream_more},
+	    {"stream", step_stream},
+	    {"stream_more", step_stream_more},
 	};
 
 	return prog_run(argc, argv, steps, sizeof(steps) / sizeof(steps[0]));
