@@ -1,8 +1,11 @@
 /* The AIMD concurrency limit. Decisions are made per window, not per
  * sample: one slow request among many says little, and a window at least
- * as long as the limit spans about one round of the requests in flight. */
+ * as long as the limit spans about one round of the requests in flight.
+ * A window counts only requests that began in it. */
 #include <errno.h>
 #include <string.h>
+
+#include "../runtime/loop.h"
 
 #include "adaptive.h"
 
@@ -121,8 +124,6 @@ static void decide(halo_adaptive *a)
 	uint64_t mean = a->samples ? a->sum_ns / a->samples : 0;
 	bool healthy = a->samples > 0;
 
-	if (healthy && (!a->baseline_ns || mean < a->baseline_ns))
-		a->baseline_ns = mean;
 	if (a->dropped ||
 	    (healthy && (double)mean > (double)a->baseline_ns * a->o.tolerance)) {
 		a->limit *= a->o.backoff;
@@ -136,6 +137,7 @@ static void decide(halo_adaptive *a)
 	a->samples = 0;
 	a->dropped = 0;
 	a->peak = a->inflight;
+	a->window_ns = halo_now_ns();
 }
 
 void halo_adaptive_sample(halo_adaptive *a, uint64_t latency_ns,
@@ -143,13 +145,19 @@ void halo_adaptive_sample(halo_adaptive *a, uint64_t latency_ns,
 {
 	uint32_t len = whole(a) > a->o.window ? whole(a) : a->o.window;
 
-	if (outcome == HALO_ADAPTIVE_IGNORE)
+	/* A request that began before this window ran under an older limit:
+	 * counting it would judge the new limit by the old one's latency and
+	 * overshoot by a window each time. */
+	if (outcome == HALO_ADAPTIVE_IGNORE ||
+	    halo_now_ns() - latency_ns < a->window_ns)
 		return;
 	if (outcome == HALO_ADAPTIVE_DROPPED) {
 		a->dropped++;
 	} else {
 		a->sum_ns += latency_ns;
 		a->samples++;
+		if (!a->baseline_ns || latency_ns < a->baseline_ns)
+			a->baseline_ns = latency_ns;
 	}
 	if (a->samples + a->dropped < len)
 		return;

@@ -1,8 +1,9 @@
 /* An adaptive concurrency limit: how many requests may be in flight to a
- * backend, learnt from the latency they see. While latency holds near the
- * lowest seen and the limit is actually used, the limit rises by one per
- * window of samples (additive increase); when a window's mean latency
- * climbs past tolerance x the baseline, or a request fails, it is
+ * backend, learnt from the latency they see. While a window's mean latency
+ * holds within tolerance x the baseline (the lowest latency seen: the
+ * backend unloaded) and the limit is actually used, the limit rises by one
+ * per window of samples (additive increase); when the mean climbs past
+ * it, or a request fails, it is
  * multiplied by backoff (multiplicative decrease). This is the AIMD limiter
  * of Netflix's concurrency-limits, written for one loop: no locks, no
  * allocation, no loop of its own, so any pattern (or several DAG runs at
@@ -62,8 +63,8 @@ typedef struct halo_adaptive {
 	halo_adaptive_opts o;
 	double limit;
 	uint32_t inflight, peak;
-	uint64_t baseline_ns; /* lowest window mean latency seen; 0: none */
-	uint64_t sum_ns;
+	uint64_t baseline_ns; /* lowest latency seen; 0: none */
+	uint64_t sum_ns, window_ns; /* the window's sum and start */
 	uint32_t samples, dropped;
 	uint64_t decreases, increases;
 	halo_adaptive_waiter *head, *tail;
@@ -92,8 +93,10 @@ HALO_API bool halo_adaptive_cancel_wait(halo_adaptive *a,
  * allows. */
 HALO_API void halo_adaptive_release(halo_adaptive *a);
 
-/* Record what one request saw: its latency in ns and its outcome. Every
- * window of samples moves the limit (see the top of this file); a raised
+/* Record what one request saw: its latency in ns (up to now, on
+ * CLOCK_MONOTONIC) and its outcome. Every window of samples moves the limit
+ * (see the top of this file); a request that began before the current
+ * window is not counted, since it ran under the previous limit. A raised
  * limit grants permits to queued waiters at once. */
 HALO_API void halo_adaptive_sample(halo_adaptive *a, uint64_t latency_ns,
 				   halo_adaptive_outcome outcome);
@@ -104,8 +107,7 @@ HALO_API uint32_t halo_adaptive_limit(const halo_adaptive *a);
 /* Permits taken and not given back. */
 HALO_API uint32_t halo_adaptive_inflight(const halo_adaptive *a);
 
-/* The baseline latency (lowest window mean seen), 0 before the first
- * window. */
+/* The baseline latency (the lowest seen), 0 before the first sample. */
 HALO_API uint64_t halo_adaptive_baseline(const halo_adaptive *a);
 
 #ifdef __cplusplus

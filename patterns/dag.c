@@ -612,9 +612,11 @@ static void node_end(struct halo_dag *d, uint32_t i, halo_dag_state state,
 		if (m && state != HALO_DAG_OK)
 			r->msg = halo_mem_strdup(d->loop, m);
 	}
-	put_permit(d);
 	d->done_n++;
 	event(d, i);
+	/* After the event: a shared limiter may hand the permit to another
+	 * run at once, and observers should see this node end first. */
+	put_permit(d);
 	if (state == HALO_DAG_OK) {
 		for (uint32_t k = 0; k < n->out_n; k++) {
 			uint32_t j = d->outs[n->out_off + k];
@@ -742,8 +744,7 @@ static void attempt(struct halo_dag *d, uint32_t i)
 	n->f = NULL;
 	n->timed_out = false;
 	r->attempts++;
-	if (r->attempts > 1)
-		event(d, i);
+	event(d, i);
 	n->attempt_ns = halo_now_ns();
 	f = n->fn(d->loop, n->arg, &d->depf[n->dep_off], n->dep_n);
 	if (!f) {
@@ -765,7 +766,6 @@ static void start_node(struct halo_dag *d, uint32_t i)
 
 	r->state = HALO_DAG_RUNNING;
 	r->start_ns = halo_now_ns();
-	event(d, i);
 	attempt(d, i);
 }
 

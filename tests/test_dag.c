@@ -1,0 +1,571 @@
+/* Dependency DAGs: each node starts when its last dependency is done, a
+ * failure skips only its dependents (or, fail-fast, cancels everything down
+ * to the kernel), cycles and unknown names are refused before anything
+ * starts, and concurrency follows a fixed cap or an adaptive limit. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/util.h"
+
+TU_LOOP_PIPE_FIXTURE(loop, pipe_fds)
+
+#define MS 1000000ull
+
+/* Timing margins widen under the sanitizers, as tu_timeout() does. */
+static uint64_t slack(uint64_t ns)
+{
+	return ns * (uint64_t)tu_timeout(1);
+}
+
+struct res {
+	uint64_t ms;	  /* latency of the simulated load */
+	int err;	  /* fail with this after ms, if set */
+	const char *msg;
+	int started;	  /* attempts started */
+	int fail_first;	  /* fail this many attempts at once first */
+	size_t deps_n;	  /* what the last start saw */
+	const char *dep0; /* value of deps[0] */
+	char buf[8];
+};
+
+static halo_fut *load(halo_loop *l, void *arg, halo_fut *const *deps,
+		      size_t deps_n)
+{
+	struct res *r = arg;
+
+	r->started++;
+	r->deps_n = deps_n;
+	r->dep0 = deps_n ? halo_fut_value(deps[0]) : NULL;
+	if (r->started <= r->fail_first)
+		return halo_fut_failed(l, -EAGAIN, "busy, try again");
+	if (r->err)
+		return halo_fut_delayed_failed(l, r->ms * MS, r->err, r->msg);
+	return halo_fut_delayed(l, r->ms * MS, (int64_t)r->ms, (void *)r->msg);
+}
+
+static halo_fut *read_pipe(halo_loop *l, void *arg, halo_fut *const *deps,
+			   size_t deps_n)
+{
+	struct res *r = arg;
+
+	(void)deps;
+	(void)deps_n;
+	r->started++;
+	return halo_read(l, pipe_fds[0], r->buf, sizeof(r->buf), -1);
+}
+
+static halo_fut *no_memory(halo_loop *l, void *arg, halo_fut *const *deps,
+			   size_t deps_n)
+{
+	(void)l;
+	(void)deps;
+	(void)deps_n;
+	((struct res *)arg)->started++;
+	return NULL;
+}
+
+/* The user story: a -> b, a -> c -> d, c -> e -> f. Each res's msg doubles
+ * as the value its future resolves with: its own name. */
+enum { A, B, C, D, E, F, STORY_N };
+
+static void story(struct res *r, halo_dag_node *t)
+{
+	static const char *const names[STORY_N] = {"a", "b", "c",
+						   "d", "e", "f"};
+	static const char *const deps[STORY_N] = {NULL, "a", "a",
+						  "c", "c", "e"};
+	/* b is the slow sibling: d and e must not wait for it. */
+	static const uint64_t ms[STORY_N] = {30, 60, 30, 40, 35, 45};
+
+	for (int i = 0; i < STORY_N; i++) {
+		r[i] = (struct res){.ms = ms[i], .msg = names[i]};
+		t[i] = (halo_dag_node){.name = names[i], .fn = load,
+				       .deps = deps[i], .arg = &r[i]};
+	}
+}
+
+START_TEST(test_dag_node_starts_the_moment_its_last_dependency_is_done)
+{
+	static const int parent[STORY_N] = {-1, A, A, C, C, E};
+	struct res r[STORY_N];
+	halo_dag_node t[STORY_N];
+	halo_dag *d = halo_dag_new(&loop, NULL);
+	const halo_dag_report *rep;
+	size_t path[8];
+	uint64_t crit, total;
+
+	story(r, t);
+	ck_assert_int_eq(halo_dag_add_table(d, t, STORY_N), 0);
+	ck_assert_int_eq(halo_dag_run(d), 0);
+	rep = halo_dag_get_report(d);
+	ck_assert_int_eq(rep->status, 0);
+	ck_assert_uint_eq(rep->ok_n, STORY_N);
+	for (int i = 0; i < STORY_N; i++) {
+		const halo_dag_node_report *n = &rep->nodes[i];
+
+		ck_assert_int_eq(n->state, HALO_DAG_OK);
+		ck_assert_int_eq(r[i].started, 1);
+		ck_assert_int_eq(n->result, (int64_t)r[i].ms);
+		ck_assert_ptr_eq(n->value, (void *)r[i].msg);
+		if (parent[i] < 0)
+			continue;
+		/* Its dependency's value reached it, and it started within
+		 * 2 ms of that dependency's end. */
+		ck_assert_uint_eq(r[i].deps_n, 1);
+		ck_assert_str_eq(r[i].dep0, rep->nodes[parent[i]].name);
+		ck_assert_uint_ge(n->start_ns, rep->nodes[parent[i]].end_ns);
+		ck_assert_uint_lt(n->start_ns - rep->nodes[parent[i]].end_ns,
+				  slack(2 * MS));
+	}
+	/* Not level by level: d started before its slow uncle b was done. */
+	ck_assert_uint_lt(rep->nodes[D].start_ns, rep->nodes[B].end_ns);
+
+	ck_assert_uint_eq(halo_dag_critical_path(d, path, 8, &crit), 4);
+	ck_assert_uint_eq(path[0], A);
+	ck_assert_uint_eq(path[1], C);
+	ck_assert_uint_eq(path[2], E);
+	ck_assert_uint_eq(path[3], F);
+	total = rep->end_ns - rep->start_ns;
+	ck_assert_uint_ge(crit, (30 + 30 + 35 + 45) * MS);
+	ck_assert_uint_ge(total, crit);
+	ck_assert_msg(total - crit <= crit / 20 + slack(MS),
+		      "total %llu ns, critical path %llu ns",
+		      (unsigned long long)total, (unsigned long long)crit);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_failed_node_skips_its_dependents_and_others_go_on)
+{
+	struct res r[STORY_N];
+	halo_dag_node t[STORY_N];
+	halo_dag *d = halo_dag_new(&loop, NULL);
+	const halo_dag_report *rep;
+	char table[2048];
+	halo_fut *run;
+
+	story(r, t);
+	r[C].err = -EIO;
+	r[C].msg = "db down";
+	ck_assert_int_eq(halo_dag_add_table(d, t, STORY_N), 0);
+	run = halo_dag_start(d);
+	ck_assert_int_eq(halo_fut_wait(run), -EIO);
+	ck_assert_str_eq(halo_fut_error_msg(run), "c: db down");
+	halo_fut_release(run);
+
+	rep = halo_dag_get_report(d);
+	ck_assert_int_eq(rep->status, -EIO);
+	ck_assert_uint_eq(rep->failed, C);
+	ck_assert_uint_eq(rep->ok_n, 2);
+	ck_assert_uint_eq(rep->failed_n, 1);
+	ck_assert_uint_eq(rep->skipped_n, 3);
+	ck_assert_int_eq(rep->nodes[B].state, HALO_DAG_OK);
+	ck_assert_int_eq(r[B].started, 1);
+	ck_assert_int_eq(rep->nodes[C].state, HALO_DAG_FAILED);
+	ck_assert_int_eq(rep->nodes[C].err, -EIO);
+	ck_assert_str_eq(rep->nodes[C].msg, "db down");
+	for (int i = D; i <= F; i++) {
+		ck_assert_int_eq(r[i].started, 0);
+		ck_assert_int_eq(rep->nodes[i].state, HALO_DAG_SKIPPED);
+		ck_assert_str_eq(rep->nodes[i].cause, "c");
+		ck_assert_uint_eq(rep->nodes[i].start_ns, 0);
+	}
+	ck_assert_int_gt(halo_dag_format(d, table, sizeof(table)), 0);
+	ck_assert_ptr_nonnull(strstr(table, "db down"));
+	ck_assert_ptr_nonnull(strstr(table, "skipped: 'c' failed"));
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_cycle_is_refused_naming_its_nodes)
+{
+	struct res r[4] = {{.ms = 1}, {.ms = 1}, {.ms = 1}, {.ms = 1}};
+	halo_dag_node t[4] = {
+		{.name = "a", .fn = load, .deps = "c", .arg = &r[0]},
+		{.name = "b", .fn = load, .deps = "a", .arg = &r[1]},
+		{.name = "c", .fn = load, .deps = "b", .arg = &r[2]},
+		{.name = "x", .fn = load, .arg = &r[3]},
+	};
+	halo_dag *d = halo_dag_new(&loop, NULL);
+	halo_fut *run;
+
+	ck_assert_int_eq(halo_dag_add_table(d, t, 4), 0);
+	ck_assert_int_eq(halo_dag_check(d), -ELOOP);
+	ck_assert_str_eq(halo_dag_error(d), "cycle: a -> b -> c -> a");
+	run = halo_dag_start(d);
+	ck_assert_int_eq(halo_fut_join(run), -ELOOP);
+	ck_assert_int_eq(halo_dag_run(d), -ELOOP);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(r[i].started, 0);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_unknown_dependency_is_refused)
+{
+	struct res r[2] = {{.ms = 1}, {.ms = 1}};
+	halo_dag_node t[2] = {
+		{.name = "c", .fn = load, .arg = &r[0]},
+		{.name = "d", .fn = load, .deps = "c, nope", .arg = &r[1]},
+	};
+	halo_dag *d = halo_dag_new(&loop, NULL);
+
+	ck_assert_int_eq(halo_dag_add_table(d, t, 2), 0);
+	ck_assert_int_eq(halo_dag_run(d), -ENOENT);
+	ck_assert_str_eq(halo_dag_error(d),
+			 "node 'd' depends on unknown 'nope'");
+	ck_assert_int_eq(r[0].started + r[1].started, 0);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+
+	/* A name used twice is refused as well. */
+	d = halo_dag_new(&loop, NULL);
+	t[1].name = "c";
+	t[1].deps = NULL;
+	ck_assert_int_eq(halo_dag_add_table(d, t, 2), 0);
+	ck_assert_int_eq(halo_dag_check(d), -EEXIST);
+	ck_assert_ptr_nonnull(strstr(halo_dag_error(d), "'c'"));
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_fail_fast_cancels_in_flight_io_down_to_the_kernel)
+{
+	struct res r[3] = {{0}, {.ms = 10, .err = -ECONNRESET}, {.ms = 1}};
+	halo_dag_node t[3] = {
+		{.name = "stuck", .fn = read_pipe, .arg = &r[0]},
+		{.name = "bad", .fn = load, .arg = &r[1]},
+		{.name = "after", .fn = load, .deps = "stuck", .arg = &r[2]},
+	};
+	halo_dag_opts o = {.flags = HALO_DAG_FAIL_FAST};
+	halo_dag *d = halo_dag_new(&loop, &o);
+	const halo_dag_report *rep;
+	uint64_t t0 = halo_now_ns();
+
+	ck_assert_int_eq(halo_dag_add_table(d, t, 3), 0);
+	ck_assert_int_eq(halo_dag_run(d), -ECONNRESET);
+	ck_assert_uint_lt(halo_now_ns() - t0, slack(500 * MS));
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	rep = halo_dag_get_report(d);
+	ck_assert_uint_eq(rep->failed, 1);
+	ck_assert_int_eq(rep->nodes[0].state, HALO_DAG_CANCELLED);
+	ck_assert_int_eq(rep->nodes[0].err, -ECANCELED);
+	ck_assert_int_eq(rep->nodes[1].state, HALO_DAG_FAILED);
+	ck_assert_int_eq(rep->nodes[2].state, HALO_DAG_CANCELLED);
+	ck_assert_int_eq(r[2].started, 0);
+	ck_assert_uint_eq(rep->cancelled_n, 2);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_node_timeout_and_retry)
+{
+	struct res r[4] = {
+		{.ms = 5, .fail_first = 2}, {0}, {0}, {0}};
+	halo_dag_node t[4] = {
+		{.name = "flaky", .fn = load, .arg = &r[0],
+		 .retry = {.attempts = 3, .base_ns = 2 * MS}},
+		{.name = "slow", .fn = read_pipe, .arg = &r[1],
+		 .timeout_ns = 20 * MS},
+		{.name = "slow_retried", .fn = read_pipe, .arg = &r[2],
+		 .timeout_ns = 10 * MS, .retry = {.attempts = 2}},
+		{.name = "oom", .fn = no_memory, .arg = &r[3],
+		 .retry = {.attempts = 5}},
+	};
+	halo_dag *d = halo_dag_new(&loop, NULL);
+	const halo_dag_report *rep;
+
+	ck_assert_int_eq(halo_dag_add_table(d, t, 4), 0);
+	ck_assert_int_eq(halo_dag_run(d), -ENOMEM); /* the first to fail */
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	rep = halo_dag_get_report(d);
+	ck_assert_int_eq(rep->nodes[0].state, HALO_DAG_OK);
+	ck_assert_uint_eq(rep->nodes[0].attempts, 3);
+	ck_assert_int_eq(r[0].started, 3);
+	ck_assert_int_eq(rep->nodes[1].state, HALO_DAG_FAILED);
+	ck_assert_int_eq(rep->nodes[1].err, -ETIMEDOUT);
+	ck_assert_uint_ge(rep->nodes[1].end_ns - rep->nodes[1].start_ns,
+			  20 * MS);
+	ck_assert_int_eq(rep->nodes[2].err, -ETIMEDOUT);
+	ck_assert_uint_eq(rep->nodes[2].attempts, 2);
+	/* NULL from the start function: -ENOMEM, never retried. */
+	ck_assert_uint_eq(rep->failed, 3);
+	ck_assert_int_eq(rep->nodes[3].state, HALO_DAG_FAILED);
+	ck_assert_int_eq(rep->nodes[3].err, -ENOMEM);
+	ck_assert_uint_eq(rep->nodes[3].attempts, 1);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+static int64_t run_in_fiber(halo_loop *l, void *arg)
+{
+	(void)l;
+	return halo_dag_run(arg);
+}
+
+START_TEST(test_dag_runs_in_a_fiber_and_a_cancelled_fiber_stops_it)
+{
+	struct res r[STORY_N], stuck = {0};
+	halo_dag_node t[STORY_N];
+	halo_dag *d = halo_dag_new(&loop, NULL);
+	halo_fut *fb;
+
+	story(r, t);
+	ck_assert_int_eq(halo_dag_add_table(d, t, STORY_N), 0);
+	ck_assert_int_eq(halo_fut_join(halo_spawn(&loop, run_in_fiber, d)), 0);
+	ck_assert_uint_eq(halo_dag_get_report(d)->ok_n, STORY_N);
+
+	/* The same DAG again, with a node that never ends: cancelling the
+	 * fiber cancels the run, and the kernel let go when it returns. */
+	ck_assert_int_ge(halo_dag_add(d, &(halo_dag_node){.name = "stuck",
+							  .fn = read_pipe,
+							  .deps = "f",
+							  .arg = &stuck}),
+			 0);
+	fb = halo_spawn(&loop, run_in_fiber, d);
+	halo_sleep(&loop, 200 * MS);
+	ck_assert_int_eq(stuck.started, 1);
+	halo_fut_cancel(fb);
+	ck_assert_int_eq(halo_fut_join(fb), -ECANCELED);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	ck_assert_int_eq(halo_dag_get_report(d)->status, -ECANCELED);
+	ck_assert_int_eq(halo_dag_get_report(d)->nodes[STORY_N].state,
+			 HALO_DAG_CANCELLED);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_future_can_be_raced_and_loses_cleanly)
+{
+	struct res r[2] = {{0}, {.ms = 1000}};
+	halo_dag_node t[2] = {
+		{.name = "stuck", .fn = read_pipe, .arg = &r[0]},
+		{.name = "slow", .fn = load, .arg = &r[1]},
+	};
+	halo_dag *d = halo_dag_new(&loop, NULL);
+	halo_fut *both[2];
+	size_t winner;
+	halo_race_opts ro = {.winner = &winner, .adopt = true};
+
+	ck_assert_int_eq(halo_dag_add_table(d, t, 2), 0);
+	both[0] = halo_dag_start(d);
+	both[1] = halo_timer_after(&loop, 20 * MS);
+	ck_assert_int_eq(halo_fut_join(halo_race_with(&loop, both, 2, &ro)),
+			 0);
+	ck_assert_uint_eq(winner, 1);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	ck_assert_int_eq(halo_dag_get_report(d)->status, -ECANCELED);
+	ck_assert_uint_eq(halo_dag_get_report(d)->cancelled_n, 2);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+/* Running nodes counted from the event hook. */
+struct gauge {
+	int now, peak, events;
+};
+
+static void count_running(const halo_dag *d, size_t node,
+			  const halo_dag_node_report *r, void *arg)
+{
+	struct gauge *g = arg;
+
+	(void)d;
+	(void)node;
+	g->events++;
+	if (r->state == HALO_DAG_RUNNING && r->attempts == 1)
+		g->now++;
+	else if (r->state != HALO_DAG_RUNNING && r->start_ns)
+		g->now--;
+	if (g->now > g->peak)
+		g->peak = g->now;
+}
+
+START_TEST(test_dag_fixed_cap_bounds_the_nodes_running)
+{
+	struct res r[10];
+	struct gauge g = {0};
+	halo_dag_opts o = {.concurrency = 2, .on_event = count_running,
+			   .event_arg = &g};
+	halo_dag *d = halo_dag_new(&loop, &o);
+	char name[10][4];
+
+	for (int i = 0; i < 10; i++) {
+		r[i] = (struct res){.ms = 10};
+		snprintf(name[i], sizeof(name[i]), "n%d", i);
+		ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = name[i],
+								  .fn = load,
+								  .arg = &r[i]}),
+				 i);
+	}
+	ck_assert_int_eq(halo_dag_run(d), 0);
+	ck_assert_int_eq(g.peak, 2);
+	ck_assert_int_eq(g.now, 0);
+	ck_assert_int_eq(g.events, 20);
+	ck_assert_uint_ge(halo_dag_get_report(d)->end_ns -
+				  halo_dag_get_report(d)->start_ns,
+			  50 * MS);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+/* A backend whose latency grows with the requests it has in flight: base
+ * latency x (1 + inflight / DOUBLE_AT), twice the base at DOUBLE_AT. */
+#define DOUBLE_AT 8
+#define BASE_MS 4
+
+struct backend {
+	halo_adaptive *lim;
+	uint32_t peak_limit;
+};
+
+static halo_fut *call_backend(halo_loop *l, void *arg, halo_fut *const *deps,
+			      size_t deps_n)
+{
+	struct backend *b = arg;
+	uint32_t inflight = halo_adaptive_inflight(b->lim);
+	uint64_t lat = BASE_MS * MS * (DOUBLE_AT + inflight) / DOUBLE_AT;
+
+	(void)deps;
+	(void)deps_n;
+	if (halo_adaptive_limit(b->lim) > b->peak_limit)
+		b->peak_limit = halo_adaptive_limit(b->lim);
+	return halo_fut_delayed(l, lat, 0, NULL);
+}
+
+START_TEST(test_dag_adaptive_limit_settles_below_where_latency_doubles)
+{
+	enum { N = 400 };
+	halo_adaptive lim;
+	halo_adaptive_opts ao = {.initial = 1};
+	struct backend b = {.lim = &lim};
+	halo_dag_opts o = {.limiter = &lim, .max_nodes = N};
+	halo_dag *d = halo_dag_new(&loop, &o);
+	static char names[N][8];
+
+	ck_assert_int_eq(halo_adaptive_init(&lim, &ao), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "r%d", i);
+		ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = names[i],
+								  .fn = call_backend,
+								  .arg = &b}),
+				 i);
+	}
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = "one_more",
+							  .fn = call_backend,
+							  .arg = &b}),
+			 -ENOSPC);
+	ck_assert_int_eq(halo_dag_run(d), 0);
+	/* It went parallel while latency held, and backed off before the
+	 * backend's latency doubled. */
+	ck_assert_uint_ge(b.peak_limit, 3);
+	ck_assert_uint_lt(halo_adaptive_limit(&lim), DOUBLE_AT);
+	ck_assert_uint_lt(b.peak_limit, DOUBLE_AT);
+	ck_assert_uint_eq(halo_adaptive_inflight(&lim), 0);
+	ck_assert_uint_gt(halo_adaptive_baseline(&lim), BASE_MS * MS);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_runs_share_one_limiter)
+{
+	halo_adaptive lim;
+	halo_adaptive_opts ao = {.initial = 3, .min = 3, .max = 3};
+	struct gauge g = {0};
+	halo_dag_opts o = {.limiter = &lim, .on_event = count_running,
+			   .event_arg = &g};
+	halo_dag *d[2] = {halo_dag_new(&loop, &o), halo_dag_new(&loop, &o)};
+	struct res r[2][6];
+	halo_fut *runs[2];
+	static const char *const names[6] = {"a", "b", "c", "d", "e", "f"};
+
+	ck_assert_int_eq(halo_adaptive_init(&lim, &ao), 0);
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < 6; i++) {
+			r[k][i] = (struct res){.ms = 5};
+			halo_dag_add(d[k], &(halo_dag_node){.name = names[i],
+							    .fn = load,
+							    .arg = &r[k][i]});
+		}
+	runs[0] = halo_dag_start(d[0]);
+	runs[1] = halo_dag_start(d[1]);
+	ck_assert_int_eq(halo_fut_join(runs[0]), 6);
+	ck_assert_int_eq(halo_fut_join(runs[1]), 6);
+	ck_assert_int_eq(g.peak, 3);
+	ck_assert_int_eq(g.now, 0);
+	ck_assert_uint_eq(halo_adaptive_inflight(&lim), 0);
+	ck_assert_uint_eq(lim.waiting_n, 0);
+	ck_assert_int_eq(halo_dag_free(d[0]), 0);
+	ck_assert_int_eq(halo_dag_free(d[1]), 0);
+}
+END_TEST
+
+START_TEST(test_dag_by_index_and_the_printed_table)
+{
+	struct res r[3] = {{.ms = 2, .msg = "x"}, {.ms = 2}, {.ms = 2}};
+	halo_dag *d = halo_dag_new(&loop, NULL);
+	char small[16], table[1024];
+	int need;
+
+	ck_assert_int_eq(halo_dag_run(d), 0); /* empty: nothing to do */
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){"x", load, NULL,
+							  &r[0], 0, {0}}),
+			 0);
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){"y", load, NULL,
+							  &r[1], 0, {0}}),
+			 1);
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){"z", load, "y",
+							  &r[2], 0, {0}}),
+			 2);
+	ck_assert_int_eq(halo_dag_depend(d, 2, 0), 0);
+	ck_assert_int_eq(halo_dag_depend(d, 2, 7), -EINVAL);
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = "nofn"}),
+			 -EINVAL);
+	ck_assert_int_eq(halo_dag_run(d), 0);
+	ck_assert_uint_eq(r[2].deps_n, 2); /* "y" by name, then x by index */
+	ck_assert_int_eq(halo_dag_find(d, "z"), 2);
+	ck_assert_int_eq(halo_dag_find(d, "w"), -ENOENT);
+
+	need = halo_dag_format(d, table, sizeof(table));
+	ck_assert_int_gt(need, 0);
+	ck_assert_uint_lt((size_t)need, sizeof(table));
+	ck_assert_ptr_nonnull(strstr(table, "critical path:"));
+	ck_assert_int_eq(halo_dag_format(d, small, sizeof(small)), need);
+	ck_assert_uint_eq(strlen(small), sizeof(small) - 1);
+	ck_assert_int_eq(strncmp(small, table, sizeof(small) - 1), 0);
+
+	/* It runs again with a fresh report. */
+	ck_assert_int_eq(halo_dag_run(d), 0);
+	ck_assert_int_eq(r[2].started, 2);
+	ck_assert_uint_eq(halo_dag_get_report(d)->nodes[2].attempts, 1);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+Suite *dag_suite(void)
+{
+	Suite *s = suite_create("dag");
+	TCase *tc = tcase_create("dag");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(10));
+	tcase_add_test(tc,
+		       test_dag_node_starts_the_moment_its_last_dependency_is_done);
+	tcase_add_test(tc,
+		       test_dag_failed_node_skips_its_dependents_and_others_go_on);
+	tcase_add_test(tc, test_dag_cycle_is_refused_naming_its_nodes);
+	tcase_add_test(tc, test_dag_unknown_dependency_is_refused);
+	tcase_add_test(tc,
+		       test_dag_fail_fast_cancels_in_flight_io_down_to_the_kernel);
+	tcase_add_test(tc, test_dag_node_timeout_and_retry);
+	tcase_add_test(tc,
+		       test_dag_runs_in_a_fiber_and_a_cancelled_fiber_stops_it);
+	tcase_add_test(tc, test_dag_future_can_be_raced_and_loses_cleanly);
+	tcase_add_test(tc, test_dag_fixed_cap_bounds_the_nodes_running);
+	tcase_add_test(tc,
+		       test_dag_adaptive_limit_settles_below_where_latency_doubles);
+	tcase_add_test(tc, test_dag_runs_share_one_limiter);
+	tcase_add_test(tc, test_dag_by_index_and_the_printed_table);
+	suite_add_tcase(s, tc);
+	return s;
+}
