@@ -604,12 +604,12 @@ static void node_end(struct halo_dag *d, uint32_t i, halo_dag_state state,
 	r->end_ns = halo_now_ns();
 	r->result = err;
 	if (n->f) {
-		const char *m = halo_fut_error_msg(n->f);
+		const char *m;
 
 		r->result = halo_fut_result(n->f);
 		if (state == HALO_DAG_OK)
 			r->value = halo_fut_value(n->f);
-		if (m && state != HALO_DAG_OK)
+		else if ((m = halo_fut_error_msg(n->f)))
 			r->msg = halo_mem_strdup(d->loop, m);
 	}
 	d->done_n++;
@@ -744,8 +744,8 @@ static void attempt(struct halo_dag *d, uint32_t i)
 	n->f = NULL;
 	n->timed_out = false;
 	r->attempts++;
+	n->attempt_ns = r->attempts > 1 ? halo_now_ns() : r->start_ns;
 	event(d, i);
-	n->attempt_ns = halo_now_ns();
 	f = n->fn(d->loop, n->arg, &d->depf[n->dep_off], n->dep_n);
 	if (!f) {
 		node_end(d, i, HALO_DAG_FAILED, -ENOMEM);
