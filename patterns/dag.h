@@ -66,6 +66,14 @@ typedef struct halo_dag_node {
 	halo_dag_retry retry;
 } halo_dag_node;
 
+/* A table row without timeout or retry; designated, so that -Wextra's
+ * missing-field-initializers stays quiet:
+ * HALO_DAG_NODE("prices", load_prices, "cart, user", &ctx). */
+#define HALO_DAG_NODE(name_, fn_, deps_, arg_)                                 \
+	{                                                                      \
+		.name = (name_), .fn = (fn_), .deps = (deps_), .arg = (arg_)   \
+	}
+
 typedef enum halo_dag_state {
 	HALO_DAG_WAITING = 0, /* not started (dependencies or a permit) */
 	HALO_DAG_RUNNING,     /* an attempt in flight or backing off */
