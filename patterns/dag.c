@@ -942,6 +942,7 @@ halo_fut *halo_dag_start_at(halo_dag *d, const char *file, int line)
 	if (!out)
 		return NULL;
 	reset(d);
+	d->rep.start_ns = halo_now_ns();
 	if (d->o.timeout_ns) {
 		d->deadline = halo_timer_after(d->loop, d->o.timeout_ns);
 		if (!d->deadline) {
@@ -954,7 +955,6 @@ halo_fut *halo_dag_start_at(halo_dag *d, const char *file, int line)
 	d->out = halo_fut_ref(out);
 	halo_fut_set_cancel(out, on_run_cancel, d);
 	d->running = true;
-	d->rep.start_ns = halo_now_ns();
 	enter(d);
 	for (uint32_t i = 0; i < d->n; i++)
 		if (!d->nodes[i].dep_n)

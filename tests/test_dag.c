@@ -258,6 +258,40 @@ START_TEST(test_dag_fail_fast_cancels_in_flight_io_down_to_the_kernel)
 }
 END_TEST
 
+START_TEST(test_dag_run_timeout_cancels_what_runs_and_what_waits)
+{
+	struct res r[3] = {{.ms = 5}, {0}, {.ms = 1}};
+	halo_dag_node t[3] = {
+		HALO_DAG_NODE("quick", load, NULL, &r[0]),
+		HALO_DAG_NODE("stuck", read_pipe, "quick", &r[1]),
+		HALO_DAG_NODE("never", load, "stuck", &r[2]),
+	};
+	halo_dag_opts o = {.timeout_ns = 30 * MS};
+	halo_dag *d = halo_dag_new(&loop, &o);
+	const halo_dag_report *rep;
+	halo_fut *run;
+
+	ck_assert_int_eq(halo_dag_add_table(d, t, 3), 0);
+	run = halo_dag_start(d);
+	ck_assert_int_eq(halo_dag_free(d), -EBUSY);
+	ck_assert_int_eq(halo_dag_add(d, &t[0]), -EBUSY);
+	ck_assert_int_eq(halo_fut_join(halo_dag_start(d)), -EBUSY);
+	ck_assert_int_eq(halo_fut_wait(run), -ETIMEDOUT);
+	ck_assert_str_eq(halo_fut_error_msg(run), "the run's timeout passed");
+	halo_fut_release(run);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	rep = halo_dag_get_report(d);
+	ck_assert_int_eq(rep->status, -ETIMEDOUT);
+	ck_assert_int_eq(rep->nodes[0].state, HALO_DAG_OK);
+	ck_assert_int_eq(rep->nodes[1].state, HALO_DAG_CANCELLED);
+	ck_assert_int_eq(rep->nodes[1].err, -ETIMEDOUT);
+	ck_assert_int_eq(rep->nodes[2].state, HALO_DAG_CANCELLED);
+	ck_assert_int_eq(r[2].started, 0);
+	ck_assert_uint_ge(rep->end_ns - rep->start_ns, 30 * MS);
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
 START_TEST(test_dag_node_timeout_and_retry)
 {
 	struct res r[4] = {
@@ -557,6 +591,7 @@ Suite *dag_suite(void)
 	tcase_add_test(tc, test_dag_unknown_dependency_is_refused);
 	tcase_add_test(tc,
 		       test_dag_fail_fast_cancels_in_flight_io_down_to_the_kernel);
+	tcase_add_test(tc, test_dag_run_timeout_cancels_what_runs_and_what_waits);
 	tcase_add_test(tc, test_dag_node_timeout_and_retry);
 	tcase_add_test(tc,
 		       test_dag_runs_in_a_fiber_and_a_cancelled_fiber_stops_it);
