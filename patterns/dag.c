@@ -62,10 +62,11 @@ struct halo_dag {
 	size_t graph_size;
 	halo_fut **depf; /* E: the futures handed to a start function */
 	uint64_t *dist;	 /* n: critical path lengths */
+	uint32_t *link;	 /* n: critical path links */
 	uint32_t *deps;	 /* E: node i's dependencies at dep_off */
 	uint32_t *outs;	 /* E: node i's dependents at out_off */
 	uint32_t *order; /* n: a topological order */
-	uint32_t *stack; /* n: skip worklist; critical path links */
+	uint32_t *stack; /* n: skip worklist; cycle search */
 
 	/* The run. */
 	halo_fut *out;
@@ -296,7 +297,7 @@ static int alloc_graph(struct halo_dag *d, size_t e)
 	char *p;
 
 	d->graph_size = e * sizeof(halo_fut *) + n * sizeof(uint64_t) +
-			(2 * e + 2 * n) * sizeof(uint32_t);
+			(2 * e + 3 * n) * sizeof(uint32_t);
 	d->graph = halo_mem_zalloc(d->loop, d->graph_size);
 	if (!d->graph)
 		return -ENOMEM;
@@ -309,6 +310,7 @@ static int alloc_graph(struct halo_dag *d, size_t e)
 	d->outs = d->deps + e;
 	d->order = d->outs + e;
 	d->stack = d->order + n;
+	d->link = d->stack + n;
 	return 0;
 }
 
@@ -331,6 +333,12 @@ static int connect_edges(struct halo_dag *d, const struct names *nm)
 	for (size_t k = 0; k < d->edges_n; k++)
 		d->nodes[d->edges[k].node].dep_n++;
 	e += d->edges_n;
+	if (e > d->o.max_edges) {
+		snprintf(d->error, sizeof(d->error),
+			 "%zu dependencies, more than max_edges (%zu)", e,
+			 d->o.max_edges);
+		return -ENOSPC;
+	}
 	if (alloc_graph(d, e))
 		return -ENOMEM;
 	for (uint32_t i = 0, off = 0; i < d->n; i++) {
@@ -1016,7 +1024,7 @@ static uint64_t duration(const halo_dag_node_report *r)
 size_t halo_dag_critical_path(const halo_dag *d, size_t *path, size_t cap,
 			      uint64_t *len_ns)
 {
-	uint32_t *link = d->stack, end = NONE;
+	uint32_t *link = d->link, end = NONE;
 	size_t len = 0;
 
 	if (len_ns)

@@ -57,7 +57,8 @@ typedef struct halo_dag_node {
 	halo_dag_fn fn;
 	/* Names of the dependencies, separated by commas or spaces
 	 * ("a, c"); NULL or "" for none. Resolved when the DAG is checked,
-	 * so a table may name nodes of later rows. Borrowed until then. */
+	 * so a table may name nodes of later rows. Borrowed until the DAG
+	 * is freed. */
 	const char *deps;
 	void *arg;
 	uint64_t timeout_ns; /* per attempt; past it the attempt is
@@ -155,7 +156,8 @@ HALO_API int halo_dag_depend(halo_dag *d, size_t node, size_t dep);
 
 /* Resolve names and check the graph without running it. Returns 0,
  * -ENOENT (an unknown dependency), -ELOOP (a cycle), -EEXIST (a name used
- * twice), -ENOMEM; halo_dag_error() names the nodes. Also done by start. */
+ * twice), -ENOSPC (named and indexed dependencies exceed max_edges),
+ * -ENOMEM; halo_dag_error() names the nodes. Also done by start. */
 HALO_API int halo_dag_check(halo_dag *d);
 
 /* The explanation of the last refusal, e.g. "cycle: a -> b -> c -> a"
@@ -176,8 +178,9 @@ HALO_API halo_fut *halo_dag_start_at(halo_dag *d, const char *file, int line);
 /* Start a run and wait for it: in a fiber it suspends, on the loop's
  * thread outside callbacks it drives the loop. If the wait is interrupted
  * (the fiber is cancelled) the run is cancelled and waited for. Returns 0,
- * the report's status, or -EDEADLK from a plain callback (use
- * halo_dag_start() there; the run is then cancelled). */
+ * the report's status (or the refusal's error), -ENOMEM, or -EDEADLK from
+ * a plain callback: use halo_dag_start() there (the run started is
+ * cancelled, and halo_dag_free() refuses until it is done). */
 HALO_API int halo_dag_run(halo_dag *d);
 
 /* The report of the last run (valid until the next run or

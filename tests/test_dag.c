@@ -3,6 +3,8 @@
  * to the kernel), cycles and unknown names are refused before anything
  * starts, and concurrency follows a fixed cap or an adaptive limit. */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -174,6 +176,42 @@ START_TEST(test_dag_failed_node_skips_its_dependents_and_others_go_on)
 	ck_assert_int_gt(halo_dag_format(d, table, sizeof(table)), 0);
 	ck_assert_ptr_nonnull(strstr(table, "db down"));
 	ck_assert_ptr_nonnull(strstr(table, "skipped: 'c' failed"));
+	ck_assert_int_eq(halo_dag_free(d), 0);
+}
+END_TEST
+
+START_TEST(test_dag_logs_each_event_and_prints_the_table_to_a_file)
+{
+	struct res r[STORY_N];
+	halo_dag_node t[STORY_N];
+	char *logbuf = NULL, *table = NULL;
+	size_t loglen = 0, tablelen = 0;
+	int lines = 0;
+	FILE *log = open_memstream(&logbuf, &loglen);
+	FILE *out = open_memstream(&table, &tablelen);
+	halo_dag_opts o = {.log = log};
+	halo_dag *d = halo_dag_new(&loop, &o);
+
+	story(r, t);
+	r[C].err = -EIO;
+	r[C].msg = "db down";
+	ck_assert_int_eq(halo_dag_add_table(d, t, STORY_N), 0);
+	ck_assert_int_eq(halo_dag_run(d), -EIO);
+	ck_assert_int_eq(halo_dag_print(d, out), 0);
+	fclose(log);
+	fclose(out);
+	/* a, b, c start and end; d, e, f are skipped: 9 lines. */
+	ck_assert_ptr_nonnull(strstr(logbuf, " c failed -5 "));
+	ck_assert_ptr_nonnull(strstr(logbuf, "db down"));
+	ck_assert_ptr_nonnull(strstr(logbuf, " f skipped ('c' failed)"));
+	for (char *p = logbuf; *p; p++)
+		lines += *p == '\n';
+	ck_assert_int_eq(lines, 9);
+	ck_assert_ptr_nonnull(strstr(table, "critical path: a -> b"));
+	ck_assert_ptr_nonnull(strstr(table, "run: status -5, 2 ok, 1 failed, "
+					    "3 skipped, 0 cancelled"));
+	free(logbuf);
+	free(table);
 	ck_assert_int_eq(halo_dag_free(d), 0);
 }
 END_TEST
@@ -587,6 +625,8 @@ Suite *dag_suite(void)
 		       test_dag_node_starts_the_moment_its_last_dependency_is_done);
 	tcase_add_test(tc,
 		       test_dag_failed_node_skips_its_dependents_and_others_go_on);
+	tcase_add_test(tc,
+		       test_dag_logs_each_event_and_prints_the_table_to_a_file);
 	tcase_add_test(tc, test_dag_cycle_is_refused_naming_its_nodes);
 	tcase_add_test(tc, test_dag_unknown_dependency_is_refused);
 	tcase_add_test(tc,
