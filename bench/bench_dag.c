@@ -89,7 +89,7 @@ int main(void)
 	static char names[N][12];
 	static halo_fut *f[N];
 	double tot[ROUNDS_MAX], beyond[ROUNDS_MAX], flat[ROUNDS_MAX],
-		flat_beyond[ROUNDS_MAX], raw[ROUNDS_MAX];
+	    flat_beyond[ROUNDS_MAX], raw[ROUNDS_MAX];
 	int rounds = (int)(15 * bench_scale());
 	halo_dag *d, *flatd;
 	halo_loop loop;
@@ -135,8 +135,8 @@ int main(void)
 	bench_emit("dag", "flat_10k_nops", "total", median(flat, rounds),
 		   "ns/node", "halo_nop_raw", median(raw, rounds), 0);
 	bench_emit("dag", "random_10k_nops", "heap_allocs_after_warmup",
-		   (double)(st1.pool_allocs - st0.pool_allocs), "allocs", NULL, 0,
-		   0);
+		   (double)(st1.pool_allocs - st0.pool_allocs), "allocs", NULL,
+		   0, 0);
 	halo_dag_free(d);
 	halo_dag_free(flatd);
 	return halo_loop_close(&loop) ? 1 : 0;

@@ -124,8 +124,8 @@ static void decide(halo_adaptive *a)
 	uint64_t mean = a->samples ? a->sum_ns / a->samples : 0;
 	bool healthy = a->samples > 0;
 
-	if (a->dropped ||
-	    (healthy && (double)mean > (double)a->baseline_ns * a->o.tolerance)) {
+	if (a->dropped || (healthy && (double)mean > (double)a->baseline_ns *
+							 a->o.tolerance)) {
 		a->limit *= a->o.backoff;
 		a->decreases++;
 	} else if ((double)a->peak * 2 >= a->limit) {

@@ -27,14 +27,14 @@ extern "C" {
 #endif
 
 typedef struct halo_adaptive_opts {
-	uint32_t initial;  /* starting limit; default 4 */
-	uint32_t min;	   /* never below; default 1 */
-	uint32_t max;	   /* never above; default 1024 */
-	uint32_t window;   /* samples per decision at least (a window is
-			      also at least the limit's worth); default 8 */
-	double tolerance;  /* mean latency over baseline x this is overload;
-			      default 1.5 */
-	double backoff;	   /* decrease factor in (0, 1); default 0.8 */
+	uint32_t initial; /* starting limit; default 4 */
+	uint32_t min;	  /* never below; default 1 */
+	uint32_t max;	  /* never above; default 1024 */
+	uint32_t window;  /* samples per decision at least (a window is
+			     also at least the limit's worth); default 8 */
+	double tolerance; /* mean latency over baseline x this is overload;
+			     default 1.5 */
+	double backoff;	  /* decrease factor in (0, 1); default 0.8 */
 } halo_adaptive_opts;
 
 /* A caller-embedded waiter for a permit; set fn (and arg). Untouched while
@@ -52,9 +52,9 @@ typedef struct halo_adaptive_waiter {
 
 /* What a sample tells the limiter. */
 typedef enum halo_adaptive_outcome {
-	HALO_ADAPTIVE_OK = 0,	/* done; its latency counts */
-	HALO_ADAPTIVE_DROPPED,	/* failed or timed out: decrease */
-	HALO_ADAPTIVE_IGNORE,	/* cancelled or unused: no information */
+	HALO_ADAPTIVE_OK = 0,  /* done; its latency counts */
+	HALO_ADAPTIVE_DROPPED, /* failed or timed out: decrease */
+	HALO_ADAPTIVE_IGNORE,  /* cancelled or unused: no information */
 } halo_adaptive_outcome;
 
 /* Caller-embedded; treat the fields as private and read them with the
@@ -63,7 +63,7 @@ typedef struct halo_adaptive {
 	halo_adaptive_opts o;
 	double limit;
 	uint32_t inflight, peak;
-	uint64_t baseline_ns; /* lowest latency seen; 0: none */
+	uint64_t baseline_ns;	    /* lowest latency seen; 0: none */
 	uint64_t sum_ns, window_ns; /* the window's sum and start */
 	uint32_t samples, dropped;
 	uint64_t decreases, increases;

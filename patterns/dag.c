@@ -19,8 +19,8 @@
 #include "../runtime/pool.h"
 #include "../runtime/timer.h"
 
-#define NONE UINT32_MAX
-#define MS 1000000ull
+#define NONE	    UINT32_MAX
+#define MS	    1000000ull
 #define MAX_BACKOFF (3600ull * 1000 * MS) /* with no max_ns */
 
 enum { STOP_NONE, STOP_FAIL_FAST, STOP_CANCEL, STOP_TIMEOUT };
@@ -143,8 +143,8 @@ static int add_one(struct halo_dag *d, const halo_dag_node *nd)
 		return -EINVAL;
 	if (d->n >= d->o.max_nodes)
 		return -ENOSPC;
-	if (grow(d->loop, (void **)&d->nodes, &d->nodes_cap,
-		 sizeof(*d->nodes), d->n + 1) ||
+	if (grow(d->loop, (void **)&d->nodes, &d->nodes_cap, sizeof(*d->nodes),
+		 d->n + 1) ||
 	    grow(d->loop, (void **)&d->reps, &d->reps_cap, sizeof(*d->reps),
 		 d->n + 1))
 		return -ENOMEM;
@@ -198,8 +198,8 @@ int halo_dag_depend(halo_dag *d, size_t node, size_t dep)
 		return -EINVAL;
 	if (d->edges_n >= d->o.max_edges)
 		return -ENOSPC;
-	if (grow(d->loop, (void **)&d->edges, &d->edges_cap,
-		 sizeof(*d->edges), d->edges_n + 1))
+	if (grow(d->loop, (void **)&d->edges, &d->edges_cap, sizeof(*d->edges),
+		 d->edges_n + 1))
 		return -ENOMEM;
 	drop_graph(d);
 	d->edges[d->edges_n++] = (struct edge){(uint32_t)node, (uint32_t)dep};
@@ -230,8 +230,7 @@ static int lookup(const struct halo_dag *d, const struct names *nm,
 
 		if (i == NONE)
 			return -1;
-		if (!strncmp(d->reps[i].name, s, len) &&
-		    !d->reps[i].name[len])
+		if (!strncmp(d->reps[i].name, s, len) && !d->reps[i].name[len])
 			return (int)i;
 	}
 }
@@ -400,10 +399,9 @@ static void name_cycle(struct halo_dag *d, size_t ordered)
 	}
 	/* walk[seen[v]] needs walk[+1] ... needs walk[len-1] needs v: print
 	 * with arrows from dependency to dependent. */
-	w = snprintf(d->error, sizeof(d->error), "cycle: %s",
-		     d->reps[v].name);
-	for (at = len; at-- > seen[v] && w >= 0 &&
-		       (size_t)w < sizeof(d->error);)
+	w = snprintf(d->error, sizeof(d->error), "cycle: %s", d->reps[v].name);
+	for (at = len;
+	     at-- > seen[v] && w >= 0 && (size_t)w < sizeof(d->error);)
 		w += snprintf(d->error + w, sizeof(d->error) - (size_t)w,
 			      " -> %s", d->reps[walk[at]].name);
 }
@@ -661,8 +659,8 @@ static void retry_later(struct halo_dag *d, uint32_t i)
 {
 	struct dnode *n = &d->nodes[i];
 
-	n->timer = halo_timer_after(d->loop,
-				    backoff_ns(n, d->reps[i].attempts));
+	n->timer =
+	    halo_timer_after(d->loop, backoff_ns(n, d->reps[i].attempts));
 	if (!n->timer) {
 		attempt(d, i);
 		return;
@@ -938,14 +936,12 @@ halo_fut *halo_dag_start_at(halo_dag *d, const char *file, int line)
 	int r;
 
 	if (d->running)
-		return halo_fut_failed_at(d->loop, -EBUSY,
-					  "this DAG is running already", file,
-					  line);
+		return halo_fut_failed_at(
+		    d->loop, -EBUSY, "this DAG is running already", file, line);
 	r = halo_dag_check(d);
 	if (r)
-		return halo_fut_failed_at(d->loop, r,
-					  d->error[0] ? d->error : NULL, file,
-					  line);
+		return halo_fut_failed_at(
+		    d->loop, r, d->error[0] ? d->error : NULL, file, line);
 	out = halo_fut_new_at(d->loop, file, line);
 	if (!out)
 		return NULL;
@@ -1009,7 +1005,7 @@ int halo_dag_find(const halo_dag *d, const char *name)
 const char *halo_dag_state_name(halo_dag_state s)
 {
 	static const char *const names[] = {
-		"waiting", "running", "ok", "failed", "skipped", "cancelled",
+	    "waiting", "running", "ok", "failed", "skipped", "cancelled",
 	};
 
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
@@ -1069,7 +1065,7 @@ struct sink {
 };
 
 static void put(struct sink *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void put(struct sink *s, const char *fmt, ...)
 {
@@ -1169,13 +1165,11 @@ int halo_dag_free(halo_dag *d)
 	reset(d);
 	drop_graph(d);
 	if (d->nodes)
-		halo_mem_free(loop, d->nodes,
-			      d->nodes_cap * sizeof(*d->nodes));
+		halo_mem_free(loop, d->nodes, d->nodes_cap * sizeof(*d->nodes));
 	if (d->reps)
 		halo_mem_free(loop, d->reps, d->reps_cap * sizeof(*d->reps));
 	if (d->edges)
-		halo_mem_free(loop, d->edges,
-			      d->edges_cap * sizeof(*d->edges));
+		halo_mem_free(loop, d->edges, d->edges_cap * sizeof(*d->edges));
 	halo_mem_free(loop, d, sizeof(*d));
 	return 0;
 }

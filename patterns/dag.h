@@ -99,9 +99,9 @@ typedef struct halo_dag_node_report {
 } halo_dag_node_report;
 
 typedef struct halo_dag_report {
-	int status;	   /* 0; the first failure's -errno (by time);
-			      -ETIMEDOUT (the run's timeout); -ECANCELED */
-	size_t failed;	   /* index of the first failed node, SIZE_MAX */
+	int status;    /* 0; the first failure's -errno (by time);
+			  -ETIMEDOUT (the run's timeout); -ECANCELED */
+	size_t failed; /* index of the first failed node, SIZE_MAX */
 	size_t ok_n, failed_n, skipped_n, cancelled_n;
 	uint64_t start_ns, end_ns;
 	size_t nodes_n;
@@ -126,9 +126,9 @@ typedef struct halo_dag_opts {
 	 * several DAGs and other users (same loop). Each attempt's latency
 	 * and outcome is sampled into it. Must outlive the DAG's runs. */
 	halo_adaptive *limiter;
-	uint64_t timeout_ns;  /* for the whole run, from its start: what
-				 is running is cancelled (-ETIMEDOUT);
-				 0: none */
+	uint64_t timeout_ns; /* for the whole run, from its start: what
+				is running is cancelled (-ETIMEDOUT);
+				0: none */
 	unsigned flags;
 	halo_dag_event_fn on_event; /* may be NULL */
 	void *event_arg;

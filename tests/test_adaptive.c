@@ -26,21 +26,20 @@ START_TEST(test_adaptive_refuses_options_that_make_no_sense)
 
 	ck_assert_int_eq(halo_adaptive_init(&a, NULL), 0);
 	ck_assert_uint_eq(halo_adaptive_limit(&a), 4);
-	ck_assert_int_eq(halo_adaptive_init(&a, &(halo_adaptive_opts){
-							.min = 8, .max = 4}),
+	ck_assert_int_eq(
+	    halo_adaptive_init(&a, &(halo_adaptive_opts){.min = 8, .max = 4}),
+	    -EINVAL);
+	ck_assert_int_eq(halo_adaptive_init(
+			     &a, &(halo_adaptive_opts){.initial = 9, .max = 8}),
 			 -EINVAL);
-	ck_assert_int_eq(halo_adaptive_init(&a, &(halo_adaptive_opts){
-							.initial = 9, .max = 8}),
-			 -EINVAL);
-	ck_assert_int_eq(halo_adaptive_init(&a, &(halo_adaptive_opts){
-							.backoff = 1.5}),
-			 -EINVAL);
-	ck_assert_int_eq(halo_adaptive_init(&a, &(halo_adaptive_opts){
-							.tolerance = 0.5}),
-			 -EINVAL);
-	ck_assert_int_eq(halo_adaptive_init(&a, &(halo_adaptive_opts){
-							.min = 10}),
-			 0);
+	ck_assert_int_eq(
+	    halo_adaptive_init(&a, &(halo_adaptive_opts){.backoff = 1.5}),
+	    -EINVAL);
+	ck_assert_int_eq(
+	    halo_adaptive_init(&a, &(halo_adaptive_opts){.tolerance = 0.5}),
+	    -EINVAL);
+	ck_assert_int_eq(
+	    halo_adaptive_init(&a, &(halo_adaptive_opts){.min = 10}), 0);
 	ck_assert_uint_eq(halo_adaptive_limit(&a), 10);
 }
 END_TEST
@@ -51,9 +50,8 @@ START_TEST(test_adaptive_grants_waiters_in_order)
 	struct granted g[3];
 	int next = 0;
 
-	ck_assert_int_eq(halo_adaptive_init(&a, &(halo_adaptive_opts){
-							.initial = 1}),
-			 0);
+	ck_assert_int_eq(
+	    halo_adaptive_init(&a, &(halo_adaptive_opts){.initial = 1}), 0);
 	ck_assert(halo_adaptive_try_acquire(&a));
 	ck_assert(!halo_adaptive_try_acquire(&a));
 	for (int i = 0; i < 3; i++) {

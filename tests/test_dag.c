@@ -21,8 +21,8 @@ static uint64_t slack(uint64_t ns)
 }
 
 struct res {
-	uint64_t ms;	  /* latency of the simulated load */
-	int err;	  /* fail with this after ms, if set */
+	uint64_t ms; /* latency of the simulated load */
+	int err;     /* fail with this after ms, if set */
 	const char *msg;
 	int started;	  /* attempts started */
 	int fail_first;	  /* fail this many attempts at once first */
@@ -76,14 +76,16 @@ static void story(struct res *r, halo_dag_node *t)
 	static const char *const names[STORY_N] = {"a", "b", "c",
 						   "d", "e", "f"};
 	static const char *const deps[STORY_N] = {NULL, "a", "a",
-						  "c", "c", "e"};
+						  "c",	"c", "e"};
 	/* b is the slow sibling: d and e must not wait for it. */
 	static const uint64_t ms[STORY_N] = {30, 60, 30, 40, 35, 45};
 
 	for (int i = 0; i < STORY_N; i++) {
 		r[i] = (struct res){.ms = ms[i], .msg = names[i]};
-		t[i] = (halo_dag_node){.name = names[i], .fn = load,
-				       .deps = deps[i], .arg = &r[i]};
+		t[i] = (halo_dag_node){.name = names[i],
+				       .fn = load,
+				       .deps = deps[i],
+				       .arg = &r[i]};
 	}
 }
 
@@ -220,10 +222,10 @@ START_TEST(test_dag_cycle_is_refused_naming_its_nodes)
 {
 	struct res r[4] = {{.ms = 1}, {.ms = 1}, {.ms = 1}, {.ms = 1}};
 	halo_dag_node t[4] = {
-		{.name = "a", .fn = load, .deps = "c", .arg = &r[0]},
-		{.name = "b", .fn = load, .deps = "a", .arg = &r[1]},
-		{.name = "c", .fn = load, .deps = "b", .arg = &r[2]},
-		{.name = "x", .fn = load, .arg = &r[3]},
+	    {.name = "a", .fn = load, .deps = "c", .arg = &r[0]},
+	    {.name = "b", .fn = load, .deps = "a", .arg = &r[1]},
+	    {.name = "c", .fn = load, .deps = "b", .arg = &r[2]},
+	    {.name = "x", .fn = load, .arg = &r[3]},
 	};
 	halo_dag *d = halo_dag_new(&loop, NULL);
 	halo_fut *run;
@@ -244,8 +246,8 @@ START_TEST(test_dag_unknown_dependency_is_refused)
 {
 	struct res r[2] = {{.ms = 1}, {.ms = 1}};
 	halo_dag_node t[2] = {
-		{.name = "c", .fn = load, .arg = &r[0]},
-		{.name = "d", .fn = load, .deps = "c, nope", .arg = &r[1]},
+	    {.name = "c", .fn = load, .arg = &r[0]},
+	    {.name = "d", .fn = load, .deps = "c, nope", .arg = &r[1]},
 	};
 	halo_dag *d = halo_dag_new(&loop, NULL);
 
@@ -271,9 +273,9 @@ START_TEST(test_dag_fail_fast_cancels_in_flight_io_down_to_the_kernel)
 {
 	struct res r[3] = {{0}, {.ms = 10, .err = -ECONNRESET}, {.ms = 1}};
 	halo_dag_node t[3] = {
-		{.name = "stuck", .fn = read_pipe, .arg = &r[0]},
-		{.name = "bad", .fn = load, .arg = &r[1]},
-		{.name = "after", .fn = load, .deps = "stuck", .arg = &r[2]},
+	    {.name = "stuck", .fn = read_pipe, .arg = &r[0]},
+	    {.name = "bad", .fn = load, .arg = &r[1]},
+	    {.name = "after", .fn = load, .deps = "stuck", .arg = &r[2]},
 	};
 	halo_dag_opts o = {.flags = HALO_DAG_FAIL_FAST};
 	halo_dag *d = halo_dag_new(&loop, &o);
@@ -300,9 +302,9 @@ START_TEST(test_dag_run_timeout_cancels_what_runs_and_what_waits)
 {
 	struct res r[3] = {{.ms = 5}, {0}, {.ms = 1}};
 	halo_dag_node t[3] = {
-		HALO_DAG_NODE("quick", load, NULL, &r[0]),
-		HALO_DAG_NODE("stuck", read_pipe, "quick", &r[1]),
-		HALO_DAG_NODE("never", load, "stuck", &r[2]),
+	    HALO_DAG_NODE("quick", load, NULL, &r[0]),
+	    HALO_DAG_NODE("stuck", read_pipe, "quick", &r[1]),
+	    HALO_DAG_NODE("never", load, "stuck", &r[2]),
 	};
 	halo_dag_opts o = {.timeout_ns = 30 * MS};
 	halo_dag *d = halo_dag_new(&loop, &o);
@@ -332,17 +334,25 @@ END_TEST
 
 START_TEST(test_dag_node_timeout_and_retry)
 {
-	struct res r[4] = {
-		{.ms = 5, .fail_first = 2}, {0}, {0}, {0}};
+	struct res r[4] = {{.ms = 5, .fail_first = 2}, {0}, {0}, {0}};
 	halo_dag_node t[4] = {
-		{.name = "flaky", .fn = load, .arg = &r[0],
-		 .retry = {.attempts = 3, .base_ns = 2 * MS}},
-		{.name = "slow", .fn = read_pipe, .arg = &r[1],
-		 .timeout_ns = 20 * MS},
-		{.name = "slow_retried", .fn = read_pipe, .arg = &r[2],
-		 .timeout_ns = 10 * MS, .retry = {.attempts = 2}},
-		{.name = "oom", .fn = no_memory, .arg = &r[3],
-		 .retry = {.attempts = 5}},
+	    {.name = "flaky",
+	     .fn = load,
+	     .arg = &r[0],
+	     .retry = {.attempts = 3, .base_ns = 2 * MS}},
+	    {.name = "slow",
+	     .fn = read_pipe,
+	     .arg = &r[1],
+	     .timeout_ns = 20 * MS},
+	    {.name = "slow_retried",
+	     .fn = read_pipe,
+	     .arg = &r[2],
+	     .timeout_ns = 10 * MS,
+	     .retry = {.attempts = 2}},
+	    {.name = "oom",
+	     .fn = no_memory,
+	     .arg = &r[3],
+	     .retry = {.attempts = 5}},
 	};
 	halo_dag *d = halo_dag_new(&loop, NULL);
 	const halo_dag_report *rep;
@@ -411,8 +421,8 @@ START_TEST(test_dag_future_can_be_raced_and_loses_cleanly)
 {
 	struct res r[2] = {{0}, {.ms = 1000}};
 	halo_dag_node t[2] = {
-		{.name = "stuck", .fn = read_pipe, .arg = &r[0]},
-		{.name = "slow", .fn = load, .arg = &r[1]},
+	    {.name = "stuck", .fn = read_pipe, .arg = &r[0]},
+	    {.name = "slow", .fn = load, .arg = &r[1]},
 	};
 	halo_dag *d = halo_dag_new(&loop, NULL);
 	halo_fut *both[2];
@@ -422,8 +432,7 @@ START_TEST(test_dag_future_can_be_raced_and_loses_cleanly)
 	ck_assert_int_eq(halo_dag_add_table(d, t, 2), 0);
 	both[0] = halo_dag_start(d);
 	both[1] = halo_timer_after(&loop, 20 * MS);
-	ck_assert_int_eq(halo_fut_join(halo_race_with(&loop, both, 2, &ro)),
-			 0);
+	ck_assert_int_eq(halo_fut_join(halo_race_with(&loop, both, 2, &ro)), 0);
 	ck_assert_uint_eq(winner, 1);
 	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	ck_assert_int_eq(halo_dag_get_report(d)->status, -ECANCELED);
@@ -457,25 +466,26 @@ START_TEST(test_dag_fixed_cap_bounds_the_nodes_running)
 {
 	struct res r[10];
 	struct gauge g = {0};
-	halo_dag_opts o = {.concurrency = 2, .on_event = count_running,
-			   .event_arg = &g};
+	halo_dag_opts o = {
+	    .concurrency = 2, .on_event = count_running, .event_arg = &g};
 	halo_dag *d = halo_dag_new(&loop, &o);
 	char name[10][4];
 
 	for (int i = 0; i < 10; i++) {
 		r[i] = (struct res){.ms = 10};
 		snprintf(name[i], sizeof(name[i]), "n%d", i);
-		ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = name[i],
-								  .fn = load,
-								  .arg = &r[i]}),
-				 i);
+		ck_assert_int_eq(
+		    halo_dag_add(d, &(halo_dag_node){.name = name[i],
+						     .fn = load,
+						     .arg = &r[i]}),
+		    i);
 	}
 	ck_assert_int_eq(halo_dag_run(d), 0);
 	ck_assert_int_eq(g.peak, 2);
 	ck_assert_int_eq(g.now, 0);
 	ck_assert_int_eq(g.events, 20);
 	ck_assert_uint_ge(halo_dag_get_report(d)->end_ns -
-				  halo_dag_get_report(d)->start_ns,
+			      halo_dag_get_report(d)->start_ns,
 			  50 * MS);
 	ck_assert_int_eq(halo_dag_free(d), 0);
 }
@@ -484,7 +494,7 @@ END_TEST
 /* A backend whose latency grows with the requests it has in flight: base
  * latency x (1 + inflight / DOUBLE_AT), twice the base at DOUBLE_AT. */
 #define DOUBLE_AT 8
-#define BASE_MS 4
+#define BASE_MS	  4
 
 struct backend {
 	halo_adaptive *lim;
@@ -518,10 +528,11 @@ START_TEST(test_dag_adaptive_limit_settles_below_where_latency_doubles)
 	ck_assert_int_eq(halo_adaptive_init(&lim, &ao), 0);
 	for (int i = 0; i < N; i++) {
 		snprintf(names[i], sizeof(names[i]), "r%d", i);
-		ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = names[i],
-								  .fn = call_backend,
-								  .arg = &b}),
-				 i);
+		ck_assert_int_eq(
+		    halo_dag_add(d, &(halo_dag_node){.name = names[i],
+						     .fn = call_backend,
+						     .arg = &b}),
+		    i);
 	}
 	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = "one_more",
 							  .fn = call_backend,
@@ -544,8 +555,8 @@ START_TEST(test_dag_runs_share_one_limiter)
 	halo_adaptive lim;
 	halo_adaptive_opts ao = {.initial = 3, .min = 3, .max = 3};
 	struct gauge g = {0};
-	halo_dag_opts o = {.limiter = &lim, .on_event = count_running,
-			   .event_arg = &g};
+	halo_dag_opts o = {
+	    .limiter = &lim, .on_event = count_running, .event_arg = &g};
 	halo_dag *d[2] = {halo_dag_new(&loop, &o), halo_dag_new(&loop, &o)};
 	struct res r[2][6];
 	halo_fut *runs[2];
@@ -580,15 +591,15 @@ START_TEST(test_dag_by_index_and_the_printed_table)
 	int need;
 
 	ck_assert_int_eq(halo_dag_run(d), 0); /* empty: nothing to do */
-	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){"x", load, NULL,
-							  &r[0], 0, {0}}),
-			 0);
-	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){"y", load, NULL,
-							  &r[1], 0, {0}}),
-			 1);
-	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){"z", load, "y",
-							  &r[2], 0, {0}}),
-			 2);
+	ck_assert_int_eq(
+	    halo_dag_add(d, &(halo_dag_node){"x", load, NULL, &r[0], 0, {0}}),
+	    0);
+	ck_assert_int_eq(
+	    halo_dag_add(d, &(halo_dag_node){"y", load, NULL, &r[1], 0, {0}}),
+	    1);
+	ck_assert_int_eq(
+	    halo_dag_add(d, &(halo_dag_node){"z", load, "y", &r[2], 0, {0}}),
+	    2);
 	ck_assert_int_eq(halo_dag_depend(d, 2, 0), 0);
 	ck_assert_int_eq(halo_dag_depend(d, 2, 7), -EINVAL);
 	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = "nofn"}),
@@ -621,24 +632,25 @@ Suite *dag_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, tu_timeout(10));
-	tcase_add_test(tc,
-		       test_dag_node_starts_the_moment_its_last_dependency_is_done);
-	tcase_add_test(tc,
-		       test_dag_failed_node_skips_its_dependents_and_others_go_on);
+	tcase_add_test(
+	    tc, test_dag_node_starts_the_moment_its_last_dependency_is_done);
+	tcase_add_test(
+	    tc, test_dag_failed_node_skips_its_dependents_and_others_go_on);
 	tcase_add_test(tc,
 		       test_dag_logs_each_event_and_prints_the_table_to_a_file);
 	tcase_add_test(tc, test_dag_cycle_is_refused_naming_its_nodes);
 	tcase_add_test(tc, test_dag_unknown_dependency_is_refused);
+	tcase_add_test(
+	    tc, test_dag_fail_fast_cancels_in_flight_io_down_to_the_kernel);
 	tcase_add_test(tc,
-		       test_dag_fail_fast_cancels_in_flight_io_down_to_the_kernel);
-	tcase_add_test(tc, test_dag_run_timeout_cancels_what_runs_and_what_waits);
+		       test_dag_run_timeout_cancels_what_runs_and_what_waits);
 	tcase_add_test(tc, test_dag_node_timeout_and_retry);
 	tcase_add_test(tc,
 		       test_dag_runs_in_a_fiber_and_a_cancelled_fiber_stops_it);
 	tcase_add_test(tc, test_dag_future_can_be_raced_and_loses_cleanly);
 	tcase_add_test(tc, test_dag_fixed_cap_bounds_the_nodes_running);
-	tcase_add_test(tc,
-		       test_dag_adaptive_limit_settles_below_where_latency_doubles);
+	tcase_add_test(
+	    tc, test_dag_adaptive_limit_settles_below_where_latency_doubles);
 	tcase_add_test(tc, test_dag_runs_share_one_limiter);
 	tcase_add_test(tc, test_dag_by_index_and_the_printed_table);
 	suite_add_tcase(s, tc);
