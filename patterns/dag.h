@@ -171,7 +171,9 @@ HALO_API const char *halo_dag_error(const halo_dag *d);
  * waited for: the future completes after the kernel let go). A graph that
  * halo_dag_check() refuses gives a failed future with its error and
  * message, and nothing starts; so does -EBUSY if a run is in progress. NULL
- * on exhaustion. */
+ * on exhaustion. Called in a fiber, the I/O of the nodes it starts at once
+ * belongs to that fiber (see fiber.h): ending or cancelling the fiber
+ * cancels them. */
 HALO_API halo_fut *halo_dag_start_at(halo_dag *d, const char *file, int line);
 #define halo_dag_start(d) halo_dag_start_at((d), __FILE__, __LINE__)
 

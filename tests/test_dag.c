@@ -417,6 +417,37 @@ START_TEST(test_dag_runs_in_a_fiber_and_a_cancelled_fiber_stops_it)
 }
 END_TEST
 
+struct cb_run {
+	halo_dag *d;
+	int r;
+};
+
+static void run_from_callback(void *arg)
+{
+	struct cb_run *c = arg;
+
+	c->r = halo_dag_run(c->d);
+}
+
+START_TEST(test_dag_run_from_a_callback_is_edeadlk_and_leaves_nothing)
+{
+	struct res r[2] = {{.ms = 50}, {.ms = 1}};
+	halo_dag_node t[2] = {
+		HALO_DAG_NODE("slow", load, NULL, &r[0]),
+		HALO_DAG_NODE("next", load, "slow", &r[1]),
+	};
+	struct cb_run c = {.d = halo_dag_new(&loop, NULL), .r = 1};
+
+	ck_assert_int_eq(halo_dag_add_table(c.d, t, 2), 0);
+	ck_assert_int_eq(halo_loop_post(&loop, run_from_callback, &c), 0);
+	ck_assert_int_eq(halo_sleep(&loop, 5 * MS), 0);
+	ck_assert_int_eq(c.r, -EDEADLK);
+	ck_assert_int_eq(halo_dag_get_report(c.d)->status, -ECANCELED);
+	ck_assert_int_eq(r[1].started, 0);
+	ck_assert_int_eq(halo_dag_free(c.d), 0);
+}
+END_TEST
+
 START_TEST(test_dag_future_can_be_raced_and_loses_cleanly)
 {
 	struct res r[2] = {{0}, {.ms = 1000}};
@@ -648,6 +679,8 @@ Suite *dag_suite(void)
 	tcase_add_test(tc,
 		       test_dag_runs_in_a_fiber_and_a_cancelled_fiber_stops_it);
 	tcase_add_test(tc, test_dag_future_can_be_raced_and_loses_cleanly);
+	tcase_add_test(tc,
+		       test_dag_run_from_a_callback_is_edeadlk_and_leaves_nothing);
 	tcase_add_test(tc, test_dag_fixed_cap_bounds_the_nodes_running);
 	tcase_add_test(
 	    tc, test_dag_adaptive_limit_settles_below_where_latency_doubles);
