@@ -30,12 +30,13 @@ extern "C" {
 typedef struct halo_dag halo_dag;
 
 /* Start a node's work without waiting: deps[0..deps_n) are its
- * dependencies' futures, all OK, in the order the node named them (read
- * them with halo_fut_result() and halo_fut_value(); the DAG owns them).
- * Return a future the DAG owns; halo_fut_failed(loop, -errno, msg) for a
- * start that fails at once; NULL fails the node with -ENOMEM (exhaustion is
- * not retried). Called from
- * halo_dag_start() and from the loop's callbacks: never block. */
+ * dependencies' futures, all OK, in the order the node named them (named
+ * ones first, then those of halo_dag_depend(); read them with
+ * halo_fut_result() and halo_fut_value(); the DAG owns them). Return a
+ * future the DAG owns; halo_fut_failed(loop, -errno, msg) for a start that
+ * fails at once; NULL fails the node with -ENOMEM (exhaustion is not
+ * retried). Called from halo_dag_start() and from the loop's callbacks:
+ * never block. */
 typedef halo_fut *(*halo_dag_fn)(halo_loop *loop, void *arg,
 				 halo_fut *const *deps, size_t deps_n);
 
