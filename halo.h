@@ -28,5 +28,8 @@
 #include "patterns/adaptive.h"
 #include "patterns/dag.h"
 #include "patterns/server.h"
+#include "patterns/retry.h"
+#include "patterns/breaker.h"
+#include "patterns/saga.h"
 
 #endif
