@@ -19,9 +19,8 @@
 #include "../runtime/pool.h"
 #include "../runtime/timer.h"
 
-#define NONE	    UINT32_MAX
-#define MS	    1000000ull
-#define MAX_BACKOFF (3600ull * 1000 * MS) /* with no max_ns */
+#define NONE UINT32_MAX
+#define MS   1000000ull
 
 enum { STOP_NONE, STOP_FAIL_FAST, STOP_CANCEL, STOP_TIMEOUT };
 
@@ -31,7 +30,8 @@ struct dnode {
 	void *arg;
 	const char *deps;
 	uint64_t timeout_ns;
-	halo_dag_retry retry;
+	const halo_retry_policy *retry;
+	halo_backoff *bo;	 /* from the first retry on */
 	uint32_t dep_off, dep_n; /* into d->deps and d->depf */
 	uint32_t out_off, out_n; /* into d->outs */
 	uint32_t pending;	 /* dependencies not OK yet */
@@ -155,6 +155,8 @@ static int add_one(struct halo_dag *d, const halo_dag_node *nd)
 	n->deps = nd->deps;
 	n->timeout_ns = nd->timeout_ns;
 	n->retry = nd->retry;
+	if (!n->timeout_ns && nd->retry)
+		n->timeout_ns = nd->retry->attempt_timeout_ns;
 	memset(&d->reps[d->n], 0, sizeof(d->reps[0]));
 	d->reps[d->n].name = nd->name;
 	d->rep.nodes = d->reps;
@@ -644,25 +646,46 @@ static void node_end(struct halo_dag *d, uint32_t i, halo_dag_state state,
 
 static void attempt(struct halo_dag *d, uint32_t i);
 
-static uint64_t backoff_ns(const struct dnode *n, uint32_t tries)
+/* Whether the node's policy wants another attempt after err. */
+static bool may_retry(const struct halo_dag *d, uint32_t i, int err)
 {
-	uint64_t base = n->retry.base_ns ? n->retry.base_ns : MS;
-	uint64_t cap = n->retry.max_ns ? n->retry.max_ns : MAX_BACKOFF;
-	uint32_t shift = tries - 1;
+	const struct dnode *n = &d->nodes[i];
+	const halo_retry_policy *p = n->retry;
+	unsigned most = p && p->max_attempts ? p->max_attempts : 3;
 
-	if (shift >= 63 || base > cap >> shift)
-		return cap;
-	return base << shift;
+	if (!p || d->stop || d->reps[i].attempts >= most)
+		return false;
+	if (p->retry_if)
+		return p->retry_if(err, n->f ? halo_fut_error_msg(n->f) : NULL,
+				   p->retry_if_arg);
+	return err != -ECANCELED;
 }
 
+/* Back off as the policy says, then attempt again; a delay that would end
+ * past the policy's timeout ends the node with -ETIMEDOUT instead. The
+ * backoff state is allocated at a node's first retry ever (a failure
+ * path) and kept for its later runs. */
 static void retry_later(struct halo_dag *d, uint32_t i)
 {
 	struct dnode *n = &d->nodes[i];
+	const halo_dag_node_report *r = &d->reps[i];
+	uint64_t delay = MS, now = halo_now_ns();
 
-	n->timer =
-	    halo_timer_after(d->loop, backoff_ns(n, d->reps[i].attempts));
+	if (!n->bo)
+		n->bo = halo_mem_alloc(d->loop, sizeof(*n->bo));
+	if (n->bo) {
+		if (r->attempts == 1)
+			halo_backoff_init(n->bo, n->retry);
+		delay = halo_backoff_next(n->bo);
+	}
+	if (n->retry->timeout_ns &&
+	    now + delay >= r->start_ns + n->retry->timeout_ns) {
+		node_end(d, i, HALO_DAG_FAILED, -ETIMEDOUT);
+		return;
+	}
+	n->timer = halo_timer_after(d->loop, delay);
 	if (!n->timer) {
-		attempt(d, i);
+		attempt(d, i); /* no timer memory: retry without a pause */
 		return;
 	}
 	n->backing_off = true;
@@ -704,7 +727,7 @@ static void on_attempt(halo_fut *f, void *arg)
 		if (n->timed_out)
 			err = -ETIMEDOUT;
 		sample(d, n, HALO_ADAPTIVE_DROPPED);
-		if (!d->stop && d->reps[i].attempts < n->retry.attempts)
+		if (may_retry(d, i, err))
 			retry_later(d, i);
 		else
 			node_end(d, i, HALO_DAG_FAILED, err);
@@ -1164,6 +1187,10 @@ int halo_dag_free(halo_dag *d)
 	loop = d->loop;
 	reset(d);
 	drop_graph(d);
+	for (size_t i = 0; i < d->n; i++)
+		if (d->nodes[i].bo)
+			halo_mem_free(loop, d->nodes[i].bo,
+				      sizeof(*d->nodes[i].bo));
 	if (d->nodes)
 		halo_mem_free(loop, d->nodes, d->nodes_cap * sizeof(*d->nodes));
 	if (d->reps)

@@ -22,6 +22,7 @@
 #include "../runtime/api.h"
 #include "../runtime/fut.h"
 #include "adaptive.h"
+#include "retry.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,17 +41,6 @@ typedef struct halo_dag halo_dag;
 typedef halo_fut *(*halo_dag_fn)(halo_loop *loop, void *arg,
 				 halo_fut *const *deps, size_t deps_n);
 
-/* A minimal retry policy for one node: up to attempts tries in all (0 and
- * 1: one try), the k-th retry after base_ns << (k - 1), at most max_ns.
- * A cancelled attempt is never retried. The node keeps its concurrency
- * permit while it backs off. (patterns/retry, when it lands, can be
- * plugged in here: this struct is the hook.) */
-typedef struct halo_dag_retry {
-	uint32_t attempts;
-	uint64_t base_ns; /* default 1 ms when attempts > 1 */
-	uint64_t max_ns;  /* 0: one hour */
-} halo_dag_retry;
-
 /* One node, as halo_dag_add() and a table row take it. */
 typedef struct halo_dag_node {
 	const char *name; /* unique, required; borrowed until the DAG is
@@ -64,8 +54,17 @@ typedef struct halo_dag_node {
 	void *arg;
 	uint64_t timeout_ns; /* per attempt; past it the attempt is
 				cancelled and fails with -ETIMEDOUT once
-				done; 0: none */
-	halo_dag_retry retry;
+				done; 0: the policy's attempt_timeout_ns,
+				or none */
+	/* Retries (patterns/retry.h), borrowed until the DAG is freed; NULL:
+	 * one attempt. Used: max_attempts, the delays (base, cap, jitter,
+	 * seed or rng), retry_if, attempt_timeout_ns, and timeout_ns, which
+	 * counts from the node's start: no retry starts whose delay would
+	 * end past it (the node fails with -ETIMEDOUT). An attempt cancelled
+	 * other than by its timeout is never retried. The node keeps its
+	 * concurrency permit while it backs off, and each attempt is a
+	 * sample for an adaptive limiter. */
+	const halo_retry_policy *retry;
 } halo_dag_node;
 
 /* A table row without timeout or retry; designated, so that -Wextra's

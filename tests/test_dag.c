@@ -332,14 +332,34 @@ START_TEST(test_dag_run_timeout_cancels_what_runs_and_what_waits)
 }
 END_TEST
 
+static bool not_denied(int err, const char *msg, void *arg)
+{
+	(void)msg;
+	(void)arg;
+	return err != -EACCES;
+}
+
 START_TEST(test_dag_node_timeout_and_retry)
 {
-	struct res r[4] = {{.ms = 5, .fail_first = 2}, {0}, {0}, {0}};
-	halo_dag_node t[4] = {
-	    {.name = "flaky",
-	     .fn = load,
-	     .arg = &r[0],
-	     .retry = {.attempts = 3, .base_ns = 2 * MS}},
+	struct res r[6] = {{.ms = 5, .fail_first = 2},
+			   {0},
+			   {0},
+			   {0},
+			   {.ms = 1, .err = -EACCES, .msg = "denied"},
+			   {.ms = 1, .err = -EAGAIN}};
+	halo_retry_policy thrice = {.max_attempts = 3,
+				    .base_delay_ns = 2 * MS,
+				    .jitter = HALO_JITTER_NONE};
+	halo_retry_policy twice = {.max_attempts = 2,
+				   .base_delay_ns = 1 * MS,
+				   .attempt_timeout_ns = 10 * MS};
+	halo_retry_policy picky = {.max_attempts = 5, .retry_if = not_denied};
+	halo_retry_policy short_budget = {.max_attempts = 10,
+					  .base_delay_ns = 20 * MS,
+					  .jitter = HALO_JITTER_NONE,
+					  .timeout_ns = 50 * MS};
+	halo_dag_node t[6] = {
+	    {.name = "flaky", .fn = load, .arg = &r[0], .retry = &thrice},
 	    {.name = "slow",
 	     .fn = read_pipe,
 	     .arg = &r[1],
@@ -347,27 +367,32 @@ START_TEST(test_dag_node_timeout_and_retry)
 	    {.name = "slow_retried",
 	     .fn = read_pipe,
 	     .arg = &r[2],
-	     .timeout_ns = 10 * MS,
-	     .retry = {.attempts = 2}},
-	    {.name = "oom",
-	     .fn = no_memory,
-	     .arg = &r[3],
-	     .retry = {.attempts = 5}},
+	     .retry = &twice},
+	    {.name = "oom", .fn = no_memory, .arg = &r[3], .retry = &picky},
+	    {.name = "denied", .fn = load, .arg = &r[4], .retry = &picky},
+	    {.name = "budget",
+	     .fn = load,
+	     .arg = &r[5],
+	     .retry = &short_budget},
 	};
 	halo_dag *d = halo_dag_new(&loop, NULL);
 	const halo_dag_report *rep;
 
-	ck_assert_int_eq(halo_dag_add_table(d, t, 4), 0);
+	ck_assert_int_eq(halo_dag_add_table(d, t, 6), 0);
 	ck_assert_int_eq(halo_dag_run(d), -ENOMEM); /* the first to fail */
 	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	rep = halo_dag_get_report(d);
 	ck_assert_int_eq(rep->nodes[0].state, HALO_DAG_OK);
 	ck_assert_uint_eq(rep->nodes[0].attempts, 3);
 	ck_assert_int_eq(r[0].started, 3);
+	/* 2 ms, then 4 ms of backoff (no jitter) */
+	ck_assert_uint_ge(rep->nodes[0].end_ns - rep->nodes[0].start_ns,
+			  (2 + 4 + 5) * MS);
 	ck_assert_int_eq(rep->nodes[1].state, HALO_DAG_FAILED);
 	ck_assert_int_eq(rep->nodes[1].err, -ETIMEDOUT);
 	ck_assert_uint_ge(rep->nodes[1].end_ns - rep->nodes[1].start_ns,
 			  20 * MS);
+	/* The policy's attempt timeout applies, and a timeout is retried. */
 	ck_assert_int_eq(rep->nodes[2].err, -ETIMEDOUT);
 	ck_assert_uint_eq(rep->nodes[2].attempts, 2);
 	/* NULL from the start function: -ENOMEM, never retried. */
@@ -375,6 +400,16 @@ START_TEST(test_dag_node_timeout_and_retry)
 	ck_assert_int_eq(rep->nodes[3].state, HALO_DAG_FAILED);
 	ck_assert_int_eq(rep->nodes[3].err, -ENOMEM);
 	ck_assert_uint_eq(rep->nodes[3].attempts, 1);
+	/* retry_if refused -EACCES: one attempt, its message kept. */
+	ck_assert_int_eq(rep->nodes[4].err, -EACCES);
+	ck_assert_uint_eq(rep->nodes[4].attempts, 1);
+	ck_assert_str_eq(rep->nodes[4].msg, "denied");
+	/* Delays of 20, 40 ms against a 50 ms budget: the second would end
+	 * past it, so the node fails after 2 attempts with -ETIMEDOUT. */
+	ck_assert_int_eq(rep->nodes[5].err, -ETIMEDOUT);
+	ck_assert_uint_eq(rep->nodes[5].attempts, 2);
+	ck_assert_uint_lt(rep->nodes[5].end_ns - rep->nodes[5].start_ns,
+			  50 * MS);
 	ck_assert_int_eq(halo_dag_free(d), 0);
 }
 END_TEST
@@ -632,15 +667,15 @@ START_TEST(test_dag_by_index_and_the_printed_table)
 	int need;
 
 	ck_assert_int_eq(halo_dag_run(d), 0); /* empty: nothing to do */
-	ck_assert_int_eq(
-	    halo_dag_add(d, &(halo_dag_node){"x", load, NULL, &r[0], 0, {0}}),
-	    0);
-	ck_assert_int_eq(
-	    halo_dag_add(d, &(halo_dag_node){"y", load, NULL, &r[1], 0, {0}}),
-	    1);
-	ck_assert_int_eq(
-	    halo_dag_add(d, &(halo_dag_node){"z", load, "y", &r[2], 0, {0}}),
-	    2);
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node)HALO_DAG_NODE(
+					     "x", load, NULL, &r[0])),
+			 0);
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node)HALO_DAG_NODE(
+					     "y", load, NULL, &r[1])),
+			 1);
+	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node)HALO_DAG_NODE(
+					     "z", load, "y", &r[2])),
+			 2);
 	ck_assert_int_eq(halo_dag_depend(d, 2, 0), 0);
 	ck_assert_int_eq(halo_dag_depend(d, 2, 7), -EINVAL);
 	ck_assert_int_eq(halo_dag_add(d, &(halo_dag_node){.name = "nofn"}),
