@@ -670,11 +670,12 @@ static void retry_later(struct halo_dag *d, uint32_t i)
 	struct dnode *n = &d->nodes[i];
 	const halo_dag_node_report *r = &d->reps[i];
 	uint64_t delay = MS, now = halo_now_ns();
+	bool fresh = !n->bo;
 
-	if (!n->bo)
+	if (fresh)
 		n->bo = halo_mem_alloc(d->loop, sizeof(*n->bo));
 	if (n->bo) {
-		if (r->attempts == 1)
+		if (fresh || r->attempts == 1)
 			halo_backoff_init(n->bo, n->retry);
 		delay = halo_backoff_next(n->bo);
 	}
