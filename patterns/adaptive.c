@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../runtime/loop.h"
+#include "../runtime/pool.h"
 
 #include "adaptive.h"
 
@@ -178,4 +179,62 @@ uint32_t halo_adaptive_inflight(const halo_adaptive *a)
 uint64_t halo_adaptive_baseline(const halo_adaptive *a)
 {
 	return a->baseline_ns;
+}
+
+/* The future form: a waiter in loop memory that resolves its future. */
+struct req {
+	halo_adaptive_waiter w;
+	halo_adaptive *a;
+	halo_fut *f;
+};
+
+static void req_done(struct req *r, bool granted)
+{
+	halo_fut *f = r->f;
+
+	if (granted)
+		halo_fut_resolve(f, 0, NULL);
+	else
+		halo_fut_cancelled(f);
+	halo_mem_free(halo_fut_loop(f), r, sizeof(*r));
+	halo_fut_release(f);
+}
+
+static void req_grant(halo_adaptive_waiter *w)
+{
+	req_done(w->arg, true);
+}
+
+static void req_cancel(halo_fut *f, void *arg)
+{
+	struct req *r = arg;
+
+	(void)f;
+	halo_adaptive_cancel_wait(r->a, &r->w);
+	req_done(r, false);
+}
+
+halo_fut *halo_adaptive_acquire_at(halo_adaptive *a, halo_loop *loop,
+				   const char *file, int line)
+{
+	halo_fut *f = halo_fut_new_at(loop, file, line);
+	struct req *r;
+
+	if (!f)
+		return NULL;
+	if (halo_adaptive_try_acquire(a)) {
+		halo_fut_resolve(f, 0, NULL);
+		return f;
+	}
+	r = halo_mem_alloc(loop, sizeof(*r));
+	if (!r) {
+		halo_fut_release(f);
+		return NULL;
+	}
+	r->w = (halo_adaptive_waiter){.fn = req_grant, .arg = r};
+	r->a = a;
+	r->f = halo_fut_ref(f);
+	halo_fut_set_cancel(f, req_cancel, r);
+	halo_adaptive_wait(a, &r->w);
+	return f;
 }

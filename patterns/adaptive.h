@@ -9,10 +9,10 @@
  * allocation, no loop of its own, so any pattern (or several DAG runs at
  * once) can share one.
  *
- * Use: take a permit with halo_adaptive_try_acquire() or queue a
- * caller-embedded waiter, start the work, then give the permit back with
- * halo_adaptive_release() and tell the limiter what the work saw with
- * halo_adaptive_sample(). */
+ * Use: take a permit with halo_adaptive_try_acquire(), a caller-embedded
+ * waiter or the future of halo_adaptive_acquire(), start the work, then
+ * give the permit back with halo_adaptive_release() and tell the limiter
+ * what the work saw with halo_adaptive_sample(). All on the loop's thread. */
 #ifndef HALO_PATTERNS_ADAPTIVE_H
 #define HALO_PATTERNS_ADAPTIVE_H
 
@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "../runtime/api.h"
+#include "../runtime/fut.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -84,6 +85,16 @@ HALO_API bool halo_adaptive_try_acquire(halo_adaptive *a);
 /* Queue w for the next free permit; w->fn is called once one is taken for
  * it. w must not be queued already. */
 HALO_API void halo_adaptive_wait(halo_adaptive *a, halo_adaptive_waiter *w);
+
+/* A future that completes OK once a permit is taken for it, in queue
+ * order (already OK if one is free and nobody waits): for fibers and code
+ * that awaits. Cancel it while pending to leave the queue; once OK the
+ * caller holds the permit (halo_adaptive_release() it, and sample). The
+ * caller owns a reference; NULL on exhaustion. */
+HALO_API halo_fut *halo_adaptive_acquire_at(halo_adaptive *a, halo_loop *loop,
+					    const char *file, int line);
+#define halo_adaptive_acquire(a, loop)                                         \
+	halo_adaptive_acquire_at((a), (loop), __FILE__, __LINE__)
 
 /* Take w out of the queue. Returns true if it was queued. */
 HALO_API bool halo_adaptive_cancel_wait(halo_adaptive *a,

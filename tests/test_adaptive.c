@@ -6,6 +6,8 @@
 
 #include "tests/util.h"
 
+TU_LOOP_FIXTURE(loop)
+
 #define MS 1000000ull
 
 struct granted {
@@ -131,15 +133,70 @@ START_TEST(test_adaptive_rises_while_latency_holds_and_backs_off)
 }
 END_TEST
 
+struct caller {
+	halo_adaptive *a;
+	uint64_t got_ns, released_ns;
+};
+
+/* A fiber that takes a permit, holds it 10 ms and gives it back. */
+static int64_t call(halo_loop *l, void *arg)
+{
+	struct caller *c = arg;
+	uint64_t t0;
+	int64_t r = halo_fut_join(halo_adaptive_acquire(c->a, l));
+
+	if (r < 0)
+		return r;
+	c->got_ns = t0 = halo_now_ns();
+	halo_sleep(l, 10 * MS);
+	c->released_ns = halo_now_ns();
+	halo_adaptive_release(c->a);
+	halo_adaptive_sample(c->a, c->released_ns - t0, HALO_ADAPTIVE_OK);
+	return 0;
+}
+
+START_TEST(test_adaptive_acquire_future_waits_its_turn_and_cancels)
+{
+	halo_adaptive a;
+	struct caller c[2] = {{.a = &a}, {.a = &a}};
+	halo_fut *fb[2], *queued;
+
+	ck_assert_int_eq(
+	    halo_adaptive_init(&a, &(halo_adaptive_opts){.initial = 1}), 0);
+	fb[0] = halo_spawn(&loop, call, &c[0]);
+	fb[1] = halo_spawn(&loop, call, &c[1]);
+	ck_assert_int_eq(halo_fut_join(fb[0]), 0);
+	ck_assert_int_eq(halo_fut_join(fb[1]), 0);
+	ck_assert_uint_ge(c[1].got_ns, c[0].released_ns);
+	ck_assert_uint_eq(halo_adaptive_inflight(&a), 0);
+
+	/* A pending acquire leaves the queue when cancelled. */
+	ck_assert(halo_adaptive_try_acquire(&a));
+	queued = halo_adaptive_acquire(&a, &loop);
+	ck_assert(!halo_fut_is_done(queued));
+	ck_assert_uint_eq(a.waiting_n, 1);
+	ck_assert_int_eq(halo_fut_cancel(queued), 0);
+	ck_assert_int_eq(halo_fut_join(queued), -ECANCELED);
+	ck_assert_uint_eq(a.waiting_n, 0);
+	halo_adaptive_release(&a);
+	ck_assert_uint_eq(halo_adaptive_inflight(&a), 0);
+}
+END_TEST
+
 Suite *adaptive_suite(void)
 {
 	Suite *s = suite_create("adaptive");
 	TCase *tc = tcase_create("adaptive");
 
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, tu_timeout(10));
+
 	tcase_add_test(tc, test_adaptive_refuses_options_that_make_no_sense);
 	tcase_add_test(tc, test_adaptive_grants_waiters_in_order);
 	tcase_add_test(tc,
 		       test_adaptive_rises_while_latency_holds_and_backs_off);
+	tcase_add_test(tc,
+		       test_adaptive_acquire_future_waits_its_turn_and_cancels);
 	suite_add_tcase(s, tc);
 	return s;
 }
