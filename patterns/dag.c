@@ -34,7 +34,6 @@ struct dnode {
 	halo_backoff *bo;	 /* from the first retry on */
 	uint32_t dep_off, dep_n; /* into d->deps and d->depf */
 	uint32_t out_off, out_n; /* into d->outs */
-	uint32_t pending;	 /* dependencies not OK yet */
 	uint32_t next_ready;
 	halo_fut *f;	 /* the current or last attempt */
 	halo_fut *timer; /* the attempt's timeout, or the retry's backoff */
@@ -60,13 +59,15 @@ struct halo_dag {
 	bool checked;
 	void *graph;
 	size_t graph_size;
-	halo_fut **depf; /* E: the futures handed to a start function */
-	uint64_t *dist;	 /* n: critical path lengths */
-	uint32_t *link;	 /* n: critical path links */
-	uint32_t *deps;	 /* E: node i's dependencies at dep_off */
-	uint32_t *outs;	 /* E: node i's dependents at out_off */
-	uint32_t *order; /* n: a topological order */
-	uint32_t *stack; /* n: skip worklist; cycle search */
+	halo_fut **depf;   /* E: the futures handed to a start function */
+	uint64_t *dist;	   /* n: critical path lengths */
+	uint32_t *link;	   /* n: critical path links */
+	uint32_t *pending; /* n: dependencies not OK yet; dense, since a
+			      node's end touches its dependents' at random */
+	uint32_t *deps;	   /* E: node i's dependencies at dep_off */
+	uint32_t *outs;	   /* E: node i's dependents at out_off */
+	uint32_t *order;   /* n: a topological order */
+	uint32_t *stack;   /* n: skip worklist; cycle search */
 
 	/* The run. */
 	halo_fut *out;
@@ -298,7 +299,7 @@ static int alloc_graph(struct halo_dag *d, size_t e)
 	char *p;
 
 	d->graph_size = e * sizeof(halo_fut *) + n * sizeof(uint64_t) +
-			(2 * e + 3 * n) * sizeof(uint32_t);
+			(2 * e + 4 * n) * sizeof(uint32_t);
 	d->graph = halo_mem_zalloc(d->loop, d->graph_size);
 	if (!d->graph)
 		return -ENOMEM;
@@ -312,6 +313,7 @@ static int alloc_graph(struct halo_dag *d, size_t e)
 	d->order = d->outs + e;
 	d->stack = d->order + n;
 	d->link = d->stack + n;
+	d->pending = d->link + n;
 	return 0;
 }
 
@@ -347,12 +349,13 @@ static int connect_edges(struct halo_dag *d, const struct names *nm)
 
 		n->dep_off = off;
 		off += n->dep_n;
-		resolve(d, nm, i, &d->deps[n->dep_off], &n->pending);
+		resolve(d, nm, i, &d->deps[n->dep_off], &d->pending[i]);
 	}
 	for (size_t k = 0; k < d->edges_n; k++) {
 		struct dnode *n = &d->nodes[d->edges[k].node];
 
-		d->deps[n->dep_off + n->pending++] = d->edges[k].dep;
+		d->deps[n->dep_off + d->pending[d->edges[k].node]++] =
+		    d->edges[k].dep;
 	}
 	for (uint32_t i = 0; i < d->n; i++)
 		for (uint32_t k = 0; k < d->nodes[i].dep_n; k++)
@@ -386,7 +389,7 @@ static void name_cycle(struct halo_dag *d, size_t ordered)
 
 	for (uint32_t i = 0; i < d->n; i++) {
 		seen[i] = NONE;
-		if (d->nodes[i].pending && v == NONE)
+		if (d->pending[i] && v == NONE)
 			v = i;
 	}
 	while (seen[v] == NONE) {
@@ -395,7 +398,7 @@ static void name_cycle(struct halo_dag *d, size_t ordered)
 		seen[v] = (uint32_t)len;
 		walk[len++] = v;
 		for (k = 0; k < n->dep_n; k++)
-			if (d->nodes[d->deps[n->dep_off + k]].pending)
+			if (d->pending[d->deps[n->dep_off + k]])
 				break;
 		v = d->deps[n->dep_off + k];
 	}
@@ -413,8 +416,8 @@ static int order(struct halo_dag *d)
 	size_t head = 0, tail = 0;
 
 	for (uint32_t i = 0; i < d->n; i++) {
-		d->nodes[i].pending = d->nodes[i].dep_n;
-		if (!d->nodes[i].pending)
+		d->pending[i] = d->nodes[i].dep_n;
+		if (!d->pending[i])
 			d->order[tail++] = i;
 	}
 	while (head < tail) {
@@ -423,7 +426,7 @@ static int order(struct halo_dag *d)
 		for (uint32_t k = 0; k < n->out_n; k++) {
 			uint32_t j = d->outs[n->out_off + k];
 
-			if (!--d->nodes[j].pending)
+			if (!--d->pending[j])
 				d->order[tail++] = j;
 		}
 	}
@@ -629,7 +632,7 @@ static void node_end(struct halo_dag *d, uint32_t i, halo_dag_state state,
 		for (uint32_t k = 0; k < n->out_n; k++) {
 			uint32_t j = d->outs[n->out_off + k];
 
-			if (!--d->nodes[j].pending && !d->stop &&
+			if (!--d->pending[j] && !d->stop &&
 			    d->reps[j].state == HALO_DAG_WAITING)
 				push_ready(d, j);
 		}
@@ -935,7 +938,8 @@ static void reset(struct halo_dag *d)
 		n->timer = NULL;
 		n->timed_out = n->backing_off = false;
 		n->d = d;
-		n->pending = n->dep_n;
+		if (d->checked)
+			d->pending[i] = n->dep_n;
 		n->w = (halo_waiter){.fn = on_attempt, .arg = n};
 		n->tw = (halo_waiter){.fn = on_timer, .arg = n};
 		if (r->msg)
