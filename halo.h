@@ -27,6 +27,8 @@
 #include "patterns/as_completed.h"
 #include "patterns/adaptive.h"
 #include "patterns/dag.h"
+#include "patterns/chan.h"
+#include "patterns/stream.h"
 #include "patterns/server.h"
 #include "patterns/retry.h"
 #include "patterns/breaker.h"

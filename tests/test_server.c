@@ -112,12 +112,16 @@ static ssize_t collect(int fd, char *buf, size_t want, uint64_t ms, int *eof)
 			*eof = 1;
 			break;
 		}
-		if (n > 0)
+		if (n > 0) {
 			got += (size_t)n;
-		else if (errno != EAGAIN)
+		} else if (errno != EAGAIN) {
+			/* A reset ends the connection as an EOF does: the
+			 * server closed with bytes of ours still unread. */
+			*eof = 1;
 			return -errno;
-		else
+		} else {
 			usleep(100);
+		}
 	}
 	return (ssize_t)got;
 }
