@@ -659,6 +659,89 @@ START_TEST(test_dag_runs_share_one_limiter)
 }
 END_TEST
 
+/* A random DAG with random failures under a cap: whatever happens, a node
+ * ran only after every dependency was OK, a skipped node has a dependency
+ * that did not succeed and names a failed node, and all is accounted for. */
+START_TEST(test_dag_random_graphs_keep_their_invariants)
+{
+	enum { N = 300 };
+	static struct res r[N];
+	static char names[N][8];
+	static int dep[N][3], dn[N];
+	halo_dag_opts o = {.concurrency = 5};
+	unsigned seed = 7;
+
+	for (int round = 0; round < 3; round++) {
+		halo_dag *d = halo_dag_new(&loop, &o);
+		const halo_dag_report *rep;
+		size_t ok = 0, failed = 0, skipped = 0;
+
+		for (int i = 0; i < N; i++) {
+			r[i] =
+			    (struct res){.ms = (uint64_t)(rand_r(&seed) % 3)};
+			if (rand_r(&seed) % 20 == 0)
+				r[i].err = -EIO;
+			snprintf(names[i], sizeof(names[i]), "n%d", i);
+			ck_assert_int_eq(
+			    halo_dag_add(d, &(halo_dag_node)HALO_DAG_NODE(
+						names[i], load, NULL, &r[i])),
+			    i);
+			dn[i] = i ? rand_r(&seed) % 4 : 0;
+			for (int k = 0; k < dn[i]; k++) {
+				dep[i][k] = rand_r(&seed) % i;
+				ck_assert_int_eq(
+				    halo_dag_depend(d, (size_t)i,
+						    (size_t)dep[i][k]),
+				    0);
+			}
+		}
+		halo_dag_run(d);
+		rep = halo_dag_get_report(d);
+		for (int i = 0; i < N; i++) {
+			const halo_dag_node_report *n = &rep->nodes[i];
+			int not_ok = 0;
+
+			for (int k = 0; k < dn[i]; k++) {
+				const halo_dag_node_report *p =
+				    &rep->nodes[dep[i][k]];
+
+				not_ok += p->state != HALO_DAG_OK;
+				if (n->start_ns)
+					ck_assert_uint_ge(n->start_ns,
+							  p->end_ns);
+			}
+			ck_assert_int_eq(r[i].started > 0, !not_ok);
+			switch (n->state) {
+			case HALO_DAG_OK:
+				ok++;
+				break;
+			case HALO_DAG_FAILED:
+				failed++;
+				ck_assert_int_eq(n->err, -EIO);
+				break;
+			case HALO_DAG_SKIPPED:
+				skipped++;
+				ck_assert_int_eq(r[i].started, 0);
+				ck_assert_int_eq(
+				    rep->nodes[halo_dag_find(d, n->cause)]
+					.state,
+				    HALO_DAG_FAILED);
+				break;
+			default:
+				ck_abort_msg("node %d ended %s", i,
+					     halo_dag_state_name(n->state));
+			}
+		}
+		ck_assert_uint_eq(ok, rep->ok_n);
+		ck_assert_uint_eq(failed, rep->failed_n);
+		ck_assert_uint_eq(skipped, rep->skipped_n);
+		ck_assert_uint_eq(ok + failed + skipped, N);
+		ck_assert_int_eq(rep->status, failed ? -EIO : 0);
+		ck_assert_int_eq(halo_dag_free(d), 0);
+	}
+}
+END_TEST
+
 START_TEST(test_dag_by_index_and_the_printed_table)
 {
 	struct res r[3] = {{.ms = 2, .msg = "x"}, {.ms = 2}, {.ms = 2}};
@@ -730,6 +813,7 @@ Suite *dag_suite(void)
 	tcase_add_test(
 	    tc, test_dag_adaptive_limit_settles_below_where_latency_doubles);
 	tcase_add_test(tc, test_dag_runs_share_one_limiter);
+	tcase_add_test(tc, test_dag_random_graphs_keep_their_invariants);
 	tcase_add_test(tc, test_dag_by_index_and_the_printed_table);
 	suite_add_tcase(s, tc);
 	return s;
