@@ -115,7 +115,10 @@ typedef void (*halo_dag_event_fn)(const halo_dag *d, size_t node,
 				  const halo_dag_node_report *r, void *arg);
 
 /* flags */
-#define HALO_DAG_FAIL_FAST (1u << 0) /* the first failure cancels the rest */
+/* The first failure stops the run: its dependents are skipped as usual,
+ * every other node not done is cancelled (running ones down to the
+ * kernel), and the run ends when all of them are done. */
+#define HALO_DAG_FAIL_FAST (1u << 0)
 
 typedef struct halo_dag_opts {
 	size_t max_nodes;     /* bound on nodes; default 65536 */
