@@ -625,10 +625,6 @@ static void try_finish(halo_conn *c)
 		check_stopped(s);
 		return;
 	}
-	/* try_finish may run inside some fiber (one that closes c or stops
-	 * the server); the close is c's, not that fiber's, and cancelling it
-	 * at the fiber's end would leave the fd open for good. */
-	halo_fiber_disown(c->close_op);
 	s->closing_n++;
 	c->close_w.fn = on_closed;
 	c->close_w.arg = c;
