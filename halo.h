@@ -25,6 +25,8 @@
 #include "patterns/scope.h"
 #include "patterns/limit.h"
 #include "patterns/as_completed.h"
+#include "patterns/adaptive.h"
+#include "patterns/dag.h"
 #include "patterns/chan.h"
 #include "patterns/stream.h"
 #include "patterns/server.h"

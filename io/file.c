@@ -311,6 +311,10 @@ halo_fut *halo_close_at(halo_loop *loop, int fd, const char *file, int line)
 	if (!op)
 		return NULL;
 	io_uring_prep_close(sqe, fd);
+	/* No fiber owns a close: it touches no memory of the fiber's, and
+	 * cancelling it at the fiber's end (a NOP before submission) would
+	 * leave the fd open for good. */
+	halo_fiber_disown(&op->fut);
 	return &op->fut;
 }
 

@@ -40,8 +40,9 @@ typedef struct halo_fiber_opts {
  *   stack is reused, only after the kernel let go of them
  *   (halo_stats.fiber_exit_drains counts such fibers, fiber_op_cancels the
  *   operations cancelled for a fiber).
- * - Multishot handles (accept, recv, poll) are never owned: they outlive
- *   the fiber that started them. halo_fiber_disown() lets any other
+ * - Multishot handles (accept, recv, poll) and closes are never owned: they
+ *   outlive the fiber that started them (a close cancelled before it ran
+ *   would leave its fd open). halo_fiber_disown() lets any other
  *   operation outlive its fiber, when its buffers are not on the stack. */
 HALO_API halo_fut *halo_spawn_at(halo_loop *loop, halo_fiber_fn fn, void *arg,
 				 const halo_fiber_opts *opts, const char *file,

@@ -5,6 +5,7 @@
  * later fiber that gets the recycled stack is untouched when data arrives
  * for the cancelled read. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,6 +411,28 @@ START_TEST(test_multishot_handle_outlives_its_fiber)
 }
 END_TEST
 
+static int64_t close_and_return(halo_loop *l, void *arg)
+{
+	halo_fut_detach(halo_close(l, *(int *)arg));
+	return 0;
+}
+
+START_TEST(test_detached_close_outlives_its_fiber)
+{
+	int q[2];
+
+	ck_assert_int_eq(pipe(q), 0);
+	ck_assert_int_eq(halo_fut_join(halo_spawn(&loop, close_and_return,
+						  &q[0])), 0);
+	while (tu_inflight(&loop))
+		halo_loop_run_once(&loop);
+	errno = 0;
+	ck_assert_int_eq(fcntl(q[0], F_GETFD), -1);
+	ck_assert_int_eq(errno, EBADF);
+	close(q[1]);
+}
+END_TEST
+
 static int64_t fail_with_msg(halo_loop *l, void *arg)
 {
 	(void)arg;
@@ -460,6 +483,7 @@ Suite *fibercancel_suite(void)
 	tcase_add_test(tc, test_running_fiber_cancelled_cancels_its_ops_at_next_wait);
 	tcase_add_test(tc, test_disowned_op_outlives_its_fiber);
 	tcase_add_test(tc, test_multishot_handle_outlives_its_fiber);
+	tcase_add_test(tc, test_detached_close_outlives_its_fiber);
 	tcase_add_test(tc, test_fiber_ends_with_message_or_pointer);
 	suite_add_tcase(s, tc);
 	return s;

@@ -602,7 +602,8 @@ struct child {
 	int out, err; /* its stdout and stderr, read ends */
 };
 
-static void spawn(struct child *c, const char *const *args)
+static void spawn_example(struct child *c, const char *name,
+			  const char *const *args)
 {
 	const char *build = getenv("HALO_BUILD");
 	char path[512], *argv[8];
@@ -611,8 +612,8 @@ static void spawn(struct child *c, const char *const *args)
 	sigset_t dfl;
 	int out[2], err[2], n = 0;
 
-	snprintf(path, sizeof(path), "%s/examples/http",
-		 build ? build : "build/rel");
+	snprintf(path, sizeof(path), "%s/examples/%s",
+		 build ? build : "build/rel", name);
 	argv[n++] = path;
 	while (*args && n < 7)
 		argv[n++] = (char *)*args++;
@@ -674,6 +675,47 @@ static void child_close(struct child *c)
 	close(c->err);
 }
 
+START_TEST(test_echo_binary_prints_usage_and_serves)
+{
+	static const char *const bad[][3] = {
+		{"--help"}, {NULL}, {"70000"}, {"7x"}, {"0", "1"},
+	};
+	static const char *const good[] = {"0", NULL};
+	char buf[512];
+	struct child c;
+	int port = 0;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		spawn_example(&c, "echo", bad[i]);
+		ck_assert_int_eq(reap(&c, tu_timeout(3) * 1000), 2);
+		slurp(c.err, buf, sizeof(buf), 100);
+		ck_assert_msg(strstr(buf, "usage: "), "case %zu: %s", i, buf);
+		child_close(&c);
+	}
+	/* Serves, then drains and exits 0 on SIGTERM. */
+	spawn_example(&c, "echo", good);
+	slurp(c.out, buf, sizeof(buf), tu_timeout(3) * 1000);
+	ck_assert_int_eq(sscanf(buf, "echo: listening on port %d", &port), 1);
+	{
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons((uint16_t)port),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		char got[5] = {0};
+
+		ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)),
+				 0);
+		ck_assert_int_eq(send(fd, "ping", 4, MSG_NOSIGNAL), 4);
+		ck_assert_int_eq(recv(fd, got, 4, MSG_WAITALL), 4);
+		ck_assert_str_eq(got, "ping");
+		close(fd);
+	}
+	kill(c.pid, SIGTERM);
+	ck_assert_int_eq(reap(&c, tu_timeout(5) * 1000), 0);
+	child_close(&c);
+}
+END_TEST
+
 START_TEST(test_binary_prints_usage_and_exits_2_for_bad_arguments)
 {
 	static const char *const cases[][4] = {
@@ -687,7 +729,7 @@ START_TEST(test_binary_prints_usage_and_exits_2_for_bad_arguments)
 		struct child c;
 		int rc;
 
-		spawn(&c, cases[i]);
+		spawn_example(&c, "http", cases[i]);
 		rc = reap(&c, tu_timeout(3) * 1000);
 		slurp(c.err, buf, sizeof(buf), 100);
 		ck_assert_msg(rc == 2, "case %zu (%s): exit %d", i,
@@ -708,7 +750,7 @@ START_TEST(test_binary_serves_then_drains_and_exits_0_on_sigterm)
 	struct child c;
 	int fd, eof;
 
-	spawn(&c, args);
+	spawn_example(&c, "http", args);
 	slurp(c.out, buf, sizeof(buf), tu_timeout(3) * 1000);
 	ck_assert_msg(sscanf(buf, "http: listening on port %d", &port) == 1,
 		      "%s", buf);
@@ -753,6 +795,7 @@ Suite *httpd_suite(void)
 		       test_stop_with_stuck_clients_returns_within_its_drain);
 	tcase_add_test(tc,
 		       test_binary_prints_usage_and_exits_2_for_bad_arguments);
+	tcase_add_test(tc, test_echo_binary_prints_usage_and_serves);
 	tcase_add_test(tc,
 		       test_binary_serves_then_drains_and_exits_0_on_sigterm);
 	suite_add_tcase(s, tc);

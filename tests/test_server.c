@@ -677,6 +677,37 @@ START_TEST(test_stop_closes_idle_at_once_and_lets_a_request_finish)
 }
 END_TEST
 
+/* A fiber that stops the server and returns at once: the close(2) of the
+ * idle connection it started belongs to the connection, not to the fiber,
+ * so the fiber's end must not cancel it (the fd would stay open for good). */
+static int64_t stop_and_return(halo_loop *l, void *arg)
+{
+	(void)l;
+	*(halo_fut **)arg = halo_server_stop(srv, 5000 * MS);
+	return 0;
+}
+
+START_TEST(test_stop_from_a_fiber_that_returns_still_closes_idle)
+{
+	halo_server_opts o = {.cbs = &line_cbs};
+	halo_fut *stopped = NULL, *fb;
+	char buf[8];
+	int idle, eof;
+
+	start(&o);
+	idle = client();
+	until_open(1, 2000);
+	fb = halo_spawn(&loop, stop_and_return, &stopped);
+	ck_assert_int_eq(halo_fut_join(fb), 0);
+	ck_assert_int_le(collect(idle, buf, sizeof(buf), 2000, &eof), 0);
+	ck_assert_int_eq(eof, 1);
+	ck_assert_int_eq(halo_fut_join(stopped), 0);
+	ck_assert_int_eq(halo_server_free(srv), 0);
+	srv = NULL;
+	close(idle);
+}
+END_TEST
+
 static void cycles(halo_server_opts *o, int n)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET,
@@ -794,6 +825,7 @@ Suite *server_suite(void)
 	tcase_add_test(tc, test_100k_pipelined_requests_with_a_late_reader_all_answered);
 	tcase_add_test(tc, test_stop_with_stuck_clients_returns_within_its_drain);
 	tcase_add_test(tc, test_stop_closes_idle_at_once_and_lets_a_request_finish);
+	tcase_add_test(tc, test_stop_from_a_fiber_that_returns_still_closes_idle);
 	tcase_add_test(tc, test_10k_connect_close_cycles_leave_fds_as_they_were);
 	tcase_add_test(tc, test_memory_per_idle_connection_is_bounded);
 	suite_add_tcase(s, tc);
