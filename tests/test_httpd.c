@@ -48,9 +48,15 @@ static void start_with(uint64_t idle_ms, unsigned max_conns)
 	start_opts(&o);
 }
 
+static struct sigaction old_pipe;
+
 static void setup(void)
 {
-	signal(SIGPIPE, SIG_IGN); /* a write to a closed peer is EPIPE */
+	/* A write to a closed peer is EPIPE; restored in teardown, so that
+	 * CK_FORK=no leaves the process as it found it. */
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+
+	sigaction(SIGPIPE, &ign, &old_pipe);
 	fds_before = tu_count_fds();
 	tu_loop_init(&loop, NULL);
 	lfd = halo_net_listen("127.0.0.1", 0, NULL);
@@ -65,6 +71,7 @@ static void teardown(void)
 		ck_assert_int_eq(httpd_stop(&h, 0), 0);
 	close(lfd);
 	tu_loop_close(&loop);
+	sigaction(SIGPIPE, &old_pipe, NULL);
 	ck_assert_int_eq(tu_count_fds(), fds_before);
 }
 
