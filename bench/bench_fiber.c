@@ -94,7 +94,8 @@ static int64_t one_nop(halo_loop *loop, void *arg)
 	return halo_fut_join(halo_nop(loop));
 }
 
-static double spawn_nop_join_ns(long n)
+/* Spawn fibers running body 256 at a time, then join them. */
+static double spawn256_join256(long n, halo_fiber_fn body)
 {
 	enum { B = 256 };
 	halo_loop loop;
@@ -105,7 +106,7 @@ static double spawn_nop_join_ns(long n)
 	t0 = bench_now_ns();
 	for (long i = 0; i < n; i += B) {
 		for (int k = 0; k < B; k++)
-			f[k] = halo_spawn(&loop, one_nop, NULL);
+			f[k] = halo_spawn(&loop, body, NULL);
 		for (int k = 0; k < B; k++)
 			halo_fut_join(f[k]);
 	}
@@ -114,24 +115,14 @@ static double spawn_nop_join_ns(long n)
 	return (double)dt / (double)n;
 }
 
+static double spawn_nop_join_ns(long n)
+{
+	return spawn256_join256(n, one_nop);
+}
+
 static double spawn_batch_join_ns(long n)
 {
-	enum { B = 256 };
-	halo_loop loop;
-	halo_fut *f[B];
-	uint64_t t0, dt;
-
-	halo_loop_init(&loop, NULL);
-	t0 = bench_now_ns();
-	for (long i = 0; i < n; i += B) {
-		for (int k = 0; k < B; k++)
-			f[k] = halo_spawn(&loop, ret0, NULL);
-		for (int k = 0; k < B; k++)
-			halo_fut_join(f[k]);
-	}
-	dt = bench_now_ns() - t0;
-	halo_loop_close(&loop);
-	return (double)dt / (double)n;
+	return spawn256_join256(n, ret0);
 }
 
 static void *raw_main_sp, *raw_peer_sp;
