@@ -5,6 +5,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -172,6 +173,60 @@ static int setup_ring(halo_loop *loop)
 	return r;
 }
 
+static const char *const feature_names[] = {
+	"recv_bundle", "pbuf_inc", "send_bundle", "send_zc", "cqe_skip",
+	"no_sqarray", "min_wait", "fixed_bufs", "iopoll", "msg_ring",
+};
+
+const char *halo_feature_name(unsigned bit)
+{
+	for (unsigned i = 0; i < sizeof(feature_names) / sizeof(*feature_names);
+	     i++)
+		if (bit == 1u << i)
+			return feature_names[i];
+	return NULL;
+}
+
+unsigned halo_loop_features(const halo_loop *loop)
+{
+	return loop->features;
+}
+
+/* HALO_FEATURES_OFF="all" or "name,name": features to leave unused. An
+ * unknown name is ignored, so that a list written for a newer halo still
+ * runs. */
+static unsigned features_off_env(void)
+{
+	const char *s = getenv("HALO_FEATURES_OFF");
+	unsigned off = 0;
+
+	if (!s)
+		return 0;
+	while (*s) {
+		size_t n = strcspn(s, ",");
+
+		if (n == 3 && !strncmp(s, "all", 3))
+			off |= HALO_FEAT_ALL;
+		for (unsigned i = 0;
+		     i < sizeof(feature_names) / sizeof(*feature_names); i++)
+			if (strlen(feature_names[i]) == n &&
+			    !strncmp(s, feature_names[i], n))
+				off |= 1u << i;
+		s += n;
+		if (*s == ',')
+			s++;
+	}
+	return off;
+}
+
+/* Features the kernel has, found by the probes; what the user switched off
+ * is masked out afterwards, so every user of a feature reads one bit. */
+static unsigned probe_features(halo_loop *loop)
+{
+	(void)loop;
+	return 0;
+}
+
 int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 {
 	int r;
@@ -191,6 +246,8 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 		set_error(loop, "invalid options");
 		return -EINVAL;
 	}
+	/* Known before the ring is set up: some features are setup flags. */
+	loop->opts.features_off |= features_off_env();
 	loop->owner = pthread_self();
 	loop->ready_tail = &loop->ready_head;
 	loop->later_tail = &loop->later_head;
@@ -201,6 +258,7 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 		return r;
 	}
 	halo__timers_init(loop);
+	loop->features = probe_features(loop) & ~loop->opts.features_off;
 	return 0;
 }
 

@@ -25,11 +25,30 @@ typedef struct halo_loop_opts {
 	unsigned setup_flags;	 /* HALO_SETUP_* to restrict ring features */
 	uint64_t busy_poll_ns;	 /* spin this long after the last I/O before
 				    sleeping in io_uring_enter; 0: never */
+	unsigned features_off;	 /* HALO_FEAT_* never to use, even where the
+				    kernel has them (tests, comparisons) */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */
 #define HALO_SETUP_NO_DEFER_TASKRUN (1u << 0)
 #define HALO_SETUP_NO_COOP_TASKRUN (1u << 1)
+
+/* Kernel features halo uses where the kernel has them. Each is probed at
+ * halo_loop_init() and falls back cleanly; halo_loop_features() says which
+ * are active. opts.features_off, or the environment variable
+ * HALO_FEATURES_OFF (a comma-separated list of names, or "all"), switches
+ * them off, as on an older kernel. */
+#define HALO_FEAT_RECV_BUNDLE (1u << 0) /* multishot recv bundles, 6.10 */
+#define HALO_FEAT_PBUF_INC (1u << 1)	/* incremental ring buffers, 6.12 */
+#define HALO_FEAT_SEND_BUNDLE (1u << 2) /* send bundles from a ring, 6.10 */
+#define HALO_FEAT_SEND_ZC (1u << 3)	/* zero-copy send, 6.0 */
+#define HALO_FEAT_CQE_SKIP (1u << 4)	/* CQE_SKIP_SUCCESS on internal SQEs */
+#define HALO_FEAT_NO_SQARRAY (1u << 5)	/* ring without the SQ index array */
+#define HALO_FEAT_MIN_WAIT (1u << 6)	/* enter's minimum-wait timeout, 6.12 */
+#define HALO_FEAT_FIXED_BUFS (1u << 7)	/* registered buffers, READ/WRITE_FIXED */
+#define HALO_FEAT_IOPOLL (1u << 8)	/* a polled ring for O_DIRECT */
+#define HALO_FEAT_MSG_RING (1u << 9)	/* IORING_OP_MSG_RING between loops */
+#define HALO_FEAT_ALL ((1u << 10) - 1)
 
 /* Counters that tests and benchmarks read through halo_loop_stats(). */
 typedef struct halo_stats {
@@ -95,6 +114,7 @@ struct halo_loop {
 	int hooks_busy;
 	int cq_overflowed;
 	int woken; /* a loop-driving wait's future completed this tick */
+	unsigned features; /* HALO_FEAT_* active on this loop */
 	struct halo_fiber *cur_fiber;
 	void *sched_sp; /* the loop's stack pointer while a fiber runs */
 	void *sched_fake_stack;
@@ -152,6 +172,14 @@ HALO_API void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook);
 
 /* Run fn(arg) from the ready queue, on the next pass. Returns 0 or -ENOMEM. */
 HALO_API int halo_loop_post(halo_loop *loop, void (*fn)(void *arg), void *arg);
+
+/* The HALO_FEAT_* bits active on loop: probed at init, minus those
+ * switched off. */
+HALO_API unsigned halo_loop_features(const halo_loop *loop);
+
+/* The name of one HALO_FEAT_* bit ("recv_bundle", ...), or NULL for a bit
+ * that names no feature. */
+HALO_API const char *halo_feature_name(unsigned bit);
 
 /* CLOCK_MONOTONIC now, in nanoseconds. */
 HALO_API uint64_t halo_now_ns(void);

@@ -277,6 +277,39 @@ START_TEST(test_invalid_options_are_einval)
 }
 END_TEST
 
+START_TEST(test_features_are_named_and_can_be_switched_off)
+{
+	halo_loop l;
+	halo_loop_opts o = {.features_off = HALO_FEAT_ALL};
+	unsigned all = 0;
+
+	for (unsigned b = 1; b; b <<= 1) {
+		const char *name = halo_feature_name(b);
+
+		ck_assert_int_eq(name != NULL, (b & HALO_FEAT_ALL) != 0);
+		if (name)
+			all |= b;
+	}
+	ck_assert_uint_eq(all, HALO_FEAT_ALL);
+	ck_assert_str_eq(halo_feature_name(HALO_FEAT_RECV_BUNDLE),
+			 "recv_bundle");
+
+	ck_assert_int_eq(halo_loop_init(&l, NULL), 0);
+	ck_assert_uint_eq(halo_loop_features(&l) & ~HALO_FEAT_ALL, 0);
+	ck_assert_int_eq(halo_loop_close(&l), 0);
+
+	ck_assert_int_eq(halo_loop_init(&l, &o), 0);
+	ck_assert_uint_eq(halo_loop_features(&l), 0);
+	ck_assert_int_eq(halo_loop_close(&l), 0);
+
+	setenv("HALO_FEATURES_OFF", "nonsense,all", 1);
+	ck_assert_int_eq(halo_loop_init(&l, NULL), 0);
+	unsetenv("HALO_FEATURES_OFF");
+	ck_assert_uint_eq(halo_loop_features(&l), 0);
+	ck_assert_int_eq(halo_loop_close(&l), 0);
+}
+END_TEST
+
 /* A seccomp filter that makes io_uring_setup fail with err, as container
  * runtimes' default profiles do with EPERM. For a child: it lasts as long
  * as the process. */
@@ -430,6 +463,7 @@ Suite *loop_suite(void)
 	tcase_add_test(tc, test_busy_poll_spins_for_its_window_then_sleeps);
 	tcase_add_test(tc, test_tiny_cq_with_10000_nops_loses_nothing);
 	tcase_add_test(tc, test_invalid_options_are_einval);
+	tcase_add_test(tc, test_features_are_named_and_can_be_switched_off);
 	tcase_add_test(tc, test_init_without_io_uring_names_the_cause);
 	suite_add_tcase(s, tc);
 	return s;
