@@ -80,7 +80,8 @@ struct halo_stream {
 	halo_stream_item *ring;
 	uint32_t cap, head, n;
 	bool started, ended, failing, cut_up, closed, user_cancel, pumping,
-	    again, kick_posted, fin_posted, fresh, took;
+	    again, fresh, took;
+	halo_post kick_post, fin_post; /* need no memory to post */
 	int err;
 	uint64_t err_idx;
 	char err_stage[32];
@@ -426,12 +427,7 @@ static void posted_kick(void *arg);
  * start their successors and reach the consumer in one go. */
 static void kick_later(halo_stream *s)
 {
-	if (s->kick_posted)
-		return;
-	if (halo_loop_post(s->loop, posted_kick, s) == 0)
-		s->kick_posted = true;
-	else
-		kick(s);
+	halo_loop_post_embedded(s->loop, &s->kick_post, posted_kick, s);
 }
 
 static slot *slot_get(halo_stream *s)
@@ -1094,22 +1090,14 @@ static void pump(halo_stream *s)
 
 static void posted_kick(void *arg)
 {
-	halo_stream *s = arg;
-
-	s->kick_posted = false;
-	kick(s);
+	kick(arg);
 }
 
 static void kick(halo_stream *s)
 {
 	if (s->loop->cur_fiber) {
-		if (s->kick_posted)
-			return;
-		if (halo_loop_post(s->loop, posted_kick, s) == 0) {
-			s->kick_posted = true;
-			return;
-		}
-		/* Out of memory for the post: pumping here beats a stall. */
+		halo_loop_post_embedded(s->loop, &s->kick_post, posted_kick, s);
+		return;
 	}
 	if (s->pumping) {
 		s->again = true;
@@ -1384,7 +1372,7 @@ halo_stream *halo_stream_unbatch(halo_stream *up, const halo_stream_opts *opts)
 static bool chain_busy(halo_stream *s)
 {
 	for (halo_stream *x = s; x; x = x->up)
-		if (x->pumping || x->kick_posted || x->pending)
+		if (x->pumping || halo_post_is_queued(&x->kick_post) || x->pending)
 			return true;
 	return false;
 }
@@ -1424,7 +1412,6 @@ static void finalize(void *arg)
 {
 	halo_stream *s = arg;
 
-	s->fin_posted = false;
 	if (chain_busy(s)) {
 		post_finalize(s);
 		return;
@@ -1448,11 +1435,7 @@ static void finalize(void *arg)
 
 static void post_finalize(halo_stream *s)
 {
-	if (s->fin_posted)
-		return;
-	if (halo_loop_post(s->loop, finalize, s) == 0)
-		s->fin_posted = true;
-	/* else: out of memory; the chain stays until the loop closes. */
+	halo_loop_post_embedded(s->loop, &s->fin_post, finalize, s);
 }
 
 static void sink_cancel(halo_fut *f, void *arg)
@@ -1475,10 +1458,7 @@ static halo_fut *sink_start(halo_stream *s, const char *file, int line)
 	s->out = halo_fut_ref(f);
 	halo_fut_set_cancel(f, sink_cancel, s);
 	/* Start from the ready queue, never inside this call. */
-	if (halo_loop_post(s->loop, posted_kick, s) == 0)
-		s->kick_posted = true;
-	else
-		kick(s);
+	halo_loop_post_embedded(s->loop, &s->kick_post, posted_kick, s);
 	return f;
 }
 
@@ -1612,7 +1592,8 @@ int halo_stream_close(halo_stream *s)
 		s->user_cancel = true;
 		stage_fail(s, -ECANCELED, s->in_n, s->name, "closed");
 	}
-	if (s->ended && !s->fin_posted && !s->loop->cur_fiber &&
+	if (s->ended && !halo_post_is_queued(&s->fin_post) &&
+	    !s->loop->cur_fiber &&
 	    !chain_busy(s)) {
 		finalize(s);
 		return 0;

@@ -459,18 +459,48 @@ void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook)
 	hook->next = hook->prev = NULL;
 }
 
+void halo_post_init(halo_post *p)
+{
+	memset(p, 0, sizeof(*p));
+}
+
+static void run_embedded(halo_task *t)
+{
+	halo_post *p = (halo_post *)t;
+
+	p->is_queued = 0;
+	p->fn(p->arg);
+}
+
+int halo_loop_post_embedded(halo_loop *loop, halo_post *p,
+			    void (*fn)(void *arg), void *arg)
+{
+	if (p->is_queued)
+		return -EBUSY;
+	p->task.fn = run_embedded;
+	p->fn = fn;
+	p->arg = arg;
+	p->is_queued = 1;
+	halo__ready_push(loop, &p->task);
+	return 0;
+}
+
+int halo_post_is_queued(const halo_post *p)
+{
+	return p->is_queued;
+}
+
+/* An allocated post: the embedded one, plus the loop to free it to. */
 struct post {
-	halo_task task;
+	halo_post post;
 	halo_loop *loop;
-	void (*fn)(void *arg);
-	void *arg;
 };
 
 static void run_post(halo_task *t)
 {
 	struct post *p = (struct post *)t;
-	void (*fn)(void *) = p->fn;
-	void *arg = p->arg;
+	void (*fn)(void *) = p->post.fn;
+	void *arg = p->post.arg;
 
 	halo_mem_free(p->loop, p, sizeof(*p));
 	fn(arg);
@@ -482,11 +512,11 @@ int halo_loop_post(halo_loop *loop, void (*fn)(void *arg), void *arg)
 
 	if (!p)
 		return -ENOMEM;
-	p->task.fn = run_post;
+	p->post.task.fn = run_post;
+	p->post.fn = fn;
+	p->post.arg = arg;
 	p->loop = loop;
-	p->fn = fn;
-	p->arg = arg;
-	halo__ready_push(loop, &p->task);
+	halo__ready_push(loop, &p->post.task);
 	return 0;
 }
 

@@ -173,6 +173,29 @@ HALO_API void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook);
 /* Run fn(arg) from the ready queue, on the next pass. Returns 0 or -ENOMEM. */
 HALO_API int halo_loop_post(halo_loop *loop, void (*fn)(void *arg), void *arg);
 
+/* A post the caller embeds in its own object, so that posting never needs
+ * memory: for work that must still get done when allocation fails (a stop,
+ * a close, a wakeup). Zero it, or set it up with halo_post_init(). */
+typedef struct halo_post {
+	halo_task task;
+	void (*fn)(void *arg);
+	void *arg;
+	int is_queued;
+} halo_post;
+
+/* Make p ready for halo_loop_post_embedded(); a zeroed halo_post is too. */
+HALO_API void halo_post_init(halo_post *p);
+
+/* Queue p to run fn(arg) from the ready queue, on the next pass; never
+ * allocates. p must stay valid until fn has been called; it may be queued
+ * again from fn. Returns 0, or -EBUSY if p is already queued (fn and arg
+ * are left as they were, and it still runs once). */
+HALO_API int halo_loop_post_embedded(halo_loop *loop, halo_post *p,
+				     void (*fn)(void *arg), void *arg);
+
+/* True while p is queued and its fn has not run yet. */
+HALO_API int halo_post_is_queued(const halo_post *p);
+
 /* The HALO_FEAT_* bits active on loop: probed at init, minus those
  * switched off. */
 HALO_API unsigned halo_loop_features(const halo_loop *loop);

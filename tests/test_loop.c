@@ -212,6 +212,47 @@ START_TEST(test_post_runs_later_not_inline)
 }
 END_TEST
 
+struct requeue {
+	halo_loop *loop;
+	halo_post post;
+	int runs;
+};
+
+static void requeue_fn(void *arg)
+{
+	struct requeue *r = arg;
+
+	/* Queued again from its own fn: allowed, and runs on a later pass. */
+	if (++r->runs < 3)
+		ck_assert_int_eq(halo_loop_post_embedded(r->loop, &r->post,
+							 requeue_fn, r),
+				 0);
+}
+
+START_TEST(test_embedded_post_needs_no_memory_and_runs_once_per_queueing)
+{
+	struct requeue r = {.loop = &loop};
+	halo_stats before, after;
+
+	halo_post_init(&r.post);
+	halo_loop_stats(&loop, &before);
+	ck_assert_int_eq(halo_loop_post_embedded(&loop, &r.post, requeue_fn,
+						 &r),
+			 0);
+	ck_assert(halo_post_is_queued(&r.post));
+	/* A second post of the same object while queued is refused. */
+	ck_assert_int_eq(halo_loop_post_embedded(&loop, &r.post, requeue_fn,
+						 &r),
+			 -EBUSY);
+	ck_assert_int_eq(r.runs, 0);
+	ck_assert_int_eq(halo_loop_run(&loop), 0);
+	ck_assert_int_eq(r.runs, 3);
+	ck_assert(!halo_post_is_queued(&r.post));
+	halo_loop_stats(&loop, &after);
+	ck_assert_uint_eq(after.pool_allocs, before.pool_allocs);
+}
+END_TEST
+
 static void stop_fn(void *arg)
 {
 	halo_loop_stop(arg);
@@ -452,6 +493,8 @@ Suite *loop_suite(void)
 	tcase_add_test(tc, test_one_enter_for_a_tick_of_100_ops);
 	tcase_add_test(tc, test_prepare_hook_sqes_ride_the_same_enter);
 	tcase_add_test(tc, test_post_runs_later_not_inline);
+	tcase_add_test(tc,
+		       test_embedded_post_needs_no_memory_and_runs_once_per_queueing);
 	tcase_add_test(tc, test_stop_returns_from_run);
 	tcase_add_test(tc, test_no_heap_allocation_per_op_after_warmup);
 	tcase_add_test(tc, test_pool_memory_sizes_and_alignment);
