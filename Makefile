@@ -136,7 +136,7 @@ deps:
 # module, each run with one allocation after another failed, on the
 # sanitizer build with fault injection.
 # (x_*: programs that still fail, swept only on request: run.sh -P x_...)
-FAULT_PROG_SRC := $(wildcard tests/fault/p_*.c tests/fault/x_*.c)
+FAULT_PROG_SRC := $(wildcard tests/fault/p_*.c)
 FAULT_PROG_BIN := $(FAULT_PROG_SRC:tests/fault/%.c=$(BUILD)/tests/fault/%)
 FAULT_BUILD := build/san-fault
 # FAULTSWEEP_ARGS: see tests/fault/run.sh -h; the default fails each point

@@ -288,6 +288,8 @@ struct halo_bufring {
 			     0 not known yet */
 	uint64_t pauses;
 	unsigned handles; /* recvs that may still touch the ring */
+	void (*on_idle)(halo_bufring *br, void *arg);
+	void *on_idle_arg;
 	halo_op **owner;  /* per bid: the recv that handed it out, or NULL */
 	halo_op *starved; /* recvs parked on -ENOBUFS, oldest first */
 	halo_op *starved_tail;
@@ -377,6 +379,13 @@ uint64_t halo_bufring_pauses(const halo_bufring *br)
 unsigned halo_bufring_handles(const halo_bufring *br)
 {
 	return br->handles;
+}
+
+void halo_bufring_on_idle(halo_bufring *br,
+			  void (*fn)(halo_bufring *br, void *arg), void *arg)
+{
+	br->on_idle = fn;
+	br->on_idle_arg = arg;
 }
 
 int halo_bufring_free(halo_bufring *br)
@@ -479,7 +488,8 @@ static void ring_unhook(struct recv_ms *s)
 	if (s->state & MS_UNHOOKED)
 		return;
 	s->state |= MS_UNHOOKED;
-	s->br->handles--;
+	if (--s->br->handles == 0 && s->br->on_idle)
+		s->br->on_idle(s->br, s->br->on_idle_arg);
 }
 
 /* End a recv. Every caller is past the recv's last CQE (or it was never

@@ -145,6 +145,14 @@ HALO_API uint64_t halo_bufring_pauses(const halo_bufring *br);
  * come after a stop, or with buffers not given back. */
 HALO_API unsigned halo_bufring_handles(const halo_bufring *br);
 
+/* Call fn(br, arg) each time halo_bufring_handles(br) drops to 0, so that
+ * whoever waits to free the ring (a server's stop) learns it without
+ * polling. It runs from the loop (the reap of a recv's last CQE, or the
+ * call that gave back its last buffer); fn may free br. NULL fn: none. */
+HALO_API void halo_bufring_on_idle(halo_bufring *br,
+				   void (*fn)(halo_bufring *br, void *arg),
+				   void *arg);
+
 /* Unregister and free br. Every multishot recv on it must be over first
  * (halo_bufring_handles() == 0: stopped, its last CQE reaped, its buffers
  * given back), or the loop closing or closed. Returns 0, -EBUSY (then br is

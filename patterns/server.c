@@ -573,10 +573,10 @@ static void conn_free(halo_conn *c)
 static void check_stopped(halo_server *s)
 {
 	if (!s->stopping || s->conns || s->closing_n || s->acc || s->backoff ||
-	    !s->stopped || halo_fut_is_done(s->stopped))
+	    halo_fut_is_done(s->stopped))
 		return;
-	/* Stopped recvs may still have a CQE to come: the flush hook looks
-	 * again each tick until the ring is theirs no more. */
+	/* Stopped recvs may still have a CQE to come: ring_idle looks again
+	 * once the ring is theirs no more. */
 	if (halo_bufring_handles(s->br))
 		return;
 	if (s->drain) {
@@ -592,6 +592,16 @@ static void check_stopped(halo_server *s)
 		s->timer = NULL;
 	}
 	halo_fut_resolve(s->stopped, 0, NULL);
+}
+
+/* The last stopped recv let go of the ring: the stop may be over. */
+static void ring_idle(halo_bufring *br, void *arg)
+{
+	halo_server *s = arg;
+
+	(void)br;
+	if (s->stopping)
+		check_stopped(s);
 }
 
 static void on_closed(halo_fut *f, void *arg)
@@ -899,13 +909,22 @@ static halo_server *start(halo_loop *loop, int lfd, int own,
 				 s->o.buf_size, &r);
 	if (!s->br)
 		goto fail_arrays;
+	halo_bufring_on_idle(s->br, ring_idle, s);
+	/* Made now, so that a stop never needs memory: a server short of it
+	 * must still be able to stop and be freed. */
+	s->stopped = halo_fut_new(loop);
+	if (!s->stopped)
+		goto fail_ring;
+	halo_fut_consume(s->stopped); /* the server's own reference */
 	s->acc = halo_accept_ms_start(loop, lfd, SOCK_CLOEXEC, on_accept, s);
 	if (!s->acc) {
 		r = -ENOMEM;
-		goto fail_ring;
+		goto fail_stopped;
 	}
 	halo_loop_prepare_add(loop, &s->hook, flush_hook, s);
 	return s;
+fail_stopped:
+	halo_fut_release(s->stopped);
 fail_ring:
 	halo_bufring_free(s->br);
 fail_arrays:
@@ -981,12 +1000,8 @@ halo_fut *halo_server_stop(halo_server *s, uint64_t drain_ns)
 {
 	halo_conn *c, *next;
 
-	if (s->stopped)
+	if (s->stopping)
 		return halo_fut_ref(s->stopped);
-	s->stopped = halo_fut_new(s->loop);
-	if (!s->stopped)
-		return NULL;
-	halo_fut_consume(s->stopped); /* the server's own reference */
 	s->stopping = 1;
 	if (s->acc) {
 		halo_accept_ms_stop(s->acc);
@@ -1021,7 +1036,7 @@ int halo_server_free(halo_server *s)
 {
 	halo_loop *loop = s->loop;
 
-	if (!s->stopped || !halo_fut_is_done(s->stopped))
+	if (!s->stopping || !halo_fut_is_done(s->stopped))
 		return -EBUSY;
 	halo_loop_prepare_remove(loop, &s->hook);
 	halo_fut_release(s->stopped);

@@ -129,8 +129,8 @@ HALO_API int halo_server_port(const halo_server *s);
  * drain_ns from now close the rest (fibers cancelled, sends cancelled).
  * Returns a future (caller owns a reference) that completes with 0 once
  * every connection is closed and the kernel let go of its buffers; a second
- * call returns a new reference to the same future. NULL when out of
- * memory. */
+ * call returns a new reference to the same future. Needs no memory: it
+ * works, and never returns NULL, even when allocation fails. */
 HALO_API halo_fut *halo_server_stop(halo_server *s, uint64_t drain_ns);
 
 /* Free a server whose stop completed. Returns 0, or -EBUSY before that. */

@@ -532,6 +532,65 @@ START_TEST(test_bufring_free_waits_for_a_stopped_recv)
 }
 END_TEST
 
+static int idle_calls;
+
+static void free_when_idle(halo_bufring *br, void *arg)
+{
+	(void)arg;
+	idle_calls++;
+	ck_assert_uint_eq(halo_bufring_handles(br), 0);
+	ck_assert_int_eq(halo_bufring_free(br), 0);
+}
+
+/* Whoever waits to free a ring hears when its last recv let go of it, from
+ * the reap of a stopped recv's last CQE or from the last buffer given
+ * back, and may free it right there. */
+START_TEST(test_bufring_on_idle_tells_when_the_last_recv_let_go)
+{
+	struct stream s = { 0 };
+	halo_bufring *quiet;
+	int sv[2], qv[2], err = 0;
+	halo_recv_ms *h, *q;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+			 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qv),
+			 0);
+	idle_calls = 0;
+	/* Stopped with nothing held: the last CQE's reap lets go. */
+	quiet = halo_bufring_new(&loop, 6, 8, 1024, &err);
+	ck_assert_ptr_nonnull(quiet);
+	halo_bufring_on_idle(quiet, free_when_idle, NULL);
+	q = halo_recv_ms_start(&loop, qv[0], quiet, stream_cb, &s);
+	ck_assert_ptr_nonnull(q);
+	halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(halo_recv_ms_stop(q), 0);
+	ck_assert_int_eq(idle_calls, 0);
+	run_until_idle();
+	ck_assert_int_eq(idle_calls, 1);
+
+	/* Stopped with a buffer out: the last buffer given back lets go. */
+	s.br = halo_bufring_new(&loop, 5, 8, 1024, &err);
+	ck_assert_ptr_nonnull(s.br);
+	halo_bufring_on_idle(s.br, free_when_idle, NULL);
+	h = halo_recv_ms_start(&loop, sv[0], s.br, stream_cb, &s);
+	ck_assert_ptr_nonnull(h);
+	ck_assert_int_eq(write(sv[1], "abc", 3), 3);
+	while (!s.held)
+		halo_loop_run_once(&loop);
+	ck_assert_int_eq(halo_recv_ms_stop(h), 0);
+	run_until_idle();
+	ck_assert_int_eq(idle_calls, 1);
+	while (s.held)
+		halo_bufring_return(s.br, s.hold[--s.held]);
+	ck_assert_int_eq(idle_calls, 2);
+	close(sv[0]);
+	close(sv[1]);
+	close(qv[0]);
+	close(qv[1]);
+}
+END_TEST
+
 Suite *net_suite(void)
 {
 	Suite *s = suite_create("net");
@@ -548,6 +607,7 @@ Suite *net_suite(void)
 	tcase_add_test(tc, test_multishot_recv_two_buffers_delivers_10mib_in_order);
 	tcase_add_test(tc, test_multishot_recv_peer_reset_and_stop);
 	tcase_add_test(tc, test_bufring_free_waits_for_a_stopped_recv);
+	tcase_add_test(tc, test_bufring_on_idle_tells_when_the_last_recv_let_go);
 	tcase_add_test(tc, test_cancelled_accept_leaks_no_fd);
 	tcase_add_test(tc, test_loop_close_ends_live_multishots);
 	suite_add_tcase(s, tc);

@@ -1,5 +1,5 @@
 /* Sweep program: channels, retry with backoff, the circuit breaker and
- * sagas. (Streams are in x_stream.c.) */
+ * sagas. (Streams are in p_stream.c.) */
 #include <errno.h>
 #include <string.h>
 

@@ -11,8 +11,7 @@
 #               [-j jobs] [-t seconds] [-p] [-d outdir]
 #   -b  build directory with tests/fault/p_* (default build/san-fault)
 #   -k  kinds to sweep (default "heap slot refill stack")
-#   -P  programs to sweep (default: every p_*, e.g. "p_core p_agg"; the
-#       x_* programs still fail and run only when named here)
+#   -P  programs to sweep (default: every p_*, e.g. "p_core p_agg")
 #   -e  run every e-th point only (default 1: all); -o the first (default 1)
 #   -j  runs at a time (default 2)
 #   -t  seconds before a run counts as hung (default 20)

@@ -1,8 +1,7 @@
-/* Sweep program, not in the default sweep (run.sh -P x_stream): streams
- * (sources, map, filter, batch, take, flat_map, buffer_ahead, for_each,
- * collect, a failing stage). It still fails: stream.c defers its kicks and
- * its end with halo_loop_post, and a post that finds no memory leaves the
- * chain unfinished, its consumer's future pending for good (-EDEADLK). */
+/* Sweep program: streams (sources, map, filter, batch, take, flat_map,
+ * buffer_ahead, for_each, collect, a failing stage). Streams post their
+ * kicks and their end with an embedded post, which needs no memory, so even
+ * a persistent shortage ends every chain. */
 #include <errno.h>
 #include <string.h>
 
