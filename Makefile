@@ -124,10 +124,12 @@ $(BUILD)/tests/main.o: tests/main.c $(BUILD)/tests/suites.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/tests -c -o $@ $<
 
+# -rdynamic: the stall detector's tests find an exported callback's name
+# with dladdr(), as a user's program linked the same way would.
 $(TEST_BIN): $(TEST_OBJ) $(BUILD)/libhalo.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SANFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libhalo.a \
-		$(CHECK_LIBS) $(LDLIBS)
+		$(CHECK_LIBS) $(LDLIBS) -rdynamic
 
 deps:
 	$(Q)sh .ci/deps check

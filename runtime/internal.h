@@ -83,6 +83,7 @@ struct halo__timer {
 	struct halo_fut fut;
 	uint32_t idx; /* position in the heap, UINT32_MAX when not in it */
 	uint32_t seq; /* creation order, for equal deadlines */
+	uint64_t born_ns; /* creation time, with histograms on (hist.c) */
 };
 
 struct halo__timer_ent {
@@ -120,6 +121,12 @@ struct halo_op {
 		uint64_t u64[HALO_OP_META / 8];
 		unsigned char bytes[HALO_OP_META];
 	} meta;
+	/* Written only with histograms on (hist.c): when the enter that
+	 * submitted the op was made, its opcode, and whether its first CQE is
+	 * still to be measured. */
+	uint64_t hist_ns;
+	uint8_t hist_opcode;
+	uint8_t hist_armed;
 };
 
 /* --- futures (fut.c) --- */
@@ -210,6 +217,42 @@ void halo__stacks_close(halo_loop *loop);
 void halo__fiber_own(struct halo_fiber *fb, halo_op *op);
 /* The kernel let go of an owned op (its last CQE was reaped). */
 void halo__fiber_op_ended(halo_op *op);
+
+/* --- stall detector (stall.c): each call sits behind
+ * if (unlikely(loop->stall)), which is NULL when the detector is off --- */
+int halo__stall_init(halo_loop *loop);
+void halo__stall_close(halo_loop *loop);
+/* Run the ready task t, measured. */
+void halo__stall_task(halo_loop *loop, halo_task *t);
+/* The running task calls the user callback fn now: it is the origin of
+ * what follows. */
+void halo__stall_callback(halo_loop *loop, const void *fn);
+/* The callback that runs now is a wrapper of fn: name fn instead. */
+void halo__stall_origin(halo_loop *loop, const void *fn);
+/* Run the prepare hook h, measured; returns what h returned. */
+int halo__stall_hook(halo_loop *loop, halo_hook *h);
+/* A fiber is switched in; returns the time. */
+uint64_t halo__stall_slice_in(halo_loop *loop);
+/* The fiber of from hands the CPU straight to another fiber. */
+void halo__stall_slice_switch(halo_loop *loop, halo_fut *from);
+/* Back on the scheduler from the fiber of fiber, switched in at t0. */
+void halo__stall_slice_out(halo_loop *loop, halo_fut *fiber, uint64_t t0);
+
+/* --- histograms (hist.c): each call sits behind
+ * if (unlikely(loop->hist)), which is NULL when they are off --- */
+int halo__hist_init(halo_loop *loop);
+void halo__hist_close(halo_loop *loop);
+void halo__hist_tick_begin(halo_loop *loop);
+void halo__hist_tick_end(halo_loop *loop);
+/* Before the SQ is flushed to the kernel: stamp the ops it submits. */
+void halo__hist_submit(halo_loop *loop);
+/* After io_uring_enter returned; wait_nr is what it waited for. */
+void halo__hist_entered(halo_loop *loop, unsigned wait_nr);
+/* A CQE of op was reaped. */
+void halo__hist_cqe(halo_loop *loop, halo_op *op);
+/* A timer created at born_ns (0: unknown) with deadline expired at now. */
+void halo__hist_timer(halo_loop *loop, uint64_t born_ns, uint64_t deadline,
+		      uint64_t now);
 
 /* --- pools (pool.c) --- */
 int halo__pools_init(halo_loop *loop);

@@ -259,6 +259,14 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 	}
 	halo__timers_init(loop);
 	loop->features = probe_features(loop) & ~loop->opts.features_off;
+	if (halo__stall_init(loop) < 0 || halo__hist_init(loop) < 0) {
+		halo__stall_close(loop);
+		io_uring_queue_exit(&loop->ring);
+		halo__pools_close(loop);
+		set_error(loop, "no memory for the stall detector or the "
+				"histograms");
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -296,7 +304,10 @@ static void run_ready(halo_loop *loop)
 		loop->ready_head = t->next;
 		if (!loop->ready_head)
 			loop->ready_tail = &loop->ready_head;
-		t->fn(t);
+		if (unlikely(loop->stall))
+			halo__stall_task(loop, t);
+		else
+			t->fn(t);
 	}
 	loop->in_callback--;
 }
@@ -310,7 +321,8 @@ static int run_hooks(halo_loop *loop)
 	loop->in_callback++;
 	for (h = loop->hooks; h; h = next) {
 		next = h->next;
-		if (h->fn(loop, h->arg) > 0)
+		if (unlikely(loop->stall) ? halo__stall_hook(loop, h) > 0
+					  : h->fn(loop, h->arg) > 0)
 			busy = 1;
 	}
 	loop->in_callback--;
@@ -350,6 +362,8 @@ static int tick(halo_loop *loop, bool may_block)
 
 	loop->stats.ticks++;
 	loop->woken = 0;
+	if (unlikely(loop->hist))
+		halo__hist_tick_begin(loop);
 	run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
@@ -390,6 +404,8 @@ static int tick(halo_loop *loop, bool may_block)
 			halo__timers_expire(loop, halo_now_ns());
 		}
 	}
+	if (unlikely(loop->hist))
+		halo__hist_tick_end(loop);
 	return has_work(loop) ? 1 : 0;
 }
 
@@ -469,10 +485,13 @@ struct post {
 static void run_post(halo_task *t)
 {
 	struct post *p = (struct post *)t;
+	halo_loop *loop = p->loop;
 	void (*fn)(void *) = p->fn;
 	void *arg = p->arg;
 
-	halo_mem_free(p->loop, p, sizeof(*p));
+	halo_mem_free(loop, p, sizeof(*p));
+	if (unlikely(loop->stall))
+		halo__stall_callback(loop, (const void *)fn);
 	fn(arg);
 }
 
@@ -528,6 +547,8 @@ int halo_loop_close(halo_loop *loop)
 	leaked = halo__loop_report_leaks(loop);
 	halo__timers_close(loop);
 	halo__stacks_close(loop);
+	halo__stall_close(loop);
+	halo__hist_close(loop);
 	io_uring_queue_exit(&loop->ring);
 	halo__pools_close(loop);
 	return leaked;

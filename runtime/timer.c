@@ -124,6 +124,8 @@ halo_fut *halo_timer_at_(halo_loop *loop, uint64_t deadline_ns,
 	if (!t)
 		return NULL;
 	t->fut.result = 0; /* the result at expiry; see halo_fut_delayed */
+	if (unlikely(loop->hist))
+		t->born_ns = halo_now_ns();
 	t->seq = (uint32_t)h->seq++;
 	h->ent[h->n] = (struct halo__timer_ent){deadline_ns, t};
 	t->idx = h->n++;
@@ -149,6 +151,9 @@ unsigned halo__timers_expire(halo_loop *loop, uint64_t now)
 		struct halo__timer *t = h->ent[0].t;
 		bool fails = t->fut.flags & FUT_FAILS_AT_EXPIRY;
 
+		if (unlikely(loop->hist))
+			halo__hist_timer(loop, t->born_ns, h->ent[0].deadline,
+					 now);
 		heap_remove(h, 0);
 		halo__fut_complete(&t->fut,
 				   fails ? HALO_FUT_ERROR : HALO_FUT_OK,
