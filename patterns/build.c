@@ -43,23 +43,24 @@ static uint64_t stall_threshold(halo_loop *loop, const halo_build_opts *o)
 
 /* The start half held the thread: name it in the report, and tell the
  * loop's stall detector. */
-static void stalled(halo_loop *loop, halo_build_unit *u, unsigned flags,
-		    halo_build_report *rep)
+static void stalled(halo_loop *loop, halo_build_unit *u, uint64_t ns,
+		    unsigned flags, halo_build_report *rep)
 {
 	char label[128];
 
-	u->stalled = true;
 	rep->stalled_n++;
+	if (ns > rep->stalled_max_ns)
+		rep->stalled_max_ns = ns;
 	add_name(rep->stalled, sizeof(rep->stalled), u->name);
 	snprintf(label, sizeof(label), "build unit %s",
 		 u->name ? u->name : "?");
-	halo_stall_report(loop, u->start_ns, label);
+	halo_stall_report(loop, ns, label);
 	if (flags & HALO_BUILD_WARN)
 		fprintf(stderr,
 			"halo: build unit '%s' held the thread for %.1f ms in "
 			"its start half (sleep, blocking call or computation); "
 			"its latency adds up instead of overlapping\n",
-			u->name ? u->name : "?", (double)u->start_ns / 1e6);
+			u->name ? u->name : "?", (double)ns / 1e6);
 }
 
 static void start_all(halo_loop *loop, halo_build_unit *u, halo_fut **f,
@@ -70,21 +71,20 @@ static void start_all(halo_loop *loop, halo_build_unit *u, halo_fut **f,
 
 	for (size_t i = 0; i < n; i++) {
 		uint64_t before = blocking_waits(loop);
-		uint64_t t0 = halo_now_ns();
+		uint64_t t0 = halo_now_ns(), ns;
 
 		u[i].err = 0;
 		u[i].presented = false;
-		u[i].stalled = false;
 		f[i] = u[i].start(loop, u[i].arg);
-		u[i].start_ns = halo_now_ns() - t0;
+		ns = halo_now_ns() - t0;
 		u[i].blocked = blocking_waits(loop) != before;
 		if (!f[i])
 			u[i].err = -ENOMEM;
 		/* A start that waited on halo spent its time driving the
 		 * loop, not holding the thread: it is reported as blocked. */
-		if (!u[i].blocked && u[i].start_ns >= threshold) {
+		if (!u[i].blocked && ns >= threshold) {
 			u[i].blocked = true;
-			stalled(loop, &u[i], o->flags, rep);
+			stalled(loop, &u[i], ns, o->flags, rep);
 		} else if (u[i].blocked && (o->flags & HALO_BUILD_WARN)) {
 			fprintf(stderr,
 				"halo: build unit '%s' blocked in its start "

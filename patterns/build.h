@@ -34,13 +34,9 @@ typedef struct halo_build_unit {
 	int err;	    /* out: 0, the unit's -errno, -ETIMEDOUT if it
 			       missed the deadline, or present's error */
 	bool blocked;	    /* out: its start half blocked: waited on a halo
-			       future, or stalled */
+			       future, or held the thread past the stall
+			       threshold (see halo_build_opts.stall_ns) */
 	bool presented;	    /* out: present was called */
-	bool stalled;	    /* out: its start half held the thread for at
-			       least the stall threshold without waiting on
-			       halo (sleep, blocking system call, long
-			       computation) */
-	uint64_t start_ns;  /* out: how long its start half ran */
 } halo_build_unit;
 
 /* flags */
@@ -75,8 +71,11 @@ typedef struct halo_build_report {
 	size_t missed_n;   /* units cancelled by the deadline */
 	size_t blocked_n;  /* units whose start blocked (waited or stalled) */
 	char blocked[256]; /* their names, comma-separated (truncated) */
-	size_t stalled_n;  /* those of them that stalled the thread */
+	size_t stalled_n;  /* those of them that held the thread (sleep,
+			      blocking system call, long computation)
+			      without waiting on halo */
 	char stalled[256]; /* their names, comma-separated (truncated) */
+	uint64_t stalled_max_ns; /* the longest such start half */
 	char missed[256];  /* names of the units that missed the deadline */
 	/* The failed units in unit order (failed_n of them; failures[0] is
 	 * the one whose error is status), with their messages copied into

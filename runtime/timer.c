@@ -117,6 +117,9 @@ halo_fut *halo_timer_at_(halo_loop *loop, uint64_t deadline_ns,
 {
 	halo_timer_heap *h = &loop->timers;
 	struct halo__timer *t;
+	/* Before the heap grows or a slab is carved, which the caller's
+	 * deadline did not wait for either. */
+	uint64_t born = unlikely(loop->hist) ? halo_now_ns() : 0;
 
 	if (h->n == h->cap && grow(loop, h) < 0)
 		return NULL;
@@ -124,8 +127,7 @@ halo_fut *halo_timer_at_(halo_loop *loop, uint64_t deadline_ns,
 	if (!t)
 		return NULL;
 	t->fut.result = 0; /* the result at expiry; see halo_fut_delayed */
-	if (unlikely(loop->hist))
-		t->born_ns = halo_now_ns();
+	t->born_ns = born;
 	t->seq = (uint32_t)h->seq++;
 	h->ent[h->n] = (struct halo__timer_ent){deadline_ns, t};
 	t->idx = h->n++;
