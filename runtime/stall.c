@@ -8,15 +8,26 @@
  * them, so the end of one is the start of the next: one clock read per
  * callback. Fiber slices are measured on their own (switch-in to
  * switch-out) and subtracted from the segment that resumed them, so that a
- * fiber computing for 20 ms is reported once, as the fiber. */
+ * fiber computing for 20 ms is reported once, as the fiber.
+ *
+ * The clock: CLOCK_MONOTONIC costs about 60 ns a read on a KVM guest
+ * (kvm-clock), which is four times an empty callback. CLOCK_MONOTONIC_COARSE
+ * costs 4-9 ns but moves in jiffies (4 ms at HZ=250): a duration read with
+ * it is off by up to one jiffy either way. So thresholds of at least
+ * COARSE_MIN jiffies use the coarse clock (reported durations are then
+ * within a jiffy), shorter ones the precise clock. */
 #include <dlfcn.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "internal.h"
 
+#define COARSE_MIN 4
+
 struct halo__stall {
 	uint64_t threshold;
+	clockid_t clock;
 	halo_stall_fn fn;
 	void *arg;
 	uint64_t mark;	      /* start of the current segment */
@@ -26,7 +37,27 @@ struct halo__stall {
 	const void *origin;   /* the current segment's function */
 	int kind;	      /* the current segment's HALO_STALL_* */
 	int in_segment;
+	int named;	      /* a user callback of the segment's task ran */
 };
+
+static inline uint64_t now_ns(const struct halo__stall *s)
+{
+	struct timespec ts;
+
+	clock_gettime(s->clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static clockid_t pick_clock(uint64_t threshold)
+{
+	struct timespec res;
+
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 &&
+	    threshold >= COARSE_MIN * ((uint64_t)res.tv_sec * 1000000000ull +
+				       (uint64_t)res.tv_nsec))
+		return CLOCK_MONOTONIC_COARSE;
+	return CLOCK_MONOTONIC;
+}
 
 int halo__stall_init(halo_loop *loop)
 {
@@ -38,6 +69,7 @@ int halo__stall_init(halo_loop *loop)
 	if (!s)
 		return -ENOMEM;
 	s->threshold = loop->opts.stall_ns;
+	s->clock = pick_clock(s->threshold);
 	s->fn = loop->opts.stall_fn;
 	s->arg = loop->opts.stall_arg;
 	s->tick = UINT64_MAX;
@@ -99,7 +131,7 @@ static void report(halo_loop *loop, halo_stall *r)
  * (after the hook, whose own time counts for nobody). */
 static uint64_t seg_end(halo_loop *loop, struct halo__stall *s)
 {
-	uint64_t now = halo_now_ns(), d = now - s->mark;
+	uint64_t now = now_ns(s), d = now - s->mark;
 
 	d = d > s->nested ? d - s->nested : 0;
 	if (unlikely(d >= s->threshold)) {
@@ -107,7 +139,7 @@ static uint64_t seg_end(halo_loop *loop, struct halo__stall *s)
 				.fn = s->origin};
 
 		report(loop, &r);
-		now = halo_now_ns();
+		now = now_ns(s);
 	}
 	s->mark = now;
 	s->nested = 0;
@@ -119,13 +151,14 @@ static void seg_begin(halo_loop *loop, struct halo__stall *s, int kind,
 {
 	/* The last segment ended this tick: nothing ran since its end. */
 	if (s->tick != loop->stats.ticks) {
-		s->mark = halo_now_ns();
+		s->mark = now_ns(s);
 		s->tick = loop->stats.ticks;
 	}
 	s->nested = 0;
 	s->kind = kind;
 	s->origin = origin;
 	s->in_segment = 1;
+	s->named = 0;
 }
 
 void halo__stall_task(halo_loop *loop, halo_task *t)
@@ -148,7 +181,12 @@ void halo__stall_callback(halo_loop *loop, const void *fn)
 
 	if (!s->in_segment || loop->cur_fiber)
 		return;
-	seg_end(loop, s);
+	/* The task's first callback only names the segment: what ran before
+	 * it is the task's own bookkeeping. From the second on, each callback
+	 * is a segment of its own (one more clock read). */
+	if (s->named)
+		seg_end(loop, s);
+	s->named = 1;
 	s->origin = fn;
 }
 
@@ -174,13 +212,15 @@ int halo__stall_hook(halo_loop *loop, halo_hook *h)
 
 uint64_t halo__stall_slice_in(halo_loop *loop)
 {
-	return loop->stall->slice_start = halo_now_ns();
+	struct halo__stall *s = loop->stall;
+
+	return s->slice_start = now_ns(s);
 }
 
 static uint64_t slice_end(halo_loop *loop, struct halo__stall *s,
 			  halo_fut *fiber)
 {
-	uint64_t now = halo_now_ns();
+	uint64_t now = now_ns(s);
 
 	if (unlikely(now - s->slice_start >= s->threshold)) {
 		halo_stall r = {.duration_ns = now - s->slice_start,
@@ -189,7 +229,7 @@ static uint64_t slice_end(halo_loop *loop, struct halo__stall *s,
 				.line = fiber->line};
 
 		report(loop, &r);
-		now = halo_now_ns();
+		now = now_ns(s);
 	}
 	return now;
 }

@@ -93,6 +93,29 @@ START_TEST(test_stall_callback_sleeping_20ms_is_reported_once_by_name)
 }
 END_TEST
 
+static void sleep_80ms_cb(void *arg)
+{
+	(void)arg;
+	usleep(80 * 1000);
+}
+
+/* A threshold of many jiffies is read with the coarse clock: the duration
+ * is then right within a jiffy (4 ms at HZ=250, 10 ms at HZ=100). */
+START_TEST(test_stall_long_threshold_reports_within_a_jiffy)
+{
+	halo_loop l;
+	struct seen seen;
+
+	open_loop(&l, &seen, 50 * MS);
+	ck_assert_int_eq(halo_loop_post(&l, sleep_80ms_cb, NULL), 0);
+	ck_assert_int_eq(halo_loop_run(&l), 0);
+	ck_assert_int_eq(seen.n, 1);
+	ck_assert_ptr_eq(seen.last.fn, (const void *)sleep_80ms_cb);
+	ck_assert_uint_ge(seen.last.duration_ns, 70 * MS);
+	tu_loop_close(&l);
+}
+END_TEST
+
 static void sleepy_waiter(halo_fut *f, void *arg)
 {
 	(void)f;
@@ -136,11 +159,9 @@ END_TEST
 static int64_t computing_fiber(halo_loop *l, void *arg)
 {
 	(void)arg;
-	spin(1 * MS);
 	ck_assert_int_eq(halo_yield(l), 0);
 	spin(20 * MS);
 	ck_assert_int_eq(halo_yield(l), 0);
-	spin(1 * MS);
 	return 7;
 }
 
@@ -298,6 +319,7 @@ Suite *stall_suite(void)
 	tcase_add_test(tc,
 		       test_stall_callback_sleeping_20ms_is_reported_once_by_name);
 	tcase_add_test(tc, test_stall_names_the_slow_waiter_among_several);
+	tcase_add_test(tc, test_stall_long_threshold_reports_within_a_jiffy);
 	tcase_add_test(
 		tc, test_stall_fiber_computing_20ms_is_reported_once_with_spawn_site);
 	tcase_add_test(tc, test_stall_direct_switch_charges_the_right_fiber);
