@@ -76,7 +76,7 @@ EXAMPLE_DIRS := $(patsubst examples/%/,%,$(sort $(dir $(wildcard examples/*/*.c)
 EXAMPLE_BIN := $(EXAMPLE_DIRS:%=$(BUILD)/examples/%)
 
 .PHONY: all lib check bench install clean deps deps-bench layers examples \
-	benchbin fuzz cross-aarch64
+	benchbin fuzz cross-aarch64 charts
 .PHONY: faultprogs faultsweep
 all: lib examples
 
@@ -184,6 +184,7 @@ deps-bench:
 check: deps
 	$(Q)$(MAKE) --no-print-directory lib examples $(TEST_BIN)
 	$(Q)HALO_BUILD=$(BUILD) $(TEST_BIN)
+	$(Q)$(if $(TESTS),,sh tests/charts.sh)
 
 $(BUILD)/bench/%: bench/%.c $(BENCH_COMMON) $(BUILD)/libhalo.a bench/bench.h
 	@mkdir -p $(dir $@)
@@ -198,6 +199,12 @@ benchbin: lib $(BENCH_BIN) $(BENCH_AUX_BIN) examples
 bench: deps-bench
 	$(Q)$(MAKE) --no-print-directory benchbin
 	$(Q)BUILD=$(BUILD) sh bench/run.sh
+
+# SVG charts of bench/results.jsonl (or RESULTS=file) in bench/charts/,
+# from the results file alone (make bench draws them too).
+RESULTS ?= bench/results.jsonl
+charts:
+	$(Q)sh bench/charts.sh $(RESULTS) bench/charts
 
 examples: $(EXAMPLE_BIN)
 
