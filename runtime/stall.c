@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "internal.h"
@@ -92,12 +93,23 @@ int halo_stall_format(const halo_stall *s, char *buf, size_t cap)
 	case HALO_STALL_SECTION:
 		return snprintf(buf, cap, "%s", s->label ? s->label : "?");
 	default:
-		return snprintf(buf, cap, "%s %s%s(%p)",
+		break;
+	}
+	if (s->object) {
+		const char *base = strrchr(s->object, '/');
+
+		return snprintf(buf, cap, "%s %s%s(%s+0x%" PRIxPTR ")",
 				s->kind == HALO_STALL_PREPARE ? "prepare hook"
 							      : "callback",
 				s->symbol ? s->symbol : "",
-				s->symbol ? " " : "", s->fn);
+				s->symbol ? " " : "", base ? base + 1 : s->object,
+				s->offset);
 	}
+	return snprintf(buf, cap, "%s %s%s(%p)",
+			s->kind == HALO_STALL_PREPARE ? "prepare hook"
+						      : "callback",
+			s->symbol ? s->symbol : "", s->symbol ? " " : "",
+			s->fn);
 }
 
 /* Without a hook, one line on stderr, as the leak report does. */
@@ -118,9 +130,12 @@ static void report(halo_loop *loop, halo_stall *r)
 	loop->stats.stalls++;
 	if (r->duration_ns > loop->stats.stall_max_ns)
 		loop->stats.stall_max_ns = r->duration_ns;
-	if (r->fn && dladdr(r->fn, &info) && info.dli_sname &&
-	    info.dli_saddr == r->fn)
-		r->symbol = info.dli_sname;
+	if (r->fn && dladdr(r->fn, &info)) {
+		if (info.dli_sname && info.dli_saddr == r->fn)
+			r->symbol = info.dli_sname;
+		r->object = info.dli_fname;
+		r->offset = (uintptr_t)r->fn - (uintptr_t)info.dli_fbase;
+	}
 	if (s->fn)
 		s->fn(loop, r, s->arg);
 	else

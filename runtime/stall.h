@@ -31,6 +31,10 @@ typedef struct halo_stall {
 	const char *symbol;   /* fn's name by dladdr(), or NULL (a static
 				 function, or one in an executable linked
 				 without -rdynamic) */
+	const char *object;   /* the file fn lies in (dladdr()), or NULL */
+	uintptr_t offset;     /* fn's offset in object: for a function
+				 without a symbol, addr2line -f -e object
+				 offset names it */
 	const char *file;     /* a fiber's spawn site, or NULL */
 	int line;
 	const char *label;    /* what halo_stall_report() was given, or NULL */
@@ -42,8 +46,8 @@ typedef void (*halo_stall_fn)(halo_loop *loop, const halo_stall *s,
 			      void *arg);
 
 /* Describe s's origin in buf as one line, without a newline: "fiber spawned
- * at x.c:12", "callback on_read (0x...)", "prepare hook 0x...", or the
- * label. Returns what snprintf returns. */
+ * at x.c:12", "callback on_read (server+0x1a2b)", "prepare hook
+ * (libx.so+0x...)", or the label. Returns what snprintf returns. */
 HALO_API int halo_stall_format(const halo_stall *s, char *buf, size_t cap);
 
 /* The loop's stall threshold in nanoseconds, 0 when the detector is off. */

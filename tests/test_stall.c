@@ -15,6 +15,7 @@ struct seen {
 	char symbol[64];
 	char file[256];
 	char label[64];
+	char text[256];
 };
 
 static void collect(halo_loop *l, const halo_stall *s, void *arg)
@@ -30,6 +31,7 @@ static void collect(halo_loop *l, const halo_stall *s, void *arg)
 	snprintf(seen->file, sizeof(seen->file), "%s", s->file ? s->file : "");
 	snprintf(seen->label, sizeof(seen->label), "%s",
 		 s->label ? s->label : "");
+	halo_stall_format(s, seen->text, sizeof(seen->text));
 }
 
 static void open_loop(halo_loop *l, struct seen *seen, uint64_t stall_ns)
@@ -84,6 +86,8 @@ START_TEST(test_stall_callback_sleeping_20ms_is_reported_once_by_name)
 	ck_assert_int_eq(seen.last.kind, HALO_STALL_CALLBACK);
 	ck_assert_ptr_eq(seen.last.fn, (const void *)stall_test_sleepy_cb);
 	ck_assert_str_eq(seen.symbol, "stall_test_sleepy_cb");
+	ck_assert_ptr_nonnull(
+		strstr(seen.text, "callback stall_test_sleepy_cb (halo_tests+0x"));
 	ck_assert_uint_ge(seen.last.duration_ns, 20 * MS);
 	ck_assert_uint_lt(seen.last.duration_ns, 10000 * MS);
 	halo_loop_stats(&l, &st);
@@ -152,6 +156,9 @@ START_TEST(test_stall_names_the_slow_waiter_among_several)
 	ck_assert_int_eq(seen.n, 1);
 	ck_assert_ptr_eq(seen.last.fn, (const void *)sleepy_waiter);
 	ck_assert_uint_ge(seen.last.duration_ns, 20 * MS);
+	/* A static function has no dynamic symbol: the report names the
+	 * object and the offset that addr2line resolves. */
+	ck_assert_ptr_nonnull(strstr(seen.text, "callback (halo_tests+0x"));
 	tu_loop_close(&l);
 }
 END_TEST
