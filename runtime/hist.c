@@ -6,7 +6,9 @@
  * Ops are stamped when the enter that submits them is made (one clock read
  * for the whole SQ, and the opcode read from the SQE the kernel is about to
  * consume), and measured when their first CQE is reaped, against the time
- * that enter returned (one clock read for the whole batch). */
+ * that enter returned (one clock read for the whole batch). The same two
+ * clock reads give the tick's busy time: from one enter's return to the
+ * next enter, the loop runs without the kernel. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,10 +33,7 @@ struct hist {
 
 struct halo__hist {
 	struct hist *h[HALO_HIST_N]; /* made on first sample */
-	uint64_t tick_start;
-	uint64_t slept;	   /* this tick's sleep in io_uring_enter */
-	uint64_t enter_ns; /* the last enter's start */
-	uint64_t reap_ns;  /* the last enter's return */
+	uint64_t reap_ns;  /* the last enter's return; 0 before the first */
 	uint64_t lost;	   /* samples without memory for their histogram */
 };
 
@@ -126,27 +125,16 @@ static void record(halo_loop *loop, unsigned which, uint64_t v)
 	h->b[bucket_of(v)]++;
 }
 
-void halo__hist_tick_begin(halo_loop *loop)
-{
-	loop->hist->tick_start = halo_now_ns();
-	loop->hist->slept = 0;
-}
-
-void halo__hist_tick_end(halo_loop *loop)
-{
-	struct halo__hist *hs = loop->hist;
-	uint64_t d = halo_now_ns() - hs->tick_start;
-
-	record(loop, HALO_HIST_TICK, d > hs->slept ? d - hs->slept : 0);
-}
-
-void halo__hist_submit(halo_loop *loop)
+void halo__hist_submit(halo_loop *loop, bool early)
 {
 	struct halo__hist *hs = loop->hist;
 	struct io_uring_sq *sq = &loop->ring.sq;
 	uint64_t now = halo_now_ns();
 
-	hs->enter_ns = now;
+	/* The loop ran from the last enter's return to now without the
+	 * kernel: the ready queue, prepare hooks, reaping, timers. */
+	if (hs->reap_ns && !early)
+		record(loop, HALO_HIST_TICK, now - hs->reap_ns);
 	/* The SQEs prepared since the last flush: those this enter hands over
 	 * (earlier ones were stamped by the enter that first offered them). */
 	for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
@@ -162,13 +150,9 @@ void halo__hist_submit(halo_loop *loop)
 	}
 }
 
-void halo__hist_entered(halo_loop *loop, unsigned wait_nr)
+void halo__hist_entered(halo_loop *loop)
 {
-	struct halo__hist *hs = loop->hist;
-
-	hs->reap_ns = halo_now_ns();
-	if (wait_nr)
-		hs->slept += hs->reap_ns - hs->enter_ns;
+	loop->hist->reap_ns = halo_now_ns();
 }
 
 void halo__hist_cqe(halo_loop *loop, halo_op *op)

@@ -222,8 +222,9 @@ void halo__fiber_op_ended(halo_op *op);
  * if (unlikely(loop->stall)), which is NULL when the detector is off --- */
 int halo__stall_init(halo_loop *loop);
 void halo__stall_close(halo_loop *loop);
-/* Run the ready task t, measured. */
-void halo__stall_task(halo_loop *loop, halo_task *t);
+/* Run the ready task t, measured; origin is the function it runs for the
+ * user (a posted function), else t->fn. */
+void halo__stall_task(halo_loop *loop, halo_task *t, const void *origin);
 /* The running task calls the user callback fn now: it is the origin of
  * what follows. */
 void halo__stall_callback(halo_loop *loop, const void *fn);
@@ -242,12 +243,11 @@ void halo__stall_slice_out(halo_loop *loop, halo_fut *fiber, uint64_t t0);
  * if (unlikely(loop->hist)), which is NULL when they are off --- */
 int halo__hist_init(halo_loop *loop);
 void halo__hist_close(halo_loop *loop);
-void halo__hist_tick_begin(halo_loop *loop);
-void halo__hist_tick_end(halo_loop *loop);
-/* Before the SQ is flushed to the kernel: stamp the ops it submits. */
-void halo__hist_submit(halo_loop *loop);
-/* After io_uring_enter returned; wait_nr is what it waited for. */
-void halo__hist_entered(halo_loop *loop, unsigned wait_nr);
+/* Before the SQ is flushed to the kernel: stamp the ops it submits; early
+ * is true for a flush of a full SQ in the middle of a tick. */
+void halo__hist_submit(halo_loop *loop, bool early);
+/* After the tick's io_uring_enter returned. */
+void halo__hist_entered(halo_loop *loop);
 /* A CQE of op was reaped. */
 void halo__hist_cqe(halo_loop *loop, halo_op *op);
 /* A timer created at born_ns (0: unknown) with deadline expired at now. */

@@ -284,6 +284,24 @@ void halo__later_push(halo_loop *loop, halo_task *t)
 	loop->later_tail = &t->next;
 }
 
+struct post {
+	halo_task task;
+	halo_loop *loop;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void run_post(halo_task *t);
+
+/* The user function a ready task runs, for the stall detector: a posted
+ * function's own, else the task's. */
+static const void *task_origin(halo_task *t)
+{
+	if (t->fn == run_post)
+		return (const void *)((struct post *)t)->fn;
+	return (const void *)t->fn;
+}
+
 /* Step 1. Yields queued in the last tick go first, then everything ready,
  * up to the budget; what is left waits for the next tick. */
 static void run_ready(halo_loop *loop)
@@ -305,7 +323,7 @@ static void run_ready(halo_loop *loop)
 		if (!loop->ready_head)
 			loop->ready_tail = &loop->ready_head;
 		if (unlikely(loop->stall))
-			halo__stall_task(loop, t);
+			halo__stall_task(loop, t, task_origin(t));
 		else
 			t->fn(t);
 	}
@@ -362,8 +380,6 @@ static int tick(halo_loop *loop, bool may_block)
 
 	loop->stats.ticks++;
 	loop->woken = 0;
-	if (unlikely(loop->hist))
-		halo__hist_tick_begin(loop);
 	run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
@@ -404,8 +420,6 @@ static int tick(halo_loop *loop, bool may_block)
 			halo__timers_expire(loop, halo_now_ns());
 		}
 	}
-	if (unlikely(loop->hist))
-		halo__hist_tick_end(loop);
 	return has_work(loop) ? 1 : 0;
 }
 
@@ -475,13 +489,6 @@ void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook)
 	hook->next = hook->prev = NULL;
 }
 
-struct post {
-	halo_task task;
-	halo_loop *loop;
-	void (*fn)(void *arg);
-	void *arg;
-};
-
 static void run_post(halo_task *t)
 {
 	struct post *p = (struct post *)t;
@@ -490,8 +497,6 @@ static void run_post(halo_task *t)
 	void *arg = p->arg;
 
 	halo_mem_free(loop, p, sizeof(*p));
-	if (unlikely(loop->stall))
-		halo__stall_callback(loop, (const void *)fn);
 	fn(arg);
 }
 

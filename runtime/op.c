@@ -16,7 +16,7 @@ static int flush_early(halo_loop *loop)
 	int r;
 
 	if (unlikely(loop->hist))
-		halo__hist_submit(loop);
+		halo__hist_submit(loop, true);
 	n = halo_uring_flush_sq(&loop->ring);
 	loop->sq_epoch++;
 	loop->stats.sq_flushes_early++;
@@ -171,7 +171,7 @@ int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 	int r;
 
 	if (unlikely(loop->hist))
-		halo__hist_submit(loop);
+		halo__hist_submit(loop, false);
 	n = halo_uring_flush_sq(&loop->ring);
 	if (timeout_ns != UINT64_MAX) {
 		ts.tv_sec = (long long)(timeout_ns / 1000000000ull);
@@ -184,7 +184,7 @@ int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 	r = halo_uring_enter(&loop->ring, n, wait_nr, IORING_ENTER_GETEVENTS,
 			     tsp);
 	if (unlikely(loop->hist))
-		halo__hist_entered(loop, wait_nr);
+		halo__hist_entered(loop);
 	if (r >= 0) {
 		loop->stats.sqes_submitted += (unsigned)r;
 		return r;

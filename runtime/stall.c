@@ -176,7 +176,7 @@ static void seg_begin(halo_loop *loop, struct halo__stall *s, int kind,
 	s->named = 0;
 }
 
-void halo__stall_task(halo_loop *loop, halo_task *t)
+void halo__stall_task(halo_loop *loop, halo_task *t, const void *origin)
 {
 	struct halo__stall *s = loop->stall;
 
@@ -184,7 +184,7 @@ void halo__stall_task(halo_loop *loop, halo_task *t)
 		t->fn(t);
 		return;
 	}
-	seg_begin(loop, s, HALO_STALL_CALLBACK, (const void *)t->fn);
+	seg_begin(loop, s, HALO_STALL_CALLBACK, origin);
 	t->fn(t);
 	seg_end(loop, s);
 	s->in_segment = 0;
