@@ -137,8 +137,8 @@ static void run_case(const char *name, const char *metric, const char *unit,
 	for (int r = 0; r < ROUNDS; r++) {
 		for (int j = 0; j < 2; j++) {
 			enum mode m = (j ^ (r & 1)) ? on : OFF;
-			double v = batch ? nops(m, batch, secs)
-					 : posts(m, secs);
+			double v =
+			    batch ? nops(m, batch, secs) : posts(m, secs);
 
 			if (m == OFF)
 				off_v[r] = v;

@@ -17,14 +17,13 @@
 #include "internal.h"
 
 #define SUB_BITS 4
-#define SUB (1u << SUB_BITS)
+#define SUB	 (1u << SUB_BITS)
 #define TOP_BITS 40 /* values from 2^40 ns on share the last bucket */
-#define BUCKETS (SUB * (TOP_BITS - SUB_BITS + 1))
+#define BUCKETS	 (SUB * (TOP_BITS - SUB_BITS + 1))
 
 /* The op's stamp fits the slot class it had without one (257-320 bytes):
  * histograms cost no memory per op. */
-_Static_assert(sizeof(struct halo_op) <= 320,
-	       "halo_op outgrew its pool class");
+_Static_assert(sizeof(struct halo_op) <= 320, "halo_op outgrew its pool class");
 
 struct hist {
 	uint64_t count, sum, min, max;
@@ -33,10 +32,11 @@ struct hist {
 
 struct halo__hist {
 	struct hist *h[HALO_HIST_N]; /* made on first sample */
-	uint64_t reap_ns;  /* the last enter's return; 0 before the first */
-	uint64_t lost;	   /* samples without memory for their histogram */
+	uint64_t reap_ns; /* the last enter's return; 0 before the first */
+	uint64_t lost;	  /* samples without memory for their histogram */
 };
 
+/* clang-format off */
 static const char *const op_names[] = {
 	"nop", "readv", "writev", "fsync", "read_fixed", "write_fixed",
 	"poll_add", "poll_remove", "sync_file_range", "sendmsg", "recvmsg",
@@ -51,6 +51,7 @@ static const char *const op_names[] = {
 	"ftruncate", "bind", "listen", "recv_zc", "epoll_wait", "readv_fixed",
 	"writev_fixed", "pipe",
 };
+/* clang-format on */
 
 static inline unsigned bucket_of(uint64_t v)
 {
@@ -204,14 +205,12 @@ static uint64_t at_pct(const struct hist *h, double pct)
 	return h->max;
 }
 
-uint64_t halo_hist_percentile(const halo_loop *loop, unsigned which,
-			      double pct)
+uint64_t halo_hist_percentile(const halo_loop *loop, unsigned which, double pct)
 {
 	return at_pct(get(loop, which), pct);
 }
 
-int halo_hist_get(const halo_loop *loop, unsigned which,
-		  halo_hist_summary *out)
+int halo_hist_get(const halo_loop *loop, unsigned which, halo_hist_summary *out)
 {
 	const struct hist *h;
 

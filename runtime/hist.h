@@ -23,12 +23,13 @@ extern "C" {
  * from the enter that submitted the op to the reap of its first CQE, or one
  * of these. */
 #define HALO_HIST_OPS 64
-#define HALO_HIST_TICK 64      /* a tick's busy time: from the return of
-				  one io_uring_enter to the next enter (reap,
+#define HALO_HIST_TICK                                                         \
+	64		       /* a tick's busy time: from the return of       \
+				  one io_uring_enter to the next enter (reap,  \
 				  timers, ready queue, prepare hooks) */
-#define HALO_HIST_TIMER 65     /* loop timers: creation to expiry */
+#define HALO_HIST_TIMER	    65 /* loop timers: creation to expiry */
 #define HALO_HIST_TIMER_LAG 66 /* loop timers: deadline to expiry */
-#define HALO_HIST_N 67
+#define HALO_HIST_N	    67
 
 typedef struct halo_hist_summary {
 	uint64_t count;

@@ -38,7 +38,7 @@ struct halo__stall {
 	const void *origin;   /* the current segment's function */
 	int kind;	      /* the current segment's HALO_STALL_* */
 	int in_segment;
-	int named;	      /* a user callback of the segment's task ran */
+	int named; /* a user callback of the segment's task ran */
 };
 
 static inline uint64_t now_ns(const struct halo__stall *s)
@@ -98,18 +98,16 @@ int halo_stall_format(const halo_stall *s, char *buf, size_t cap)
 	if (s->object) {
 		const char *base = strrchr(s->object, '/');
 
-		return snprintf(buf, cap, "%s %s%s(%s+0x%" PRIxPTR ")",
-				s->kind == HALO_STALL_PREPARE ? "prepare hook"
-							      : "callback",
-				s->symbol ? s->symbol : "",
-				s->symbol ? " " : "", base ? base + 1 : s->object,
-				s->offset);
+		return snprintf(
+		    buf, cap, "%s %s%s(%s+0x%" PRIxPTR ")",
+		    s->kind == HALO_STALL_PREPARE ? "prepare hook" : "callback",
+		    s->symbol ? s->symbol : "", s->symbol ? " " : "",
+		    base ? base + 1 : s->object, s->offset);
 	}
-	return snprintf(buf, cap, "%s %s%s(%p)",
-			s->kind == HALO_STALL_PREPARE ? "prepare hook"
-						      : "callback",
-			s->symbol ? s->symbol : "", s->symbol ? " " : "",
-			s->fn);
+	return snprintf(
+	    buf, cap, "%s %s%s(%p)",
+	    s->kind == HALO_STALL_PREPARE ? "prepare hook" : "callback",
+	    s->symbol ? s->symbol : "", s->symbol ? " " : "", s->fn);
 }
 
 /* Without a hook, one line on stderr, as the leak report does. */
@@ -150,8 +148,8 @@ static uint64_t seg_end(halo_loop *loop, struct halo__stall *s)
 
 	d = d > s->nested ? d - s->nested : 0;
 	if (unlikely(d >= s->threshold)) {
-		halo_stall r = {.duration_ns = d, .kind = s->kind,
-				.fn = s->origin};
+		halo_stall r = {
+		    .duration_ns = d, .kind = s->kind, .fn = s->origin};
 
 		report(loop, &r);
 		now = now_ns(s);
@@ -268,8 +266,7 @@ uint64_t halo_stall_threshold(const halo_loop *loop)
 	return loop->stall ? loop->stall->threshold : 0;
 }
 
-int halo_stall_report(halo_loop *loop, uint64_t duration_ns,
-		      const char *label)
+int halo_stall_report(halo_loop *loop, uint64_t duration_ns, const char *label)
 {
 	halo_stall r = {.duration_ns = duration_ns,
 			.kind = HALO_STALL_SECTION,

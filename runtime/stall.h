@@ -18,9 +18,9 @@ extern "C" {
 
 /* halo_stall.kind: what held the thread. */
 #define HALO_STALL_CALLBACK 1 /* a ready-queue callback: fn is set */
-#define HALO_STALL_FIBER 2    /* a fiber slice: file and line are set */
-#define HALO_STALL_PREPARE 3  /* a prepare hook: fn is set */
-#define HALO_STALL_SECTION 4  /* halo_stall_report(): label is set */
+#define HALO_STALL_FIBER    2 /* a fiber slice: file and line are set */
+#define HALO_STALL_PREPARE  3 /* a prepare hook: fn is set */
+#define HALO_STALL_SECTION  4 /* halo_stall_report(): label is set */
 
 /* One report. Every pointer is valid during the hook call only. */
 typedef struct halo_stall {
@@ -37,13 +37,12 @@ typedef struct halo_stall {
 				 offset names it */
 	const char *file;     /* a fiber's spawn site, or NULL */
 	int line;
-	const char *label;    /* what halo_stall_report() was given, or NULL */
+	const char *label; /* what halo_stall_report() was given, or NULL */
 } halo_stall;
 
 /* The hook that receives each report, on the loop's thread, right after the
  * stall; the time it takes itself is not counted. */
-typedef void (*halo_stall_fn)(halo_loop *loop, const halo_stall *s,
-			      void *arg);
+typedef void (*halo_stall_fn)(halo_loop *loop, const halo_stall *s, void *arg);
 
 /* Describe s's origin in buf as one line, without a newline: "fiber spawned
  * at x.c:12", "callback on_read (server+0x1a2b)", "prepare hook

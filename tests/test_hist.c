@@ -41,12 +41,14 @@ START_TEST(test_hist_timers_of_1_10_100ms_land_in_their_buckets)
 		 * even on a busy machine. */
 		n = halo_hist_count_range(&l, HALO_HIST_TIMER, d / 2,
 					  5 * d + 20 * MS);
-		ck_assert_msg(n == 5, "%d timers of %" PRIu64 " ns in range, "
-			      "min %" PRIu64 " max %" PRIu64, (int)n, d,
+		ck_assert_msg(n == 5,
+			      "%d timers of %" PRIu64 " ns in range, "
+			      "min %" PRIu64 " max %" PRIu64,
+			      (int)n, d,
 			      halo_hist_percentile(&l, HALO_HIST_TIMER, 0),
 			      halo_hist_percentile(&l, HALO_HIST_TIMER, 100));
-		ck_assert_uint_eq(halo_hist_count_range(&l, HALO_HIST_TIMER, 0,
-							d / 2), 0);
+		ck_assert_uint_eq(
+		    halo_hist_count_range(&l, HALO_HIST_TIMER, 0, d / 2), 0);
 		ck_assert_int_eq(halo_hist_get(&l, HALO_HIST_TIMER, &s), 0);
 		ck_assert_uint_eq(s.count, 5);
 		ck_assert_uint_ge(s.min_ns, d);
@@ -85,9 +87,8 @@ START_TEST(test_hist_op_latency_of_a_read_cut_by_a_10ms_deadline)
 		halo_fut_release(f);
 	}
 
-	ck_assert_uint_eq(halo_hist_count_range(&l, IORING_OP_READ, 5 * MS,
-						50 * MS),
-			  1);
+	ck_assert_uint_eq(
+	    halo_hist_count_range(&l, IORING_OP_READ, 5 * MS, 50 * MS), 1);
 	ck_assert_int_eq(halo_hist_get(&l, IORING_OP_NOP, &s), 0);
 	ck_assert_uint_eq(s.count, 100);
 	ck_assert_uint_lt(s.p50_ns, 5 * MS);
@@ -166,8 +167,10 @@ Suite *hist_suite(void)
 	TCase *tc = tcase_create("hist");
 
 	tcase_set_timeout(tc, tu_timeout(10));
-	tcase_add_test(tc, test_hist_timers_of_1_10_100ms_land_in_their_buckets);
-	tcase_add_test(tc, test_hist_op_latency_of_a_read_cut_by_a_10ms_deadline);
+	tcase_add_test(tc,
+		       test_hist_timers_of_1_10_100ms_land_in_their_buckets);
+	tcase_add_test(tc,
+		       test_hist_op_latency_of_a_read_cut_by_a_10ms_deadline);
 	tcase_add_test(tc, test_hist_dump_is_json_lines_with_stats_first);
 	tcase_add_test(tc, test_hist_off_by_default);
 	suite_add_tcase(s, tc);

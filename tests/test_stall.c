@@ -36,9 +36,8 @@ static void collect(halo_loop *l, const halo_stall *s, void *arg)
 
 static void open_loop(halo_loop *l, struct seen *seen, uint64_t stall_ns)
 {
-	halo_loop_opts o = {.stall_ns = stall_ns,
-			    .stall_fn = collect,
-			    .stall_arg = seen};
+	halo_loop_opts o = {
+	    .stall_ns = stall_ns, .stall_fn = collect, .stall_arg = seen};
 
 	memset(seen, 0, sizeof(*seen));
 	tu_loop_init(l, &o);
@@ -87,7 +86,7 @@ START_TEST(test_stall_callback_sleeping_20ms_is_reported_once_by_name)
 	ck_assert_ptr_eq(seen.last.fn, (const void *)stall_test_sleepy_cb);
 	ck_assert_str_eq(seen.symbol, "stall_test_sleepy_cb");
 	ck_assert_ptr_nonnull(
-		strstr(seen.text, "callback stall_test_sleepy_cb (halo_tests+0x"));
+	    strstr(seen.text, "callback stall_test_sleepy_cb (halo_tests+0x"));
 	ck_assert_uint_ge(seen.last.duration_ns, 20 * MS);
 	ck_assert_uint_lt(seen.last.duration_ns, 10000 * MS);
 	halo_loop_stats(&l, &st);
@@ -309,8 +308,8 @@ START_TEST(test_stall_report_and_format)
 	ck_assert_str_eq(seen.label, "section a");
 	halo_stall_format(&seen.last, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "section a");
-	seen.last = (halo_stall){.kind = HALO_STALL_FIBER, .file = "f.c",
-				 .line = 12};
+	seen.last =
+	    (halo_stall){.kind = HALO_STALL_FIBER, .file = "f.c", .line = 12};
 	halo_stall_format(&seen.last, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "fiber spawned at f.c:12");
 	tu_loop_close(&l);
@@ -323,12 +322,13 @@ Suite *stall_suite(void)
 	TCase *tc = tcase_create("stall");
 
 	tcase_set_timeout(tc, tu_timeout(10));
-	tcase_add_test(tc,
-		       test_stall_callback_sleeping_20ms_is_reported_once_by_name);
+	tcase_add_test(
+	    tc, test_stall_callback_sleeping_20ms_is_reported_once_by_name);
 	tcase_add_test(tc, test_stall_names_the_slow_waiter_among_several);
 	tcase_add_test(tc, test_stall_long_threshold_reports_within_a_jiffy);
 	tcase_add_test(
-		tc, test_stall_fiber_computing_20ms_is_reported_once_with_spawn_site);
+	    tc,
+	    test_stall_fiber_computing_20ms_is_reported_once_with_spawn_site);
 	tcase_add_test(tc, test_stall_direct_switch_charges_the_right_fiber);
 	tcase_add_test(tc, test_stall_prepare_hook_is_reported);
 	tcase_add_test(tc, test_stall_short_callbacks_and_waits_report_nothing);
