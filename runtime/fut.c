@@ -21,7 +21,7 @@ size_t halo__fut_size(const halo_fut *f)
 	case FUT_OP:
 		return sizeof(struct halo_op);
 	case FUT_TIMER:
-		return sizeof(struct halo__timer);
+		return halo__timer_size(f->loop);
 	default:
 		return sizeof(struct halo__promise);
 	}

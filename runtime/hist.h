@@ -3,9 +3,9 @@
  * io_uring opcode, of tick duration, and of timers. Buckets are 16 linear
  * steps per power of two (at most 6.25% above the true value) from 1 ns to
  * 2^40 ns (18 minutes; longer samples count in the last bucket and in max);
- * memory is fixed: about 4.8 KiB per histogram, op histograms made on an
- * opcode's first completion. Off by default, and then a branch per tick,
- * enter and CQE is all they cost. */
+ * memory is fixed: about 4.8 KiB per histogram, each made at its first
+ * sample, and 8 bytes per timer. Off by default, and then a branch per
+ * enter, CQE and timer is all they cost. */
 #ifndef HALO_HIST_H
 #define HALO_HIST_H
 

@@ -83,8 +83,20 @@ struct halo__timer {
 	struct halo_fut fut;
 	uint32_t idx; /* position in the heap, UINT32_MAX when not in it */
 	uint32_t seq; /* creation order, for equal deadlines */
-	uint64_t born_ns; /* creation time, with histograms on (hist.c) */
 };
+
+/* A timer of a loop that keeps histograms, with its creation time: only
+ * such loops pay the 8 bytes (a larger pool class) per timer. */
+struct halo__timer_born {
+	struct halo__timer t;
+	uint64_t born_ns;
+};
+
+static inline size_t halo__timer_size(const halo_loop *loop)
+{
+	return loop->hist ? sizeof(struct halo__timer_born)
+			  : sizeof(struct halo__timer);
+}
 
 struct halo__timer_ent {
 	uint64_t deadline;

@@ -492,11 +492,10 @@ void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook)
 static void run_post(halo_task *t)
 {
 	struct post *p = (struct post *)t;
-	halo_loop *loop = p->loop;
 	void (*fn)(void *) = p->fn;
 	void *arg = p->arg;
 
-	halo_mem_free(loop, p, sizeof(*p));
+	halo_mem_free(p->loop, p, sizeof(*p));
 	fn(arg);
 }
 
