@@ -76,7 +76,7 @@ EXAMPLE_DIRS := $(patsubst examples/%/,%,$(sort $(dir $(wildcard examples/*/*.c)
 EXAMPLE_BIN := $(EXAMPLE_DIRS:%=$(BUILD)/examples/%)
 
 .PHONY: all lib check bench install clean deps deps-bench layers examples \
-	benchbin fuzz cross-aarch64
+	benchbin fuzz cross-aarch64 charts
 .PHONY: faultprogs faultsweep
 all: lib examples
 
@@ -124,10 +124,12 @@ $(BUILD)/tests/main.o: tests/main.c $(BUILD)/tests/suites.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/tests -c -o $@ $<
 
+# -rdynamic: the stall detector's tests find an exported callback's name
+# with dladdr(), as a user's program linked the same way would.
 $(TEST_BIN): $(TEST_OBJ) $(BUILD)/libhalo.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SANFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libhalo.a \
-		$(CHECK_LIBS) $(LDLIBS)
+		$(CHECK_LIBS) $(LDLIBS) -rdynamic
 
 deps:
 	$(Q)sh .ci/deps check
@@ -182,6 +184,7 @@ deps-bench:
 check: deps
 	$(Q)$(MAKE) --no-print-directory lib examples $(TEST_BIN)
 	$(Q)HALO_BUILD=$(BUILD) $(TEST_BIN)
+	$(Q)$(if $(TESTS),,sh tests/charts.sh)
 
 $(BUILD)/bench/%: bench/%.c $(BENCH_COMMON) $(BUILD)/libhalo.a bench/bench.h
 	@mkdir -p $(dir $@)
@@ -196,6 +199,12 @@ benchbin: lib $(BENCH_BIN) $(BENCH_AUX_BIN) examples
 bench: deps-bench
 	$(Q)$(MAKE) --no-print-directory benchbin
 	$(Q)BUILD=$(BUILD) sh bench/run.sh
+
+# SVG charts of bench/results.jsonl (or RESULTS=file) in bench/charts/,
+# from the results file alone (make bench draws them too).
+RESULTS ?= bench/results.jsonl
+charts:
+	$(Q)sh bench/charts.sh $(RESULTS) bench/charts
 
 examples: $(EXAMPLE_BIN)
 

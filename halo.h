@@ -4,8 +4,10 @@
 
 #include "runtime/fiber.h"
 #include "runtime/fut.h"
+#include "runtime/hist.h"
 #include "runtime/loop.h"
 #include "runtime/pool.h"
+#include "runtime/stall.h"
 #include "runtime/timer.h"
 
 #include "io/file.h"

@@ -45,8 +45,8 @@ server_cmd() {
 	esac
 }
 
-# One round of server $1 at $2 connections: appends "rps p99" to
-# $tmp/$1_$2, or marks the pair failed.
+# One round of server $1 at $2 connections: appends "rps p99 eff p50 p999"
+# to $tmp/$1_$2, or marks the pair failed.
 run_round() {
 	try=0
 	until next_port && start_server "$(server_cmd "$1")" "$port"; do
@@ -69,14 +69,15 @@ run_round() {
 		touch "$tmp/$1_$2.failed"
 		return 1
 	fi
-	# rps, p99 and requests per second of server CPU (the client, not the
-	# server, is what saturates first on two cores).
-	echo "$out" | sed -n 's/.*reqs=\([0-9]*\) .* rps=\([0-9.]*\) .* p99_us=\([0-9.]*\) .*/\2 \3 \1/p' |
+	# rps, p99, requests per second of server CPU (the client, not the
+	# server, is what saturates first on two cores), p50 and p99.9.
+	echo "$out" | sed -n 's/.*reqs=\([0-9]*\) .* rps=\([0-9.]*\) p50_us=\([0-9.]*\) p99_us=\([0-9.]*\) p999_us=\([0-9.]*\) .*/\2 \4 \1 \3 \5/p' |
 		awk -v t="$tck" -v d=$((after - before)) \
-			'{ print $1, $2, (d > 0 ? $3 * t / d : 0) }' >>"$tmp/$1_$2"
+			'{ print $1, $2, (d > 0 ? $3 * t / d : 0), $4, $5 }' >>"$tmp/$1_$2"
 }
 
-# Median round of server $1 at $2 conns: sets rps and p99, or returns 1.
+# Median round of server $1 at $2 conns: sets rps, p99, eff, p50 and
+# p999, or returns 1.
 median_of() {
 	rps=
 	p99=
@@ -86,6 +87,8 @@ median_of() {
 	rps=$1
 	p99=$2
 	eff=$3
+	p50=$4
+	p999=$5
 }
 
 for c in $conns_list; do
@@ -101,7 +104,9 @@ for c in $conns_list; do
 	for base in epoll uring; do
 		if median_of $base "$c"; then
 			emit echo "${base}_c$c" rps "$rps" req/s
+			emit echo "${base}_c$c" p50_us "$p50" us
 			emit echo "${base}_c$c" p99_us "$p99" us
+			emit echo "${base}_c$c" p999_us "$p999" us
 			emit echo "${base}_c$c" req_per_cpu_s "$eff" req/cpu-s
 		fi
 	done
@@ -110,10 +115,14 @@ for c in $conns_list; do
 	halo_rps=$rps
 	halo_p99=$p99
 	halo_eff=$eff
+	halo_p50=$p50
+	halo_p999=$p999
 	for base in epoll uring; do
 		median_of $base "$c" || continue
 		emit echo "halo_c$c" rps "$halo_rps" req/s $base "$rps" 1
+		emit echo "halo_c$c" p50_us "$halo_p50" us $base "$p50" 0
 		emit echo "halo_c$c" p99_us "$halo_p99" us $base "$p99" 0
+		emit echo "halo_c$c" p999_us "$halo_p999" us $base "$p999" 0
 		emit echo "halo_c$c" req_per_cpu_s "$halo_eff" req/cpu-s $base \
 			"$eff" 1
 	done

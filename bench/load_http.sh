@@ -92,7 +92,8 @@ start_one() {
 	esac
 }
 
-# One round of server $1: appends "rps p99_us req_per_cpu_s" to $tmp/$1.
+# One round of server $1: appends "rps p99_us req_per_cpu_s p50_us p90_us"
+# to $tmp/$1 (wrk --latency reports 50, 75, 90 and 99%).
 run_round() {
 	try=0
 	until next_port && start_one "$1"; do
@@ -113,6 +114,8 @@ run_round() {
 	rps=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/wrk.out")
 	reqs=$(awk '/requests in/ { print $1 }' "$tmp/wrk.out")
 	p99=$(awk '$1 == "99%" { print $2 }' "$tmp/wrk.out")
+	p50=$(awk '$1 == "50%" { print $2 }' "$tmp/wrk.out")
+	p90=$(awk '$1 == "90%" { print $2 }' "$tmp/wrk.out")
 	bad=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$tmp/wrk.out")
 	errs=$(awk '/Socket errors:/ { sub(/.*errors: /, ""); print }' \
 		"$tmp/wrk.out")
@@ -125,12 +128,14 @@ run_round() {
 		return 1
 	fi
 	awk -v rps="$rps" -v p99="$(to_us "$p99")" -v reqs="$reqs" \
+		-v p50="$(to_us "${p50:-0}")" -v p90="$(to_us "${p90:-0}")" \
 		-v ticks=$((after - before)) -v tck="$tck" 'BEGIN {
-		printf "%s %s %.1f\n", rps, p99, (ticks > 0 ? reqs * tck / ticks : 0)
+		printf "%s %s %.1f %s %s\n", rps, p99,
+			(ticks > 0 ? reqs * tck / ticks : 0), p50, p90
 	}' >>"$tmp/$1"
 }
 
-# Median round of server $1: sets rps, p99, eff, or returns 1.
+# Median round of server $1: sets rps, p99, eff, p50, p90, or returns 1.
 median_of() {
 	[ -f "$tmp/$1.failed" ] && return 1
 	[ -s "$tmp/$1" ] || return 1
@@ -138,6 +143,8 @@ median_of() {
 	rps=$1
 	p99=$2
 	eff=$3
+	p50=$4
+	p90=$5
 }
 
 r=1
@@ -152,14 +159,18 @@ done
 case=c$conns
 if median_of nginx; then
 	emit http "nginx_$case" rps "$rps" req/s
+	emit http "nginx_$case" p50_us "$p50" us
+	emit http "nginx_$case" p90_us "$p90" us
 	emit http "nginx_$case" p99_us "$p99" us
 	emit http "nginx_$case" req_per_cpu_s "$eff" req/cpu-s
-	n_rps=$rps n_p99=$p99 n_eff=$eff
+	n_rps=$rps n_p99=$p99 n_eff=$eff n_p50=$p50 n_p90=$p90
 else
-	n_rps=0 n_p99=0 n_eff=0
+	n_rps=0 n_p99=0 n_eff=0 n_p50=0 n_p90=0
 fi
 if median_of halo; then
 	emit http "halo_$case" rps "$rps" req/s nginx "$n_rps" 1
+	emit http "halo_$case" p50_us "$p50" us nginx "$n_p50" 0
+	emit http "halo_$case" p90_us "$p90" us nginx "$n_p90" 0
 	emit http "halo_$case" p99_us "$p99" us nginx "$n_p99" 0
 	emit http "halo_$case" req_per_cpu_s "$eff" req/cpu-s nginx "$n_eff" 1
 fi

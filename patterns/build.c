@@ -1,6 +1,9 @@
 /* The two-loop build. A start half that blocks turns the build back into a
  * sequence of waits (the sum of latencies); the loop's blocking_waits
- * counter, read around each start call, names the culprit. */
+ * counter, read around each start call, names the culprit. A start half
+ * that blocks the thread itself (usleep, a blocking read, a long loop) does
+ * the same without halo seeing a wait: the clock around each start call
+ * names that one, and the loop's stall detector hears of it. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +13,7 @@
 
 #include "../runtime/loop.h"
 #include "../runtime/pool.h"
+#include "../runtime/stall.h"
 
 static void add_name(char *list, size_t cap, const char *name)
 {
@@ -28,28 +32,70 @@ static uint64_t blocking_waits(halo_loop *loop)
 	return st.blocking_waits;
 }
 
-static void start_all(halo_loop *loop, halo_build_unit *u, halo_fut **f,
-		      size_t n, unsigned flags, halo_build_report *rep)
+static uint64_t stall_threshold(halo_loop *loop, const halo_build_opts *o)
 {
+	if (o->stall_ns)
+		return o->stall_ns;
+	if (halo_stall_threshold(loop))
+		return halo_stall_threshold(loop);
+	return HALO_BUILD_STALL_NS;
+}
+
+/* The start half held the thread: name it in the report, and tell the
+ * loop's stall detector. */
+static void stalled(halo_loop *loop, halo_build_unit *u, uint64_t ns,
+		    unsigned flags, halo_build_report *rep)
+{
+	char label[128];
+
+	rep->stalled_n++;
+	if (ns > rep->stalled_max_ns)
+		rep->stalled_max_ns = ns;
+	add_name(rep->stalled, sizeof(rep->stalled), u->name);
+	snprintf(label, sizeof(label), "build unit %s",
+		 u->name ? u->name : "?");
+	halo_stall_report(loop, ns, label);
+	if (flags & HALO_BUILD_WARN)
+		fprintf(stderr,
+			"halo: build unit '%s' held the thread for %.1f ms in "
+			"its start half (sleep, blocking call or computation); "
+			"its latency adds up instead of overlapping\n",
+			u->name ? u->name : "?", (double)ns / 1e6);
+}
+
+static void start_all(halo_loop *loop, halo_build_unit *u, halo_fut **f,
+		      size_t n, const halo_build_opts *o,
+		      halo_build_report *rep)
+{
+	uint64_t threshold = stall_threshold(loop, o);
+
 	for (size_t i = 0; i < n; i++) {
 		uint64_t before = blocking_waits(loop);
+		uint64_t t0 = halo_now_ns(), ns;
 
 		u[i].err = 0;
 		u[i].presented = false;
 		f[i] = u[i].start(loop, u[i].arg);
+		ns = halo_now_ns() - t0;
 		u[i].blocked = blocking_waits(loop) != before;
 		if (!f[i])
 			u[i].err = -ENOMEM;
-		if (!u[i].blocked)
-			continue;
-		rep->blocked_n++;
-		add_name(rep->blocked, sizeof(rep->blocked), u[i].name);
-		if (flags & HALO_BUILD_WARN)
+		/* A start that waited on halo spent its time driving the
+		 * loop, not holding the thread: it is reported as blocked. */
+		if (!u[i].blocked && ns >= threshold) {
+			u[i].blocked = true;
+			stalled(loop, &u[i], ns, o->flags, rep);
+		} else if (u[i].blocked && (o->flags & HALO_BUILD_WARN)) {
 			fprintf(stderr,
 				"halo: build unit '%s' blocked in its start "
 				"half; its latency adds up instead of "
 				"overlapping\n",
 				u[i].name ? u[i].name : "?");
+		}
+		if (!u[i].blocked)
+			continue;
+		rep->blocked_n++;
+		add_name(rep->blocked, sizeof(rep->blocked), u[i].name);
 	}
 }
 
@@ -154,7 +200,7 @@ halo_build_report halo_build(halo_loop *loop, halo_build_unit *units,
 		rep.status = -ENOMEM;
 		return rep;
 	}
-	start_all(loop, units, f, n, o.flags, &rep);
+	start_all(loop, units, f, n, &o, &rep);
 	for (size_t i = 0; i < n; i++) {
 		if (f[i] && !missed) {
 			halo_wait_result w = halo_wait(loop, &f[i], 1,

@@ -1,7 +1,9 @@
 /* The two-loop build: loop 1 starts every unit (non-blocking start halves),
  * loop 2 waits for each unit in order and presents it. Total latency is the
  * slowest unit, not the sum. halo checks the start halves: a start that
- * waits on a future or drives the loop is reported by its unit's name. */
+ * waits on a future or drives the loop, and one that holds the thread
+ * (sleeps, makes a blocking system call, computes) longer than a threshold,
+ * is reported by its unit's name. */
 #ifndef HALO_PATTERNS_BUILD_H
 #define HALO_PATTERNS_BUILD_H
 
@@ -31,7 +33,9 @@ typedef struct halo_build_unit {
 	void *arg;
 	int err;	    /* out: 0, the unit's -errno, -ETIMEDOUT if it
 			       missed the deadline, or present's error */
-	bool blocked;	    /* out: its start half blocked */
+	bool blocked;	    /* out: its start half blocked: waited on a halo
+			       future, or held the thread past the stall
+			       threshold (see halo_build_opts.stall_ns) */
 	bool presented;	    /* out: present was called */
 } halo_build_unit;
 
@@ -39,10 +43,17 @@ typedef struct halo_build_unit {
 #define HALO_BUILD_PRESENT_FAILED (1u << 0) /* present failed units too */
 #define HALO_BUILD_WARN (1u << 1) /* print blocking starts on stderr */
 
+/* A start half that runs this long has stalled, when neither the build's
+ * options nor the loop (halo_loop_opts.stall_ns) say otherwise. */
+#define HALO_BUILD_STALL_NS 10000000ull
+
 typedef struct halo_build_opts {
 	uint64_t deadline_ns; /* absolute CLOCK_MONOTONIC for the whole build;
 				 0 = none */
 	unsigned flags;
+	uint64_t stall_ns; /* a start half running this long stalled; 0: the
+			      loop's stall threshold, or HALO_BUILD_STALL_NS
+			      if the loop has none; UINT64_MAX: never */
 } halo_build_opts;
 
 /* A unit that failed, as the report lists it. */
@@ -58,8 +69,13 @@ typedef struct halo_build_report {
 	int status;	   /* 0, or the first unit error in unit order */
 	size_t failed_n;   /* units with err != 0 */
 	size_t missed_n;   /* units cancelled by the deadline */
-	size_t blocked_n;  /* units whose start blocked */
+	size_t blocked_n;  /* units whose start blocked (waited or stalled) */
 	char blocked[256]; /* their names, comma-separated (truncated) */
+	size_t stalled_n;  /* those of them that held the thread (sleep,
+			      blocking system call, long computation)
+			      without waiting on halo */
+	char stalled[256]; /* their names, comma-separated (truncated) */
+	uint64_t stalled_max_ns; /* the longest such start half */
 	char missed[256];  /* names of the units that missed the deadline */
 	/* The failed units in unit order (failed_n of them; failures[0] is
 	 * the one whose error is status), with their messages copied into
@@ -75,7 +91,9 @@ typedef struct halo_build_report {
  * not-done future of the build is cancelled and waited for (the kernel
  * confirmed), and those units get -ETIMEDOUT. Works in a fiber and on the
  * loop's thread outside callbacks. The report lists the failed units; free
- * it with halo_build_report_release(). */
+ * it with halo_build_report_release(). A start half that stalled is also
+ * reported to the loop's stall detector, if it is on (halo_stall_report,
+ * labelled "build unit <name>"). */
 HALO_API halo_build_report halo_build(halo_loop *loop, halo_build_unit *units,
 				      size_t n, const halo_build_opts *opts);
 

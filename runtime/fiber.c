@@ -291,6 +291,7 @@ static void resume(struct halo_fiber *fb)
 {
 	halo_loop *loop = fb->fut.loop;
 	struct halo_fiber *back;
+	uint64_t t0 = 0;
 
 	assert(!loop->cur_fiber);
 	if (!fb->started) {
@@ -311,6 +312,8 @@ static void resume(struct halo_fiber *fb)
 		}
 	}
 	loop->cur_fiber = fb;
+	if (unlikely(loop->stall))
+		t0 = halo__stall_slice_in(loop);
 #ifdef HALO_ASAN
 	__sanitizer_start_switch_fiber(&loop->sched_fake_stack, fb->stack,
 				       fb->stack_size);
@@ -322,6 +325,8 @@ static void resume(struct halo_fiber *fb)
 	/* Whoever switched back: fb, or a fiber that a yield of fb handed the
 	 * CPU to directly. */
 	back = loop->cur_fiber;
+	if (unlikely(loop->stall))
+		halo__stall_slice_out(loop, &back->fut, t0);
 	loop->cur_fiber = NULL;
 	if (back->done) {
 		stack_put(loop, back->stack, back->stack_size);
@@ -374,6 +379,8 @@ static void switch_direct(struct halo_fiber *fb, struct halo_fiber *next)
 {
 	halo_loop *loop = fb->fut.loop;
 
+	if (unlikely(loop->stall))
+		halo__stall_slice_switch(loop, &fb->fut);
 	loop->cur_fiber = next;
 #ifdef HALO_ASAN
 	loop->asan_from_fiber = 1;

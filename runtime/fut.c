@@ -21,7 +21,7 @@ size_t halo__fut_size(const halo_fut *f)
 	case FUT_OP:
 		return sizeof(struct halo_op);
 	case FUT_TIMER:
-		return sizeof(struct halo__timer);
+		return halo__timer_size(f->loop);
 	default:
 		return sizeof(struct halo__promise);
 	}
@@ -64,6 +64,8 @@ void halo__run_waiters(halo_task *t)
 	while ((w = f->waiters)) {
 		f->waiters = w->next;
 		w->next = NULL;
+		if (unlikely(f->loop->stall))
+			halo__stall_callback(f->loop, (const void *)w->fn);
 		w->fn(f, w->arg);
 	}
 	halo__fut_unref(f);
@@ -347,6 +349,8 @@ static void on_done_fire(halo_fut *f, void *arg)
 	void *cb_arg = d->arg;
 
 	halo_mem_free(f->loop, d, sizeof(*d));
+	if (unlikely(f->loop->stall))
+		halo__stall_origin(f->loop, (const void *)cb);
 	cb(f, cb_arg);
 }
 

@@ -85,6 +85,19 @@ struct halo__timer {
 	uint32_t seq; /* creation order, for equal deadlines */
 };
 
+/* A timer of a loop that keeps histograms, with its creation time: only
+ * such loops pay the 8 bytes (a larger pool class) per timer. */
+struct halo__timer_born {
+	struct halo__timer t;
+	uint64_t born_ns;
+};
+
+static inline size_t halo__timer_size(const halo_loop *loop)
+{
+	return loop->hist ? sizeof(struct halo__timer_born)
+			  : sizeof(struct halo__timer);
+}
+
 struct halo__timer_ent {
 	uint64_t deadline;
 	struct halo__timer *t;
@@ -120,6 +133,12 @@ struct halo_op {
 		uint64_t u64[HALO_OP_META / 8];
 		unsigned char bytes[HALO_OP_META];
 	} meta;
+	/* Written only with histograms on (hist.c): when the enter that
+	 * submitted the op was made, its opcode, and whether its first CQE is
+	 * still to be measured. */
+	uint64_t hist_ns;
+	uint8_t hist_opcode;
+	uint8_t hist_armed;
 };
 
 /* --- futures (fut.c) --- */
@@ -210,6 +229,42 @@ void halo__stacks_close(halo_loop *loop);
 void halo__fiber_own(struct halo_fiber *fb, halo_op *op);
 /* The kernel let go of an owned op (its last CQE was reaped). */
 void halo__fiber_op_ended(halo_op *op);
+
+/* --- stall detector (stall.c): each call sits behind
+ * if (unlikely(loop->stall)), which is NULL when the detector is off --- */
+int halo__stall_init(halo_loop *loop);
+void halo__stall_close(halo_loop *loop);
+/* Run the ready task t, measured; origin is the function it runs for the
+ * user (a posted function), else t->fn. */
+void halo__stall_task(halo_loop *loop, halo_task *t, const void *origin);
+/* The running task calls the user callback fn now: it is the origin of
+ * what follows. */
+void halo__stall_callback(halo_loop *loop, const void *fn);
+/* The callback that runs now is a wrapper of fn: name fn instead. */
+void halo__stall_origin(halo_loop *loop, const void *fn);
+/* Run the prepare hook h, measured; returns what h returned. */
+int halo__stall_hook(halo_loop *loop, halo_hook *h);
+/* A fiber is switched in; returns the time. */
+uint64_t halo__stall_slice_in(halo_loop *loop);
+/* The fiber of from hands the CPU straight to another fiber. */
+void halo__stall_slice_switch(halo_loop *loop, halo_fut *from);
+/* Back on the scheduler from the fiber of fiber, switched in at t0. */
+void halo__stall_slice_out(halo_loop *loop, halo_fut *fiber, uint64_t t0);
+
+/* --- histograms (hist.c): each call sits behind
+ * if (unlikely(loop->hist)), which is NULL when they are off --- */
+int halo__hist_init(halo_loop *loop);
+void halo__hist_close(halo_loop *loop);
+/* Before the SQ is flushed to the kernel: stamp the ops it submits; early
+ * is true for a flush of a full SQ in the middle of a tick. */
+void halo__hist_submit(halo_loop *loop, bool early);
+/* After the tick's io_uring_enter returned. */
+void halo__hist_entered(halo_loop *loop);
+/* A CQE of op was reaped. */
+void halo__hist_cqe(halo_loop *loop, halo_op *op);
+/* A timer created at born_ns (0: unknown) with deadline expired at now. */
+void halo__hist_timer(halo_loop *loop, uint64_t born_ns, uint64_t deadline,
+		      uint64_t now);
 
 /* --- pools (pool.c) --- */
 int halo__pools_init(halo_loop *loop);

@@ -259,6 +259,14 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 	}
 	halo__timers_init(loop);
 	loop->features = probe_features(loop) & ~loop->opts.features_off;
+	if (halo__stall_init(loop) < 0 || halo__hist_init(loop) < 0) {
+		halo__stall_close(loop);
+		io_uring_queue_exit(&loop->ring);
+		halo__pools_close(loop);
+		set_error(loop, "no memory for the stall detector or the "
+				"histograms");
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -274,6 +282,54 @@ void halo__later_push(halo_loop *loop, halo_task *t)
 	t->next = NULL;
 	*loop->later_tail = t;
 	loop->later_tail = &t->next;
+}
+
+void halo_post_init(halo_post *p)
+{
+	memset(p, 0, sizeof(*p));
+}
+
+static void run_embedded(halo_task *t)
+{
+	halo_post *p = (halo_post *)t;
+
+	p->is_queued = 0;
+	p->fn(p->arg);
+}
+
+int halo_loop_post_embedded(halo_loop *loop, halo_post *p,
+			    void (*fn)(void *arg), void *arg)
+{
+	if (p->is_queued)
+		return -EBUSY;
+	p->task.fn = run_embedded;
+	p->fn = fn;
+	p->arg = arg;
+	p->is_queued = 1;
+	halo__ready_push(loop, &p->task);
+	return 0;
+}
+
+int halo_post_is_queued(const halo_post *p)
+{
+	return p->is_queued;
+}
+
+/* An allocated post: the embedded one, plus the loop to free it to. */
+struct post {
+	halo_post post;
+	halo_loop *loop;
+};
+
+static void run_post(halo_task *t);
+
+/* The user function a ready task runs, for the stall detector: a posted
+ * function's own, else the task's. */
+static const void *task_origin(halo_task *t)
+{
+	if (t->fn == run_post || t->fn == run_embedded)
+		return (const void *)((halo_post *)t)->fn;
+	return (const void *)t->fn;
 }
 
 /* Step 1. Yields queued in the last tick go first, then everything ready,
@@ -296,7 +352,10 @@ static void run_ready(halo_loop *loop)
 		loop->ready_head = t->next;
 		if (!loop->ready_head)
 			loop->ready_tail = &loop->ready_head;
-		t->fn(t);
+		if (unlikely(loop->stall))
+			halo__stall_task(loop, t, task_origin(t));
+		else
+			t->fn(t);
 	}
 	loop->in_callback--;
 }
@@ -310,7 +369,8 @@ static int run_hooks(halo_loop *loop)
 	loop->in_callback++;
 	for (h = loop->hooks; h; h = next) {
 		next = h->next;
-		if (h->fn(loop, h->arg) > 0)
+		if (unlikely(loop->stall) ? halo__stall_hook(loop, h) > 0
+					  : h->fn(loop, h->arg) > 0)
 			busy = 1;
 	}
 	loop->in_callback--;
@@ -459,43 +519,6 @@ void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook)
 	hook->next = hook->prev = NULL;
 }
 
-void halo_post_init(halo_post *p)
-{
-	memset(p, 0, sizeof(*p));
-}
-
-static void run_embedded(halo_task *t)
-{
-	halo_post *p = (halo_post *)t;
-
-	p->is_queued = 0;
-	p->fn(p->arg);
-}
-
-int halo_loop_post_embedded(halo_loop *loop, halo_post *p,
-			    void (*fn)(void *arg), void *arg)
-{
-	if (p->is_queued)
-		return -EBUSY;
-	p->task.fn = run_embedded;
-	p->fn = fn;
-	p->arg = arg;
-	p->is_queued = 1;
-	halo__ready_push(loop, &p->task);
-	return 0;
-}
-
-int halo_post_is_queued(const halo_post *p)
-{
-	return p->is_queued;
-}
-
-/* An allocated post: the embedded one, plus the loop to free it to. */
-struct post {
-	halo_post post;
-	halo_loop *loop;
-};
-
 static void run_post(halo_task *t)
 {
 	struct post *p = (struct post *)t;
@@ -558,6 +581,8 @@ int halo_loop_close(halo_loop *loop)
 	leaked = halo__loop_report_leaks(loop);
 	halo__timers_close(loop);
 	halo__stacks_close(loop);
+	halo__stall_close(loop);
+	halo__hist_close(loop);
 	io_uring_queue_exit(&loop->ring);
 	halo__pools_close(loop);
 	return leaked;

@@ -11,6 +11,7 @@
 #include "api.h"
 #include "fut.h"
 #include "pool.h"
+#include "stall.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,6 +28,13 @@ typedef struct halo_loop_opts {
 				    sleeping in io_uring_enter; 0: never */
 	unsigned features_off;	 /* HALO_FEAT_* never to use, even where the
 				    kernel has them (tests, comparisons) */
+	uint64_t stall_ns;	 /* stall detector (stall.h): report callbacks,
+				    fiber slices and prepare hooks that hold
+				    the thread this long; 0: off */
+	halo_stall_fn stall_fn;	 /* gets each report; NULL: a line on stderr */
+	void *stall_arg;	 /* passed to stall_fn */
+	unsigned hist;		 /* nonzero: keep latency histograms
+				    (hist.h); 0: off */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */
@@ -70,6 +78,8 @@ typedef struct halo_stats {
 				       and kept their stack until the kernel
 				       let go */
 	unsigned ring_flags;	   /* IORING_SETUP_* the ring runs with */
+	uint64_t stalls;	   /* stalls the detector reported */
+	uint64_t stall_max_ns;	   /* the longest of them */
 } halo_stats;
 
 /* A prepare hook runs in step 2 of every tick, after the ready queue and
@@ -104,6 +114,9 @@ struct halo_loop {
 	halo_task *ready_head, **ready_tail;
 	halo_task *later_head, **later_tail; /* yields: after this tick's I/O */
 	halo_hook *hooks;
+	/* Read per callback and per CQE: beside the ready queue. */
+	struct halo__stall *stall; /* stall detector; NULL when off */
+	struct halo__hist *hist;   /* histograms; NULL when off */
 	halo_timer_heap timers;
 	uint64_t sq_epoch;     /* bumps each time the SQ is handed over */
 	uint64_t busy_until_ns; /* busy polling: spin, don't sleep, until */

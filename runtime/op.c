@@ -12,9 +12,12 @@
  * full and the caller needs another entry now. */
 static int flush_early(halo_loop *loop)
 {
-	unsigned n = halo_uring_flush_sq(&loop->ring);
+	unsigned n;
 	int r;
 
+	if (unlikely(loop->hist))
+		halo__hist_submit(loop, true);
+	n = halo_uring_flush_sq(&loop->ring);
 	loop->sq_epoch++;
 	loop->stats.sq_flushes_early++;
 	loop->stats.enters++;
@@ -134,6 +137,8 @@ unsigned halo__reap(halo_loop *loop)
 			continue;
 		}
 		more = cqe->flags & IORING_CQE_F_MORE;
+		if (unlikely(loop->hist))
+			halo__hist_cqe(loop, op);
 		if (op->on_cqe)
 			op->on_cqe(op, cqe->res, cqe->flags);
 		else if (!more)
@@ -162,9 +167,12 @@ unsigned halo__reap(halo_loop *loop)
 int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 {
 	struct __kernel_timespec ts, *tsp = NULL;
-	unsigned n = halo_uring_flush_sq(&loop->ring);
+	unsigned n;
 	int r;
 
+	if (unlikely(loop->hist))
+		halo__hist_submit(loop, false);
+	n = halo_uring_flush_sq(&loop->ring);
 	if (timeout_ns != UINT64_MAX) {
 		ts.tv_sec = (long long)(timeout_ns / 1000000000ull);
 		ts.tv_nsec = (long long)(timeout_ns % 1000000000ull);
@@ -175,6 +183,8 @@ int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 	loop->cq_overflowed = 0;
 	r = halo_uring_enter(&loop->ring, n, wait_nr, IORING_ENTER_GETEVENTS,
 			     tsp);
+	if (unlikely(loop->hist))
+		halo__hist_entered(loop);
 	if (r >= 0) {
 		loop->stats.sqes_submitted += (unsigned)r;
 		return r;

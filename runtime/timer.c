@@ -117,13 +117,19 @@ halo_fut *halo_timer_at_(halo_loop *loop, uint64_t deadline_ns,
 {
 	halo_timer_heap *h = &loop->timers;
 	struct halo__timer *t;
+	/* Before the heap grows or a slab is carved, which the caller's
+	 * deadline did not wait for either. */
+	uint64_t born = unlikely(loop->hist) ? halo_now_ns() : 0;
 
 	if (h->n == h->cap && grow(loop, h) < 0)
 		return NULL;
-	t = halo__fut_alloc(loop, sizeof(*t), FUT_TIMER, file, line);
+	t = halo__fut_alloc(loop, halo__timer_size(loop), FUT_TIMER, file,
+			    line);
 	if (!t)
 		return NULL;
 	t->fut.result = 0; /* the result at expiry; see halo_fut_delayed */
+	if (unlikely(born))
+		((struct halo__timer_born *)t)->born_ns = born;
 	t->seq = (uint32_t)h->seq++;
 	h->ent[h->n] = (struct halo__timer_ent){deadline_ns, t};
 	t->idx = h->n++;
@@ -149,6 +155,10 @@ unsigned halo__timers_expire(halo_loop *loop, uint64_t now)
 		struct halo__timer *t = h->ent[0].t;
 		bool fails = t->fut.flags & FUT_FAILS_AT_EXPIRY;
 
+		if (unlikely(loop->hist))
+			halo__hist_timer(
+				loop, ((struct halo__timer_born *)t)->born_ns,
+				h->ent[0].deadline, now);
 		heap_remove(h, 0);
 		halo__fut_complete(&t->fut,
 				   fails ? HALO_FUT_ERROR : HALO_FUT_OK,

@@ -31,6 +31,16 @@ static halo_fut *start_blocking(halo_loop *l, void *arg)
 	return halo_timer_after(l, ft->ms * MS);
 }
 
+/* The mistake halo could not see before it timed start halves: the thread
+ * sleeps, no halo future is waited on. */
+static halo_fut *start_sleeping(halo_loop *l, void *arg)
+{
+	struct feat *ft = arg;
+
+	usleep(60 * 1000);
+	return halo_timer_after(l, ft->ms * MS);
+}
+
 static halo_fut *start_failing(halo_loop *l, void *arg)
 {
 	halo_fut *p = halo_fut_new(l);
@@ -113,6 +123,73 @@ START_TEST(test_build_names_a_blocking_start_half)
 	ck_assert_str_eq(rep.blocked, "recommendations");
 	ck_assert(u[1].blocked && !u[0].blocked && !u[2].blocked);
 	ck_assert_int_eq(ft[1].presented, 1);
+}
+END_TEST
+
+START_TEST(test_build_names_a_start_half_that_sleeps)
+{
+	struct feat ft[3] = {{.ms = 5}, {.ms = 5}, {.ms = 5}};
+	halo_build_unit u[3] = {
+		{"profile", start_timer, present, &ft[0], 0, 0, 0},
+		{"pricing", start_sleeping, present, &ft[1], 0, 0, 0},
+		{"cart", start_timer, present, &ft[2], 0, 0, 0},
+	};
+	halo_build_report rep = halo_build(&loop, u, 3, NULL);
+
+	ck_assert_int_eq(rep.status, 0);
+	ck_assert_uint_eq(rep.stalled_n, 1);
+	ck_assert_str_eq(rep.stalled, "pricing");
+	ck_assert_uint_eq(rep.blocked_n, 1);
+	ck_assert_str_eq(rep.blocked, "pricing");
+	ck_assert(u[1].blocked && !u[0].blocked && !u[2].blocked);
+	ck_assert_uint_ge(rep.stalled_max_ns, 60 * MS);
+	ck_assert_int_eq(ft[1].presented, 1);
+}
+END_TEST
+
+struct stall_seen {
+	int n;
+	int kind;
+	char label[64];
+};
+
+static void on_stall(halo_loop *l, const halo_stall *s, void *arg)
+{
+	struct stall_seen *seen = arg;
+
+	(void)l;
+	seen->n++;
+	seen->kind = s->kind;
+	snprintf(seen->label, sizeof(seen->label), "%s",
+		 s->label ? s->label : "");
+}
+
+/* With the loop's stall detector on, its threshold applies and its hook
+ * hears of the unit by name. */
+START_TEST(test_build_sleeping_start_half_reaches_the_stall_hook)
+{
+	struct stall_seen seen = {0};
+	halo_loop_opts o = {.stall_ns = 20 * MS, .stall_fn = on_stall,
+			    .stall_arg = &seen};
+	halo_loop l;
+	struct feat ft[2] = {{.ms = 5}, {.ms = 5}};
+	halo_build_unit u[2] = {
+		{"profile", start_timer, present, &ft[0], 0, 0, 0},
+		{"pricing", start_sleeping, present, &ft[1], 0, 0, 0},
+	};
+	halo_build_report rep;
+	halo_stats st;
+
+	tu_loop_init(&l, &o);
+	rep = halo_build(&l, u, 2, NULL);
+	ck_assert_int_eq(rep.status, 0);
+	ck_assert_uint_eq(rep.stalled_n, 1);
+	ck_assert_int_eq(seen.n, 1);
+	ck_assert_int_eq(seen.kind, HALO_STALL_SECTION);
+	ck_assert_str_eq(seen.label, "build unit pricing");
+	halo_loop_stats(&l, &st);
+	ck_assert_uint_eq(st.stalls, 1);
+	tu_loop_close(&l);
 }
 END_TEST
 
@@ -268,6 +345,8 @@ Suite *build_suite(void)
 	tcase_set_timeout(tc, tu_timeout(10));
 	tcase_add_test(tc, test_build_takes_the_slowest_unit_not_the_sum);
 	tcase_add_test(tc, test_build_names_a_blocking_start_half);
+	tcase_add_test(tc, test_build_names_a_start_half_that_sleeps);
+	tcase_add_test(tc, test_build_sleeping_start_half_reaches_the_stall_hook);
 	tcase_add_test(tc, test_build_failed_unit_does_not_stop_the_others);
 	tcase_add_test(tc, test_build_deadline_cancels_what_missed_it);
 	tcase_add_test(tc, test_build_report_shows_a_unit_that_failed_at_start);
