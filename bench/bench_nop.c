@@ -1,45 +1,89 @@
 /* NOP throughput: halo NOP futures against raw liburing NOPs on a ring with
  * the same flags, in the same process, rounds interleaved, at batch sizes 1,
  * 8, 32 and 128. What it measures is halo's per-operation cost: a pooled
- * future, a tagged SQE, the reap that completes it and the release. */
+ * future, a tagged SQE, the reap that completes it and the release.
+ *
+ * Where valgrind is installed, it also counts the user-space instructions
+ * per NOP of both loops at batch 1 and 32: it runs itself under callgrind
+ * ("bench_nop count halo|raw BATCH ITERS") at two iteration counts, so that
+ * setup and teardown cancel out of the difference. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench/bench.h"
 #include "halo.h"
 
 #define ROUNDS 5
 
-static double raw_nops(unsigned batch, double secs)
+/* One batch of raw liburing NOPs: prepare, submit and wait, reap. */
+static unsigned raw_round(struct io_uring *ring, unsigned batch)
 {
-	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0;
+
+	for (unsigned i = 0; i < batch; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, i + 1);
+	}
+	io_uring_submit_and_wait(ring, batch);
+	io_uring_for_each_cqe(ring, head, cqe) seen++;
+	io_uring_cq_advance(ring, seen);
+	return seen;
+}
+
+static void raw_init(struct io_uring *ring)
+{
 	struct io_uring_params p = {0};
-	uint64_t n = 0, t0, deadline;
 
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
 		  IORING_SETUP_SUBMIT_ALL;
-	if (io_uring_queue_init_params(256, &ring, &p) < 0) {
+	if (io_uring_queue_init_params(256, ring, &p) < 0) {
 		fprintf(stderr, "raw ring setup failed\n");
 		exit(1);
 	}
-	io_uring_register_ring_fd(&ring);
+	io_uring_register_ring_fd(ring);
+}
+
+/* One batch of halo NOP futures: start, one tick, consume. */
+static unsigned halo_round(halo_loop *loop, unsigned batch)
+{
+	halo_fut *f[128];
+
+	for (unsigned i = 0; i < batch; i++)
+		f[i] = halo_nop(loop);
+	halo_loop_run_once(loop);
+	for (unsigned i = 0; i < batch; i++) {
+		if (!halo_fut_is_done(f[i]))
+			halo_fut_wait(f[i]);
+		halo_fut_release(f[i]);
+	}
+	return batch;
+}
+
+static void halo_init(halo_loop *loop)
+{
+	halo_loop_opts o = {.max_inflight =
+				    getenv("CQ") ? atoi(getenv("CQ")) : 0};
+
+	if (halo_loop_init(loop, &o) < 0) {
+		fprintf(stderr, "halo: %s\n", halo_loop_error(loop));
+		exit(1);
+	}
+}
+
+static double raw_nops(unsigned batch, double secs)
+{
+	struct io_uring ring;
+	uint64_t n = 0, t0, deadline;
+
+	raw_init(&ring);
 	t0 = bench_now_ns();
 	deadline = t0 + (uint64_t)(secs * 1e9);
 	do {
-		for (int k = 0; k < 64; k++) {
-			struct io_uring_cqe *cqe;
-			unsigned head, seen = 0;
-
-			for (unsigned i = 0; i < batch; i++) {
-				struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-				io_uring_prep_nop(sqe);
-				io_uring_sqe_set_data64(sqe, i + 1);
-			}
-			io_uring_submit_and_wait(&ring, batch);
-			io_uring_for_each_cqe(&ring, head, cqe) seen++;
-			io_uring_cq_advance(&ring, seen);
-			n += seen;
-		}
+		for (int k = 0; k < 64; k++)
+			n += raw_round(&ring, batch);
 	} while (bench_now_ns() < deadline);
 	io_uring_queue_exit(&ring);
 	return (double)n / ((double)(bench_now_ns() - t0) / 1e9);
@@ -48,28 +92,14 @@ static double raw_nops(unsigned batch, double secs)
 static double halo_nops(unsigned batch, double secs)
 {
 	halo_loop loop;
-	halo_fut *f[128];
 	uint64_t n = 0, t0, deadline;
 
-	halo_loop_opts o = {.max_inflight = getenv("CQ") ? atoi(getenv("CQ")) : 0};
-	if (halo_loop_init(&loop, &o) < 0) {
-		fprintf(stderr, "halo: %s\n", halo_loop_error(&loop));
-		exit(1);
-	}
+	halo_init(&loop);
 	t0 = bench_now_ns();
 	deadline = t0 + (uint64_t)(secs * 1e9);
 	do {
-		for (int k = 0; k < 64; k++) {
-			for (unsigned i = 0; i < batch; i++)
-				f[i] = halo_nop(&loop);
-			halo_loop_run_once(&loop);
-			for (unsigned i = 0; i < batch; i++) {
-				if (!halo_fut_is_done(f[i]))
-					halo_fut_wait(f[i]);
-				halo_fut_release(f[i]);
-			}
-			n += batch;
-		}
+		for (int k = 0; k < 64; k++)
+			n += halo_round(&loop, batch);
 	} while (bench_now_ns() < deadline);
 	n = (uint64_t)((double)n / ((double)(bench_now_ns() - t0) / 1e9));
 	if (halo_loop_close(&loop) != 0)
@@ -83,10 +113,104 @@ static int cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-int main(void)
+/* Count mode: a fixed number of operations, for callgrind. */
+static int count_main(const char *who, unsigned batch, unsigned long ops)
+{
+	if (batch < 1 || batch > 128)
+		return 2;
+	if (!strcmp(who, "raw")) {
+		struct io_uring ring;
+
+		raw_init(&ring);
+		for (unsigned long n = 0; n < ops;)
+			n += raw_round(&ring, batch);
+		io_uring_queue_exit(&ring);
+	} else {
+		halo_loop loop;
+
+		halo_init(&loop);
+		for (unsigned long n = 0; n < ops;)
+			n += halo_round(&loop, batch);
+		if (halo_loop_close(&loop) != 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Instructions callgrind counted for "count who batch ops", or -1. */
+static double callgrind_ir(const char *self, const char *who, unsigned batch,
+			   unsigned long ops)
+{
+	char cmd[1024], line[512];
+	double ir = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd),
+		 "valgrind --tool=callgrind --callgrind-out-file=/dev/null "
+		 "%s count %s %u %lu 2>&1",
+		 self, who, batch, ops);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, "Collected : ");
+		if (p) {
+			ir = strtod(p + 12, NULL);
+		}
+	}
+	if (pclose(f) != 0)
+		return -1;
+	return ir;
+}
+
+/* User-space instructions per NOP: the difference between two runs, so
+ * that what does not scale with the operations (setup, exit) drops out. */
+static double ir_per_op(const char *self, const char *who, unsigned batch)
+{
+	unsigned long lo = 20000, hi = 120000;
+	double a = callgrind_ir(self, who, batch, lo);
+	double b = callgrind_ir(self, who, batch, hi);
+
+	if (a < 0 || b < 0)
+		return -1;
+	return (b - a) / (double)(hi - lo);
+}
+
+static void count_instructions(const char *self)
+{
+	static const unsigned batches[] = {1, 32};
+
+	if (system("valgrind --version >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "bench_nop: note: valgrind is missing; no "
+				"instruction counts\n");
+		return;
+	}
+	for (unsigned b = 0; b < 2; b++) {
+		char name[32];
+		double h, r;
+
+		bench_progress("nop", "batch %u: instructions per op under "
+				      "callgrind", batches[b]);
+		h = ir_per_op(self, "halo", batches[b]);
+		r = ir_per_op(self, "raw", batches[b]);
+		if (h < 0 || r < 0) {
+			fprintf(stderr, "bench_nop: callgrind run failed\n");
+			return;
+		}
+		snprintf(name, sizeof(name), "batch%u", batches[b]);
+		bench_emit("nop", name, "instr_per_op", h, "instr", "liburing",
+			   r, 0);
+	}
+}
+
+int main(int argc, char **argv)
 {
 	static const unsigned batches[] = {1, 8, 32, 128};
 	double secs = 0.4 * bench_scale();
+
+	if (argc == 5 && !strcmp(argv[1], "count"))
+		return count_main(argv[2], (unsigned)atoi(argv[3]),
+				  strtoul(argv[4], NULL, 10));
 
 	bench_pin(0);
 	for (unsigned b = 0; b < 4; b++) {
@@ -105,5 +229,6 @@ int main(void)
 		bench_emit("nop", name, "nops_per_s", hal[ROUNDS / 2], "op/s",
 			   "liburing", raw[ROUNDS / 2], 1);
 	}
+	count_instructions(argv[0]);
 	return 0;
 }

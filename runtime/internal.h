@@ -249,7 +249,6 @@ static inline void *halo__pool_get(halo_loop *loop, size_t size)
 	slot = p->free;
 	HALO_UNPOISON(slot, p->slot);
 	p->free = *slot;
-	p->free_n--;
 	return slot;
 }
 
@@ -260,7 +259,6 @@ static inline void halo__pool_put(halo_loop *loop, void *ptr, size_t size)
 
 	*slot = p->free;
 	p->free = slot;
-	p->free_n++;
 	HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
 }
 
@@ -271,16 +269,16 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 					 const char *file, int line)
 {
 	halo_fut *f;
-	uint16_t gen;
 
 	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
 		return NULL;
 	f = halo__pool_get(loop, size);
 	if (unlikely(!f))
 		return NULL;
-	gen = f->gen;
 	/* Field by field: a memset of the whole header costs more. task.next
-	 * is set when queued, result at completion, errmsg with its flag. */
+	 * is set when queued, result at completion, errmsg with its flag; gen
+	 * was bumped when the slot was freed (halo__fut_free), which is all
+	 * a late tag of the slot's last life needs. */
 	f->task.fn = halo__run_waiters;
 	f->loop = loop;
 	f->waiters = NULL;
@@ -288,7 +286,6 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 	f->file = file;
 	f->refs = 1;
 	f->urefs = 1;
-	f->gen = (uint16_t)(gen + 1);
 	f->state = HALO_FUT_PENDING;
 	f->flags = 0;
 	f->line = line;
@@ -342,6 +339,58 @@ static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
 	op->fut.refs++;
 	loop->stats.inflight++;
 	return sqe;
+}
+
+/* The whole start path of a one-SQE op: a pending op future (the caller
+ * owns one reference) with its SQE tagged, or NULL with nothing started.
+ * The same as halo__op_new then halo__op_sqe, with each field written once:
+ * the slot is taken first, the SQE second (a slot is returned for free if
+ * the ring has failed), and only then is the op written. */
+static inline __attribute__((always_inline)) halo_op *
+halo__op_start(halo_loop *loop, const char *file, int line,
+	       struct io_uring_sqe **sqep)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
+		return NULL;
+	op = halo__pool_get(loop, sizeof(halo_op));
+	if (unlikely(!op))
+		return NULL;
+	sqe = halo_uring_get_sqe(&loop->ring);
+	if (unlikely(!sqe)) {
+		sqe = halo__get_sqe_slow(loop);
+		if (!sqe) {
+			halo__pool_put(loop, op, sizeof(halo_op));
+			return NULL;
+		}
+	}
+	op->fut.task.fn = halo__run_waiters;
+	op->fut.loop = loop;
+	op->fut.waiters = NULL;
+	op->fut.value = NULL;
+	op->fut.file = file;
+	op->fut.refs = 2; /* the caller's and the kernel's */
+	op->fut.urefs = 1;
+	op->fut.state = HALO_FUT_PENDING;
+	op->fut.flags = 0;
+	op->fut.line = line;
+	op->fut.kind = FUT_OP;
+	op->on_cqe = NULL;
+	op->sqe = sqe;
+	op->sq_epoch = loop->sq_epoch;
+	op->kernel_refs = 1;
+	op->aux = 0;
+	op->ctx = NULL;
+	op->owner = NULL;
+	sqe->user_data = halo__op_tag(op);
+	loop->stats.live_futures++;
+	loop->stats.inflight++;
+	if (unlikely(loop->cur_fiber != NULL))
+		halo__fiber_own(loop->cur_fiber, op);
+	*sqep = sqe;
+	return op;
 }
 
 #endif

@@ -54,6 +54,16 @@ static inline void op_finish(halo_op *op, int32_t res)
 {
 	halo_fut *f = &op->fut;
 
+	/* The common case first, in one test of state and flags: a pending
+	 * op nobody cancelled that succeeded. */
+	if (likely(f->state == HALO_FUT_PENDING &&
+		   !(f->flags & (FUT_NOPPED | FUT_CANCEL_REQ)) && res >= 0)) {
+		f->state = HALO_FUT_OK;
+		f->result = res;
+		if (f->waiters)
+			halo__fut_queue(f);
+		return;
+	}
 	if (!halo__fut_pending(f))
 		return;
 	if (f->flags & FUT_NOPPED)
@@ -113,6 +123,7 @@ unsigned halo__reap(halo_loop *loop)
 {
 	struct io_uring *ring = &loop->ring;
 	unsigned head, tail, n = 0, mask = ring->cq.ring_mask;
+	uint64_t inflight_ended = 0;
 
 	/* One acquire load of the tail for the whole batch; liburing's
 	 * for_each reloads it per CQE. */
@@ -136,15 +147,16 @@ unsigned halo__reap(halo_loop *loop)
 		more = cqe->flags & IORING_CQE_F_MORE;
 		if (op->on_cqe)
 			op->on_cqe(op, cqe->res, cqe->flags);
-		else if (!more)
+		else if (likely(!more))
 			op_finish(op, cqe->res);
-		if (!more) {
-			if (--op->kernel_refs == 0 && op->owner)
+		if (likely(!more)) {
+			if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
 				halo__fiber_op_ended(op);
-			loop->stats.inflight--;
+			inflight_ended++;
 			halo__fut_unref(&op->fut);
 		}
 	}
+	loop->stats.inflight -= inflight_ended;
 	if (n) {
 		io_uring_cq_advance(ring, n);
 		loop->stats.cqes_reaped += n;
