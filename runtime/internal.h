@@ -167,8 +167,28 @@ void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 /* Get an SQE after flushing a full SQ to the kernel (counted). */
 struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop);
 
-/* An SQE whose CQE the reaper ignores (cancels, linked timeouts). */
+/* An SQE whose CQE the reaper ignores (linked timeouts): counted in
+ * loop->internal_inflight until its CQE, so that close waits for it. */
 struct io_uring_sqe *halo__loop_sqe(halo_loop *loop);
+
+/* user_data of internal SQEs that are not counted (halo__loop_sqe_nocqe);
+ * no op slot is at address 1. */
+#define HALO_UD_NOCQE 1ull
+
+/* An SQE whose success nobody reads and that refers to no memory of ours
+ * (cancels): with HALO_FEAT_CQE_SKIP its success posts no CQE at all. Not
+ * counted: a failure's CQE (tagged HALO_UD_NOCQE) is just ignored, and
+ * close need not wait for it. */
+struct io_uring_sqe *halo__loop_sqe_nocqe(halo_loop *loop);
+
+/* Mark such an SQE so that its success posts no CQE, where the kernel can
+ * (HALO_FEAT_CQE_SKIP). After the prep helper, which clears sqe->flags. */
+static inline void halo__skip_success(halo_loop *loop,
+				      struct io_uring_sqe *sqe)
+{
+	if (loop->features & HALO_FEAT_CQE_SKIP)
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
 
 /* Complete op from a CQE res: OK if res >= 0, CANCELLED if res is -ECANCELED
  * and cancellation was asked for, ERROR otherwise. */

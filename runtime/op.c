@@ -50,6 +50,16 @@ struct io_uring_sqe *halo__loop_sqe(halo_loop *loop)
 	return sqe;
 }
 
+struct io_uring_sqe *halo__loop_sqe_nocqe(halo_loop *loop)
+{
+	struct io_uring_sqe *sqe = get_sqe(loop);
+
+	if (unlikely(!sqe))
+		return NULL;
+	sqe->user_data = HALO_UD_NOCQE;
+	return sqe;
+}
+
 static inline void op_finish(halo_op *op, int32_t res)
 {
 	halo_fut *f = &op->fut;
@@ -112,10 +122,11 @@ int halo__op_cancel(halo_op *op)
 		op->fut.flags |= FUT_NOPPED;
 		return 0;
 	}
-	sqe = halo__loop_sqe(loop);
+	sqe = halo__loop_sqe_nocqe(loop);
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_cancel64(sqe, halo__op_tag(op), 0);
+	halo__skip_success(loop, sqe);
 	return 0;
 }
 
@@ -135,8 +146,9 @@ unsigned halo__reap(halo_loop *loop)
 		bool more;
 
 		n++;
-		if (ud == 0) {
-			loop->internal_inflight--;
+		if (unlikely(ud <= HALO_UD_NOCQE)) {
+			if (ud == 0)
+				loop->internal_inflight--;
 			continue;
 		}
 		op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);
@@ -185,8 +197,21 @@ int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 	loop->sq_epoch++;
 	loop->stats.enters++;
 	loop->cq_overflowed = 0;
-	r = halo_uring_enter(&loop->ring, n, wait_nr, IORING_ENTER_GETEVENTS,
-			     tsp);
+	if (unlikely(loop->opts.min_wait_us) && wait_nr == 1 &&
+	    loop->stats.inflight > 1 && (loop->features & HALO_FEAT_MIN_WAIT)) {
+		/* Batching: ask for every op in flight, but settle for what
+		 * has come after min_wait_us (at least one). */
+		unsigned want = loop->stats.inflight < loop->ring.cq.ring_entries
+					? (unsigned)loop->stats.inflight
+					: loop->ring.cq.ring_entries;
+
+		r = halo_uring_enter_min_wait(&loop->ring, n, want,
+					      IORING_ENTER_GETEVENTS, tsp,
+					      loop->opts.min_wait_us);
+	} else {
+		r = halo_uring_enter(&loop->ring, n, wait_nr,
+				     IORING_ENTER_GETEVENTS, tsp);
+	}
 	if (r >= 0) {
 		loop->stats.sqes_submitted += (unsigned)r;
 		return r;
