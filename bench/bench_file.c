@@ -79,11 +79,14 @@ struct slot {
 	halo_waiter w;
 	halo_fut *f;
 	char *buf;
+	int idx;
 };
 
 static halo_loop loop;
 static int rfd;
 static uint64_t done_n, stop_at;
+static halo_bufs bufs; /* registered buffers: slot i is slot i's buffer */
+static int use_fixed;
 
 static void start(struct slot *s);
 
@@ -105,7 +108,11 @@ static void on_read(halo_fut *f, void *arg)
 
 static void start(struct slot *s)
 {
-	s->f = halo_read(&loop, rfd, s->buf, BS, (int64_t)next_off());
+	if (use_fixed)
+		s->f = halo_read_fixed(&bufs, (unsigned)s->idx, rfd, s->buf,
+				       BS, (int64_t)next_off());
+	else
+		s->f = halo_read(&loop, rfd, s->buf, BS, (int64_t)next_off());
 	if (!s->f) {
 		fprintf(stderr, "bench_file: out of memory\n");
 		exit(1);
@@ -136,8 +143,18 @@ static double halo_iops_opts(int qd, int direct, double secs,
 		fprintf(stderr, "halo: %s\n", halo_loop_error(&loop));
 		exit(1);
 	}
-	for (int i = 0; i < qd; i++)
+	for (int i = 0; i < qd; i++) {
 		slots[i].buf = halo_buf_alloc_aligned(BS, 4096);
+		slots[i].idx = i;
+	}
+	if (use_fixed) {
+		if (halo_bufs_init(&bufs, &loop, MAX_QD) < 0)
+			exit(1);
+		for (int i = 0; i < qd; i++)
+			if (halo_bufs_set(&bufs, (unsigned)i, slots[i].buf,
+					  BS) < 0)
+				exit(1);
+	}
 	done_n = 0;
 	t0 = halo_now_ns();
 	stop_at = t0 + (uint64_t)(secs * 1e9);
@@ -146,6 +163,8 @@ static double halo_iops_opts(int qd, int direct, double secs,
 	while (halo_loop_run_once(&loop) > 0)
 		;
 	t0 = halo_now_ns() - t0;
+	if (use_fixed && halo_bufs_close(&bufs) < 0)
+		exit(1);
 	halo_loop_close(&loop);
 	for (int i = 0; i < qd; i++)
 		halo_buf_free(slots[i].buf);
@@ -219,6 +238,12 @@ static double raw_iops(int qd, int direct, double secs)
 	return (double)done / ((double)t0 / 1e9);
 }
 
+static int cmpd(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
 static double fio_iops(int qd, int direct, double secs)
 {
 	char cmd[1024], *out = malloc(1 << 20), *p;
@@ -248,6 +273,69 @@ static double fio_iops(int qd, int direct, double secs)
 		iops = strtod(p + 1, NULL);
 	free(out);
 	return iops;
+}
+
+/* Whether the file's device completes polled I/O: one O_DIRECT read on an
+ * IORING_SETUP_IOPOLL ring. Returns the CQE's res (4096), or -errno
+ * (-EOPNOTSUPP: the block device has no poll queues). */
+static int iopoll_probe(void)
+{
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	char *buf = halo_buf_alloc_aligned(BS, 4096);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT), r;
+
+	if (fd < 0 || !buf || io_uring_queue_init(4, &ring, IORING_SETUP_IOPOLL)) {
+		if (fd >= 0)
+			close(fd);
+		halo_buf_free(buf);
+		return -EINVAL;
+	}
+	io_uring_prep_read(io_uring_get_sqe(&ring), fd, buf, BS, 0);
+	r = io_uring_submit(&ring);
+	/* On an IOPOLL ring, waiting is what reaps (it polls the device). */
+	if (r >= 0)
+		r = io_uring_wait_cqe(&ring, &cqe);
+	if (r == 0)
+		r = cqe->res;
+	io_uring_queue_exit(&ring);
+	close(fd);
+	halo_buf_free(buf);
+	return r;
+}
+
+/* O_DIRECT at depth 32 with each ring feature on over off, interleaved;
+ * and whether IOPOLL could run here at all. */
+static void feature_rows(double secs)
+{
+	double on[3], off[3];
+	halo_loop_opts plain = {.busy_poll_ns = 1000000};
+	halo_loop_opts mw = {.busy_poll_ns = 0, .min_wait_us = 50};
+	halo_loop_opts mw_off = {.busy_poll_ns = 0};
+	int ip = iopoll_probe();
+
+	fprintf(stderr, "[file] IOPOLL probe on %s: %d (%s)\n", path, ip,
+		ip == BS ? "supported" : strerror(ip < 0 ? -ip : EIO));
+	bench_emit("file", "iopoll_supported", "bool", ip == BS, "",
+		   NULL, 0, 1);
+	for (int r = 0; r < 3; r++) {
+		use_fixed = 1;
+		on[r] = halo_iops_opts(32, 1, secs / 2, &plain);
+		use_fixed = 0;
+		off[r] = halo_iops_opts(32, 1, secs / 2, &plain);
+	}
+	qsort(on, 3, sizeof(double), cmpd);
+	qsort(off, 3, sizeof(double), cmpd);
+	bench_emit("file", "randread_4k_qd32_direct_fixed_bufs", "iops",
+		   on[1], "IO/s", "fixed_bufs_off", off[1], 1);
+	for (int r = 0; r < 3; r++) {
+		on[r] = halo_iops_opts(32, 1, secs / 2, &mw);
+		off[r] = halo_iops_opts(32, 1, secs / 2, &mw_off);
+	}
+	qsort(on, 3, sizeof(double), cmpd);
+	qsort(off, 3, sizeof(double), cmpd);
+	bench_emit("file", "randread_4k_qd32_direct_min_wait50us", "iops",
+		   on[1], "IO/s", "min_wait_off", off[1], 1);
 }
 
 int main(void)
@@ -310,8 +398,17 @@ int main(void)
 					 name);
 				bench_emit("file", bname, "iops", hb, "IO/s",
 					   "fio", b, 1);
+				use_fixed = 1;
+				hb = halo_iops_opts(qds[i], direct, secs,
+						    &busy);
+				use_fixed = 0;
+				snprintf(bname, sizeof(bname),
+					 "%s_busypoll_fixed", name);
+				bench_emit("file", bname, "iops", hb, "IO/s",
+					   "fio", b, 1);
 			}
 		}
 	}
+	feature_rows(secs);
 	return 0;
 }

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <errno.h>
 
 #include "bench/bench.h"
 #include "halo.h"
@@ -62,10 +64,13 @@ static unsigned halo_round(halo_loop *loop, unsigned batch)
 	return batch;
 }
 
+static unsigned features_off; /* for the feature on/off rows */
+
 static void halo_init(halo_loop *loop)
 {
 	halo_loop_opts o = {.max_inflight =
-				    getenv("CQ") ? atoi(getenv("CQ")) : 0};
+				    getenv("CQ") ? atoi(getenv("CQ")) : 0,
+			    .features_off = features_off};
 
 	if (halo_loop_init(loop, &o) < 0) {
 		fprintf(stderr, "halo: %s\n", halo_loop_error(loop));
@@ -107,10 +112,76 @@ static double halo_nops(unsigned batch, double secs)
 	return (double)n;
 }
 
+/* Start 32 pipe reads, let the kernel take them, cancel them all: the
+ * cancel path, where CQE_SKIP saves one CQE per cancel. */
+static double halo_cancels(double secs)
+{
+	halo_loop loop;
+	halo_fut *f[32];
+	char buf[32];
+	uint64_t n = 0, t0, deadline;
+	int p[2];
+
+	if (pipe(p) < 0)
+		exit(1);
+	halo_init(&loop);
+	t0 = bench_now_ns();
+	deadline = t0 + (uint64_t)(secs * 1e9);
+	do {
+		for (int i = 0; i < 32; i++)
+			f[i] = halo_read(&loop, p[0], &buf[i], 1, -1);
+		halo_loop_run_nowait(&loop);
+		for (int i = 0; i < 32; i++)
+			halo_fut_cancel(f[i]);
+		for (int i = 0; i < 32; i++)
+			if (halo_fut_join(f[i]) != -ECANCELED)
+				exit(1);
+		n += 32;
+	} while (bench_now_ns() < deadline);
+	n = (uint64_t)((double)n / ((double)(bench_now_ns() - t0) / 1e9));
+	if (halo_loop_close(&loop) != 0)
+		exit(1);
+	close(p[0]);
+	close(p[1]);
+	return (double)n;
+}
+
 static int cmp(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
 	return x < y ? -1 : x > y;
+}
+
+/* Each ring feature's gain: the same loop with it on and off, rounds
+ * interleaved; the ratio is on over off. */
+static void feature_rows(double secs)
+{
+	double on[ROUNDS], off[ROUNDS];
+
+	bench_progress("nop", "no_sqarray on/off at batch 32, cqe_skip "
+			      "on/off on 32 cancels");
+	for (int r = 0; r < ROUNDS; r++) {
+		features_off = 0;
+		on[r] = halo_nops(32, secs);
+		features_off = HALO_FEAT_NO_SQARRAY;
+		off[r] = halo_nops(32, secs);
+	}
+	features_off = 0;
+	qsort(on, ROUNDS, sizeof(double), cmp);
+	qsort(off, ROUNDS, sizeof(double), cmp);
+	bench_emit("nop", "batch32_no_sqarray", "nops_per_s", on[ROUNDS / 2],
+		   "op/s", "no_sqarray_off", off[ROUNDS / 2], 1);
+	for (int r = 0; r < ROUNDS; r++) {
+		features_off = 0;
+		on[r] = halo_cancels(secs);
+		features_off = HALO_FEAT_CQE_SKIP;
+		off[r] = halo_cancels(secs);
+	}
+	features_off = 0;
+	qsort(on, ROUNDS, sizeof(double), cmp);
+	qsort(off, ROUNDS, sizeof(double), cmp);
+	bench_emit("nop", "cancel32_cqe_skip", "cancels_per_s",
+		   on[ROUNDS / 2], "op/s", "cqe_skip_off", off[ROUNDS / 2], 1);
 }
 
 /* Count mode: a fixed number of operations, for callgrind. */
@@ -229,6 +300,7 @@ int main(int argc, char **argv)
 		bench_emit("nop", name, "nops_per_s", hal[ROUNDS / 2], "op/s",
 			   "liburing", raw[ROUNDS / 2], 1);
 	}
+	feature_rows(secs);
 	count_instructions(argv[0]);
 	return 0;
 }
