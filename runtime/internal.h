@@ -361,31 +361,12 @@ static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
 	return sqe;
 }
 
-/* The whole start path of a one-SQE op: a pending op future (the caller
- * owns one reference) with its SQE tagged, or NULL with nothing started.
- * The same as halo__op_new then halo__op_sqe, with each field written once:
- * the slot is taken first, the SQE second (a slot is returned for free if
- * the ring has failed), and only then is the op written. */
-static inline __attribute__((always_inline)) halo_op *
-halo__op_start(halo_loop *loop, const char *file, int line,
-	       struct io_uring_sqe **sqep)
+/* Fill a fresh op (its slot taken, its SQE got) as halo__op_new then
+ * halo__op_sqe would, each field written once. */
+static inline __attribute__((always_inline)) void
+halo__op_fill(halo_loop *loop, halo_op *op, struct io_uring_sqe *sqe,
+	      const char *file, int line)
 {
-	struct io_uring_sqe *sqe;
-	halo_op *op;
-
-	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
-		return NULL;
-	op = halo__pool_get(loop, sizeof(halo_op));
-	if (unlikely(!op))
-		return NULL;
-	sqe = halo_uring_get_sqe(&loop->ring);
-	if (unlikely(!sqe)) {
-		sqe = halo__get_sqe_slow(loop);
-		if (!sqe) {
-			halo__pool_put(loop, op, sizeof(halo_op));
-			return NULL;
-		}
-	}
 	op->fut.task.fn = halo__run_waiters;
 	op->fut.loop = loop;
 	op->fut.waiters = NULL;
@@ -407,8 +388,42 @@ halo__op_start(halo_loop *loop, const char *file, int line,
 	sqe->user_data = halo__op_tag(op);
 	loop->stats.live_futures++;
 	loop->stats.inflight++;
-	if (unlikely(loop->cur_fiber != NULL))
-		halo__fiber_own(loop->cur_fiber, op);
+}
+
+/* Fault builds take the slow path, which asks the fault injector once. */
+#ifdef HALO_FAULT
+#define HALO_FAULT_BUILD 1
+#else
+#define HALO_FAULT_BUILD 0
+#endif
+
+/* The start path when the pool is empty, the SQ full or a fiber runs. */
+halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
+			     struct io_uring_sqe **sqep);
+
+/* The whole start path of a one-SQE op: a pending op future (the caller
+ * owns one reference) with its SQE tagged, or NULL with nothing started.
+ * The common case calls nothing, so that it needs no saved registers: a
+ * free slot, room in the SQ, no fiber to own the op. */
+static inline __attribute__((always_inline)) halo_op *
+halo__op_start(halo_loop *loop, const char *file, int line,
+	       struct io_uring_sqe **sqep)
+{
+	halo_pool *p = halo__pool_of(loop, sizeof(halo_op));
+	struct io_uring_sq *sq = &loop->ring.sq;
+	unsigned tail = sq->sqe_tail;
+	struct io_uring_sqe *sqe;
+	halo_op *op = p->free;
+
+	if (unlikely(!op || loop->cur_fiber ||
+		     tail - IO_URING_READ_ONCE(*sq->khead) >=
+			     sq->ring_entries || HALO_FAULT_BUILD))
+		return halo__op_start_slow(loop, file, line, sqep);
+	HALO_UNPOISON(op, p->slot);
+	p->free = *(void **)op;
+	sq->sqe_tail = tail + 1;
+	sqe = &sq->sqes[tail & sq->ring_mask];
+	halo__op_fill(loop, op, sqe, file, line);
 	*sqep = sqe;
 	return op;
 }

@@ -50,6 +50,29 @@ struct io_uring_sqe *halo__loop_sqe(halo_loop *loop)
 	return sqe;
 }
 
+halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
+			     struct io_uring_sqe **sqep)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
+		return NULL;
+	op = halo__pool_get(loop, sizeof(halo_op));
+	if (unlikely(!op))
+		return NULL;
+	sqe = get_sqe(loop);
+	if (!sqe) {
+		halo__pool_put(loop, op, sizeof(halo_op));
+		return NULL;
+	}
+	halo__op_fill(loop, op, sqe, file, line);
+	if (loop->cur_fiber)
+		halo__fiber_own(loop->cur_fiber, op);
+	*sqep = sqe;
+	return op;
+}
+
 struct io_uring_sqe *halo__loop_sqe_nocqe(halo_loop *loop)
 {
 	struct io_uring_sqe *sqe = get_sqe(loop);
@@ -157,16 +180,20 @@ unsigned halo__reap(halo_loop *loop)
 			continue;
 		}
 		more = cqe->flags & IORING_CQE_F_MORE;
-		if (op->on_cqe)
-			op->on_cqe(op, cqe->res, cqe->flags);
-		else if (likely(!more))
+		if (likely(!op->on_cqe)) {
+			if (unlikely(more))
+				continue;
 			op_finish(op, cqe->res);
-		if (likely(!more)) {
-			if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
-				halo__fiber_op_ended(op);
-			inflight_ended++;
-			halo__fut_unref(&op->fut);
+		} else {
+			op->on_cqe(op, cqe->res, cqe->flags);
+			if (more)
+				continue;
 		}
+		/* The op's last CQE: the kernel lets go of it. */
+		if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
+			halo__fiber_op_ended(op);
+		inflight_ended++;
+		halo__fut_unref(&op->fut);
 	}
 	loop->stats.inflight -= inflight_ended;
 	if (n) {
