@@ -275,6 +275,9 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 	}
 	/* Known before the ring is set up: some features are setup flags. */
 	loop->opts.features_off |= features_off_env();
+	if (!loop->opts.min_wait_us && getenv("HALO_MIN_WAIT_US"))
+		loop->opts.min_wait_us =
+			(unsigned)strtoul(getenv("HALO_MIN_WAIT_US"), NULL, 10);
 	loop->owner = pthread_self();
 	loop->ready_tail = &loop->ready_head;
 	loop->later_tail = &loop->later_head;

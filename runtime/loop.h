@@ -30,7 +30,8 @@ typedef struct halo_loop_opts {
 	unsigned min_wait_us;	 /* batching: a tick that sleeps waits up to
 				    this long for more than one completion
 				    before it handles the first (needs
-				    HALO_FEAT_MIN_WAIT, 6.12); 0: off */
+				    HALO_FEAT_MIN_WAIT, 6.12); 0: the
+				    environment's HALO_MIN_WAIT_US, or off */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */
