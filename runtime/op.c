@@ -157,7 +157,6 @@ unsigned halo__reap(halo_loop *loop)
 {
 	struct io_uring *ring = &loop->ring;
 	unsigned head, tail, n = 0, mask = ring->cq.ring_mask;
-	uint64_t inflight_ended = 0;
 
 	/* One acquire load of the tail for the whole batch; liburing's
 	 * for_each reloads it per CQE. */
@@ -192,10 +191,9 @@ unsigned halo__reap(halo_loop *loop)
 		/* The op's last CQE: the kernel lets go of it. */
 		if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
 			halo__fiber_op_ended(op);
-		inflight_ended++;
+		loop->stats.inflight--;
 		halo__fut_unref(&op->fut);
 	}
-	loop->stats.inflight -= inflight_ended;
 	if (n) {
 		io_uring_cq_advance(ring, n);
 		loop->stats.cqes_reaped += n;
