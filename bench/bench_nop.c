@@ -114,8 +114,11 @@ static double halo_nops(unsigned batch, double secs)
 
 /* Start 32 pipe reads, let the kernel take them, cancel them all: the
  * cancel path, where CQE_SKIP saves one CQE per cancel. */
+static double cqes_per_cancel; /* of the last halo_cancels() */
+
 static double halo_cancels(double secs)
 {
+	halo_stats st;
 	halo_loop loop;
 	halo_fut *f[32];
 	char buf[32];
@@ -138,6 +141,8 @@ static double halo_cancels(double secs)
 				exit(1);
 		n += 32;
 	} while (bench_now_ns() < deadline);
+	halo_loop_stats(&loop, &st);
+	cqes_per_cancel = (double)st.cqes_reaped / (double)n;
 	n = (uint64_t)((double)n / ((double)(bench_now_ns() - t0) / 1e9));
 	if (halo_loop_close(&loop) != 0)
 		exit(1);
@@ -173,17 +178,23 @@ static void feature_rows(double secs)
 	qsort(off, ROUNDS, sizeof(double), cmp);
 	bench_emit("nop", "batch32_no_sqarray", "nops_per_s", on[ROUNDS / 2],
 		   "op/s", "no_sqarray_off", off[ROUNDS / 2], 1);
+	double cqes_on = 0, cqes_off = 0;
+
 	for (int r = 0; r < ROUNDS; r++) {
 		features_off = r & 1 ? 0 : HALO_FEAT_CQE_SKIP;
 		(r & 1 ? on : off)[r] = halo_cancels(secs);
+		*(r & 1 ? &cqes_on : &cqes_off) = cqes_per_cancel;
 		features_off = r & 1 ? HALO_FEAT_CQE_SKIP : 0;
 		(r & 1 ? off : on)[r] = halo_cancels(secs);
+		*(r & 1 ? &cqes_off : &cqes_on) = cqes_per_cancel;
 	}
 	features_off = 0;
 	qsort(on, ROUNDS, sizeof(double), cmp);
 	qsort(off, ROUNDS, sizeof(double), cmp);
 	bench_emit("nop", "cancel32_cqe_skip", "cancels_per_s",
 		   on[ROUNDS / 2], "op/s", "cqe_skip_off", off[ROUNDS / 2], 1);
+	bench_emit("nop", "cancel32_cqe_skip", "cqes_per_cancel", cqes_on,
+		   "cqe", "cqe_skip_off", cqes_off, 0);
 }
 
 /* Count mode: a fixed number of operations, for callgrind. */

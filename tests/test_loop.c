@@ -540,7 +540,7 @@ START_TEST(test_ring_without_sq_array_runs_and_wraps)
 END_TEST
 
 /* Two pipe reads; a child writes to the first at once and to the second
- * 100 ms later. Returns the CQEs the first tick that reaped any took. */
+ * 500 ms later (a wide margin: the test process may wait for a core). Returns the CQEs the first tick that reaped any took. */
 static uint64_t first_tick_cqes(const halo_loop_opts *o)
 {
 	halo_loop l;
@@ -561,7 +561,7 @@ static uint64_t first_tick_cqes(const halo_loop_opts *o)
 	if (pid == 0) {
 		if (write(p[0][1], "a", 1) != 1)
 			_exit(1);
-		usleep(100000);
+		usleep(500000);
 		_exit(write(p[1][1], "b", 1) == 1 ? 0 : 1);
 	}
 	halo_loop_stats(&l, &a);
