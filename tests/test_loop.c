@@ -540,7 +540,8 @@ START_TEST(test_ring_without_sq_array_runs_and_wraps)
 END_TEST
 
 /* Two pipe reads; a child writes to the first at once and to the second
- * 500 ms later (a wide margin: the test process may wait for a core). Returns the CQEs the first tick that reaped any took. */
+ * 500 ms later (a wide margin: the test process may wait for a core).
+ * Returns the CQEs the first tick that reaped any took. */
 static uint64_t first_tick_cqes(const halo_loop_opts *o)
 {
 	halo_loop l;
