@@ -3,7 +3,10 @@
  * engine, and against a raw liburing loop in this process (same ring flags,
  * same offsets generator), on the same file in the same run. fio busy-polls
  * the completion queue, so the O_DIRECT cases also run halo with
- * busy_poll_ns set, against the same fio figure. The file is made once (real data,
+ * busy_poll_ns set (and with registered buffers), against the same fio
+ * figure; rounds interleave all of them. Rows with a ring feature on over
+ * off follow (fixed buffers, min-wait), and whether the device can do
+ * IOPOLL at all. The file is made once (real data,
  * not fallocated holes, so O_DIRECT reads reach the device) at
  * $HALO_BENCH_FILE or /var/tmp/halo-bench-file.dat and reused; it is never
  * in the source tree. */
@@ -79,11 +82,14 @@ struct slot {
 	halo_waiter w;
 	halo_fut *f;
 	char *buf;
+	int idx;
 };
 
 static halo_loop loop;
 static int rfd;
 static uint64_t done_n, stop_at;
+static halo_bufs bufs; /* registered buffers: slot i is slot i's buffer */
+static int use_fixed;
 
 static void start(struct slot *s);
 
@@ -105,7 +111,11 @@ static void on_read(halo_fut *f, void *arg)
 
 static void start(struct slot *s)
 {
-	s->f = halo_read(&loop, rfd, s->buf, BS, (int64_t)next_off());
+	if (use_fixed)
+		s->f = halo_read_fixed(&bufs, (unsigned)s->idx, rfd, s->buf,
+				       BS, (int64_t)next_off());
+	else
+		s->f = halo_read(&loop, rfd, s->buf, BS, (int64_t)next_off());
 	if (!s->f) {
 		fprintf(stderr, "bench_file: out of memory\n");
 		exit(1);
@@ -136,8 +146,18 @@ static double halo_iops_opts(int qd, int direct, double secs,
 		fprintf(stderr, "halo: %s\n", halo_loop_error(&loop));
 		exit(1);
 	}
-	for (int i = 0; i < qd; i++)
+	for (int i = 0; i < qd; i++) {
 		slots[i].buf = halo_buf_alloc_aligned(BS, 4096);
+		slots[i].idx = i;
+	}
+	if (use_fixed) {
+		if (halo_bufs_init(&bufs, &loop, MAX_QD) < 0)
+			exit(1);
+		for (int i = 0; i < qd; i++)
+			if (halo_bufs_set(&bufs, (unsigned)i, slots[i].buf,
+					  BS) < 0)
+				exit(1);
+	}
 	done_n = 0;
 	t0 = halo_now_ns();
 	stop_at = t0 + (uint64_t)(secs * 1e9);
@@ -146,6 +166,8 @@ static double halo_iops_opts(int qd, int direct, double secs,
 	while (halo_loop_run_once(&loop) > 0)
 		;
 	t0 = halo_now_ns() - t0;
+	if (use_fixed && halo_bufs_close(&bufs) < 0)
+		exit(1);
 	halo_loop_close(&loop);
 	for (int i = 0; i < qd; i++)
 		halo_buf_free(slots[i].buf);
@@ -219,6 +241,21 @@ static double raw_iops(int qd, int direct, double secs)
 	return (double)done / ((double)t0 / 1e9);
 }
 
+static int cmpd(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+#define ROUNDS 3
+
+/* The median of ROUNDS figures (sorts them). */
+static double median(double *v)
+{
+	qsort(v, ROUNDS, sizeof(double), cmpd);
+	return v[ROUNDS / 2];
+}
+
 static double fio_iops(int qd, int direct, double secs)
 {
 	char cmd[1024], *out = malloc(1 << 20), *p;
@@ -250,6 +287,72 @@ static double fio_iops(int qd, int direct, double secs)
 	return iops;
 }
 
+/* Whether the file's device completes polled I/O: one O_DIRECT read on an
+ * IORING_SETUP_IOPOLL ring. Returns the CQE's res (4096), or -errno
+ * (-EOPNOTSUPP: the block device has no poll queues). */
+static int iopoll_probe(void)
+{
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	char *buf = halo_buf_alloc_aligned(BS, 4096);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT), r;
+
+	if (fd < 0 || !buf || io_uring_queue_init(4, &ring, IORING_SETUP_IOPOLL)) {
+		if (fd >= 0)
+			close(fd);
+		halo_buf_free(buf);
+		return -EINVAL;
+	}
+	io_uring_prep_read(io_uring_get_sqe(&ring), fd, buf, BS, 0);
+	r = io_uring_submit(&ring);
+	/* On an IOPOLL ring, waiting is what reaps (it polls the device). */
+	if (r >= 0)
+		r = io_uring_wait_cqe(&ring, &cqe);
+	if (r == 0)
+		r = cqe->res;
+	io_uring_queue_exit(&ring);
+	close(fd);
+	halo_buf_free(buf);
+	return r;
+}
+
+/* O_DIRECT at depth 32 with each ring feature on over off, interleaved;
+ * and whether IOPOLL could run here at all. */
+static void feature_rows(double secs)
+{
+	double on[ROUNDS], off[ROUNDS];
+	halo_loop_opts busy = {.busy_poll_ns = 1000000};
+	halo_loop_opts mw = {.min_wait_us = 50};
+	halo_loop_opts mw_off = {0};
+	int ip = iopoll_probe();
+
+	fprintf(stderr, "[file] IOPOLL probe on %s: %d (%s)\n", path, ip,
+		ip == BS ? "supported" : strerror(ip < 0 ? -ip : EIO));
+	bench_emit("file", "iopoll_supported", "bool", ip == BS, "", NULL, 0,
+		   1);
+	/* Which goes first alternates from round to round. */
+	for (int r = 0; r < ROUNDS; r++) {
+		use_fixed = !(r & 1);
+		(use_fixed ? on : off)[r] = halo_iops_opts(32, 1, secs / 2,
+							   &busy);
+		use_fixed = r & 1;
+		(use_fixed ? on : off)[r] = halo_iops_opts(32, 1, secs / 2,
+							   &busy);
+	}
+	use_fixed = 0;
+	bench_emit("file", "randread_4k_qd32_direct_fixed_bufs", "iops",
+		   median(on), "IO/s", "fixed_bufs_off", median(off), 1);
+	for (int r = 0; r < ROUNDS; r++) {
+		if (r & 1)
+			off[r] = halo_iops_opts(32, 1, secs / 2, &mw_off);
+		on[r] = halo_iops_opts(32, 1, secs / 2, &mw);
+		if (!(r & 1))
+			off[r] = halo_iops_opts(32, 1, secs / 2, &mw_off);
+	}
+	bench_emit("file", "randread_4k_qd32_direct_min_wait50us", "iops",
+		   median(on), "IO/s", "min_wait_off", median(off), 1);
+}
+
 int main(void)
 {
 	double secs = 4.0 * bench_scale();
@@ -270,48 +373,68 @@ int main(void)
 		fprintf(stderr, "bench_file: note: fio is missing (make "
 				"deps-bench); emitting halo rows only\n");
 	bench_pin(0);
+	/* Rounds interleave halo, fio and the raw loop (and, with O_DIRECT,
+	 * halo busy-polling as fio does, with and without registered
+	 * buffers), so that a noisy neighbour hurts them alike; each figure
+	 * is its median round. */
 	for (int direct = 0; direct <= 1; direct++) {
 		if (!direct)
 			warm_cache();
 		for (int i = 0; i < 2; i++) {
-			char name[64];
-			double h, b = 0, raw;
+			halo_loop_opts busy = {.busy_poll_ns = 1000000};
+			double h[ROUNDS], b[ROUNDS], raw[ROUNDS], hb[ROUNDS],
+				hbf[ROUNDS], rs = secs / 2;
+			char name[64], bname[96];
 
 			snprintf(name, sizeof(name), "randread_4k_qd%d_%s",
 				 qds[i], direct ? "direct" : "pagecache");
-			h = halo_iops(qds[i], direct, secs);
-			if (h < 0) {
+			for (int k = 0; k < ROUNDS; k++) {
+				h[k] = halo_iops(qds[i], direct, rs);
+				if (h[k] < 0)
+					break;
+				b[k] = has_fio ? fio_iops(qds[i], direct, rs)
+					       : 0;
+				raw[k] = raw_iops(qds[i], direct, rs);
+				hb[k] = hbf[k] = 0;
+				if (direct) {
+					hb[k] = halo_iops_opts(qds[i], direct,
+							       rs, &busy);
+					use_fixed = 1;
+					hbf[k] = halo_iops_opts(qds[i], direct,
+								rs, &busy);
+					use_fixed = 0;
+				}
+				bench_progress("file", "%s round %d: halo=%.0f "
+						       "fio=%.0f liburing=%.0f "
+						       "busypoll=%.0f "
+						       "busypoll_fixed=%.0f",
+					       name, k + 1, h[k], b[k], raw[k],
+					       hb[k], hbf[k]);
+			}
+			if (h[0] < 0) {
 				fprintf(stderr, "bench_file: %s: O_DIRECT "
 						"refused here; skipped\n",
 					name);
 				continue;
 			}
-			if (has_fio)
-				b = fio_iops(qds[i], direct, secs);
-			raw = raw_iops(qds[i], direct, secs);
-			bench_progress("file", "%s halo=%.0f fio=%.0f "
-					       "liburing=%.0f",
-				       name, h, b, raw);
-			bench_emit("file", name, "iops", h, "IO/s",
-				   has_fio && b > 0 ? "fio" : NULL, b, 1);
-			bench_emit("file", name, "iops", h, "IO/s",
-				   raw > 0 ? "liburing" : NULL, raw, 1);
-			if (direct && has_fio && b > 0) {
-				/* fio's engine never sleeps: it enters with
-				 * min_complete 0 and spins (strace). The
-				 * same stance for halo is an option. */
-				halo_loop_opts busy = {.busy_poll_ns =
-							       1000000};
-				double hb = halo_iops_opts(qds[i], direct,
-							   secs, &busy);
-				char bname[80];
-
-				snprintf(bname, sizeof(bname), "%s_busypoll",
-					 name);
-				bench_emit("file", bname, "iops", hb, "IO/s",
-					   "fio", b, 1);
-			}
+			bench_emit("file", name, "iops", median(h), "IO/s",
+				   has_fio ? "fio" : NULL, median(b), 1);
+			bench_emit("file", name, "iops", median(h), "IO/s",
+				   "liburing", median(raw), 1);
+			if (!direct)
+				continue;
+			/* fio's engine never sleeps: it enters with
+			 * min_complete 0 and spins (strace). The same stance
+			 * for halo is an option. */
+			snprintf(bname, sizeof(bname), "%s_busypoll", name);
+			bench_emit("file", bname, "iops", median(hb), "IO/s",
+				   has_fio ? "fio" : NULL, median(b), 1);
+			snprintf(bname, sizeof(bname), "%s_busypoll_fixed",
+				 name);
+			bench_emit("file", bname, "iops", median(hbf), "IO/s",
+				   has_fio ? "fio" : NULL, median(b), 1);
 		}
 	}
+	feature_rows(secs);
 	return 0;
 }

@@ -391,3 +391,131 @@ void halo_buf_free(void *p)
 {
 	free(p);
 }
+
+struct halo__buf_slot {
+	char *base;
+	size_t len;
+	uint32_t busy; /* operations in flight on the slot */
+};
+
+int halo_bufs_init(halo_bufs *b, halo_loop *loop, unsigned n)
+{
+	int r;
+
+	memset(b, 0, sizeof(*b));
+	if (n == 0 || n > HALO_BUFS_MAX)
+		return -EINVAL;
+	b->slot = halo_mem_zalloc(loop, (size_t)n * sizeof(*b->slot));
+	if (!b->slot)
+		return -ENOMEM;
+	if (halo_loop_features(loop) & HALO_FEAT_FIXED_BUFS) {
+		/* A sparse table: slots are filled one by one (6.x). */
+		r = io_uring_register_buffers_sparse(&loop->ring, n);
+		if (r < 0) {
+			halo_mem_free(loop, b->slot,
+				      (size_t)n * sizeof(*b->slot));
+			b->slot = NULL;
+			return r;
+		}
+		b->registered = 1;
+	}
+	b->loop = loop;
+	b->n = n;
+	return 0;
+}
+
+int halo_bufs_set(halo_bufs *b, unsigned idx, void *buf, size_t len)
+{
+	struct halo__buf_slot *s;
+
+	if (!b->slot || idx >= b->n || (!buf && len) || (buf && !len) ||
+	    len > (1u << 30))
+		return -EINVAL;
+	s = &b->slot[idx];
+	if (s->busy)
+		return -EBUSY;
+	if (b->registered) {
+		struct iovec iov = {buf, len};
+		int r = io_uring_register_buffers_update_tag(&b->loop->ring,
+							     idx, &iov, NULL,
+							     1);
+		if (r < 0)
+			return r;
+	}
+	s->base = buf;
+	s->len = len;
+	return 0;
+}
+
+int halo_bufs_close(halo_bufs *b)
+{
+	if (!b->slot)
+		return 0;
+	for (unsigned i = 0; i < b->n; i++)
+		if (b->slot[i].busy)
+			return -EBUSY;
+	if (b->registered)
+		(void)io_uring_unregister_buffers(&b->loop->ring);
+	halo_mem_free(b->loop, b->slot, (size_t)b->n * sizeof(*b->slot));
+	memset(b, 0, sizeof(*b));
+	return 0;
+}
+
+static void fixed_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	struct halo__buf_slot *s = op->ctx;
+
+	if (flags & IORING_CQE_F_MORE)
+		return;
+	s->busy--;
+	io_finish(op, res);
+}
+
+static halo_fut *rw_fixed(halo_bufs *b, unsigned idx, bool is_write, int fd,
+			  void *buf, size_t len, int64_t off, const char *file,
+			  int line)
+{
+	struct io_uring_sqe *sqe;
+	struct halo__buf_slot *s;
+	halo_op *op;
+	char *p = buf;
+
+	if (!b->loop)
+		return NULL; /* no table: no loop to make a future on */
+	if (idx >= b->n)
+		return fail_now(b->loop, -EINVAL, file, line);
+	s = &b->slot[idx];
+	if (!s->base || p < s->base || len > s->len ||
+	    (size_t)(p - s->base) > s->len - len)
+		return fail_now(b->loop, -EINVAL, file, line);
+	op = io_op_start(b->loop, file, line, &sqe);
+	if (!op)
+		return NULL;
+	if (!b->registered)
+		io_uring_prep_rw(is_write ? IORING_OP_WRITE : IORING_OP_READ,
+				 sqe, fd, buf, (unsigned)len, (__u64)off);
+	else if (is_write)
+		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned)len,
+					  (__u64)off, (int)idx);
+	else
+		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)len,
+					 (__u64)off, (int)idx);
+	s->busy++;
+	op->ctx = s;
+	op->on_cqe = fixed_cqe;
+	return &op->fut;
+}
+
+halo_fut *halo_read_fixed_at(halo_bufs *b, unsigned idx, int fd, void *buf,
+			     size_t len, int64_t off, const char *file,
+			     int line)
+{
+	return rw_fixed(b, idx, false, fd, buf, len, off, file, line);
+}
+
+halo_fut *halo_write_fixed_at(halo_bufs *b, unsigned idx, int fd,
+			      const void *buf, size_t len, int64_t off,
+			      const char *file, int line)
+{
+	return rw_fixed(b, idx, true, fd, (void *)buf, len, off, file, line);
+}

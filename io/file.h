@@ -137,6 +137,56 @@ HALO_API int halo_files_unregister(halo_loop *loop);
  * has already gone to the kernel, -EINVAL if f is not an I/O operation. */
 HALO_API int halo_files_use_fixed(halo_fut *f);
 
+/* Registered (fixed) buffers: memory the kernel maps and pins once, so
+ * that READ_FIXED/WRITE_FIXED skip the per-operation page lookup and pin.
+ * A table of at most HALO_BUFS_MAX slots per loop (the kernel allows one
+ * table per ring); caller-allocated. Where the kernel lacks the feature or
+ * HALO_FEAT_FIXED_BUFS is switched off, the same calls work with plain
+ * reads and writes. */
+#define HALO_BUFS_MAX 16384
+
+typedef struct halo_bufs {
+	halo_loop *loop;
+	struct halo__buf_slot *slot;
+	unsigned n;
+	int registered; /* the kernel holds the table (HALO_FEAT_FIXED_BUFS) */
+} halo_bufs;
+
+/* Set up an empty table of n slots (1..HALO_BUFS_MAX) for loop. Returns 0,
+ * -EINVAL for a bad n, -EBUSY if loop has a table already, -ENOMEM or
+ * another -errno from the kernel (-ENOMEM also for the locked-memory limit:
+ * registered buffers count against ulimit -l). */
+HALO_API int halo_bufs_init(halo_bufs *b, halo_loop *loop, unsigned n);
+
+/* Register buf (len bytes, up to 1 GiB) as slot idx, replacing what the
+ * slot held; buf NULL and len 0 empty the slot. The memory must stay valid
+ * until the slot is replaced, emptied or the table closed. Returns 0,
+ * -EINVAL for a bad slot or buffer, -EBUSY while an operation on the slot
+ * is in flight, or -errno from the kernel. */
+HALO_API int halo_bufs_set(halo_bufs *b, unsigned idx, void *buf, size_t len);
+
+/* Unregister the table. Returns 0, or -EBUSY while any operation on a slot
+ * is in flight (the table stays). Call before halo_loop_close(). */
+HALO_API int halo_bufs_close(halo_bufs *b);
+
+/* Read (write) len bytes at file offset off into (from) buf, which must lie
+ * inside the buffer registered as slot idx. The result is the byte count or
+ * -errno; a bad slot or a buffer outside it completes with -EINVAL. The
+ * slot cannot be replaced until the future is done. */
+HALO_API halo_fut *halo_read_fixed_at(halo_bufs *b, unsigned idx, int fd,
+				      void *buf, size_t len, int64_t off,
+				      const char *file, int line);
+#define halo_read_fixed(b, idx, fd, buf, len, off)                             \
+	halo_read_fixed_at((b), (idx), (fd), (buf), (len), (off), __FILE__,    \
+			   __LINE__)
+HALO_API halo_fut *halo_write_fixed_at(halo_bufs *b, unsigned idx, int fd,
+				       const void *buf, size_t len,
+				       int64_t off, const char *file,
+				       int line);
+#define halo_write_fixed(b, idx, fd, buf, len, off)                            \
+	halo_write_fixed_at((b), (idx), (fd), (buf), (len), (off), __FILE__,   \
+			    __LINE__)
+
 /* Allocate size bytes aligned to align (a power of two, at least the device's
  * logical block size, 4096 is safe) for O_DIRECT I/O: with O_DIRECT, buffer
  * address, length and file offset must all be block aligned or the kernel

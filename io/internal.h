@@ -21,16 +21,7 @@ static inline __attribute__((always_inline)) halo_op *
 io_op_start(halo_loop *loop, const char *file, int line,
 	    struct io_uring_sqe **sqe)
 {
-	halo_op *op = halo__op_new(loop, file, line);
-
-	if (unlikely(!op))
-		return NULL;
-	*sqe = halo__op_sqe(op);
-	if (unlikely(!*sqe)) {
-		halo__op_abort(op);
-		return NULL;
-	}
-	return op;
+	return halo__op_start(loop, file, line, sqe);
 }
 
 /* True when the op's deadline is what ended it: a cancel nobody asked for

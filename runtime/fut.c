@@ -33,11 +33,13 @@ void halo__fut_free(halo_fut *f)
 
 	assert(f->refs == 0);
 	loop->stats.live_futures--;
-	if ((f->flags & FUT_OWNED_MSG) && f->errmsg != halo_fut_msg_lost)
+	if (unlikely(f->flags & FUT_OWNED_MSG) && f->errmsg != halo_fut_msg_lost)
 		halo_mem_free(loop, f->errmsg, strlen(f->errmsg) + 1);
 	f->gen++; /* a late tag for the old life never matches again */
 	f->task.fn = NULL; /* a free slot is no future for the leak scan */
-	if (f->kind == FUT_FIBER)
+	if (likely(f->kind == FUT_OP)) /* the pool known at compile time */
+		halo__pool_put(loop, f, sizeof(struct halo_op));
+	else if (f->kind == FUT_FIBER)
 		halo__fiber_free(f);
 	else
 		halo__pool_put(loop, f, halo__fut_size(f));
@@ -409,7 +411,18 @@ void halo_fut_release(halo_fut *f)
 	assert(f->urefs > 0 && f->refs >= f->urefs);
 	if (--f->urefs == 0)
 		f->flags |= FUT_CONSUMED;
-	halo__fut_unref(f);
+	if (--f->refs)
+		return;
+	/* The last reference of a plain op: halo__fut_free's common case,
+	 * inline, since releasing a done op is the end of every operation. */
+	if (likely(f->kind == FUT_OP && !(f->flags & FUT_OWNED_MSG))) {
+		f->loop->stats.live_futures--;
+		f->gen++;
+		f->task.fn = NULL;
+		halo__pool_put(f->loop, f, sizeof(struct halo_op));
+		return;
+	}
+	halo__fut_free(f);
 }
 
 void halo_fut_detach(halo_fut *f)

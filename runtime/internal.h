@@ -186,8 +186,28 @@ void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 /* Get an SQE after flushing a full SQ to the kernel (counted). */
 struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop);
 
-/* An SQE whose CQE the reaper ignores (cancels, linked timeouts). */
+/* An SQE whose CQE the reaper ignores (linked timeouts): counted in
+ * loop->internal_inflight until its CQE, so that close waits for it. */
 struct io_uring_sqe *halo__loop_sqe(halo_loop *loop);
+
+/* user_data of internal SQEs that are not counted (halo__loop_sqe_nocqe);
+ * no op slot is at address 1. */
+#define HALO_UD_NOCQE 1ull
+
+/* An SQE whose success nobody reads and that refers to no memory of ours
+ * (cancels): with HALO_FEAT_CQE_SKIP its success posts no CQE at all. Not
+ * counted: a failure's CQE (tagged HALO_UD_NOCQE) is just ignored, and
+ * close need not wait for it. */
+struct io_uring_sqe *halo__loop_sqe_nocqe(halo_loop *loop);
+
+/* Mark such an SQE so that its success posts no CQE, where the kernel can
+ * (HALO_FEAT_CQE_SKIP). After the prep helper, which clears sqe->flags. */
+static inline void halo__skip_success(halo_loop *loop,
+				      struct io_uring_sqe *sqe)
+{
+	if (loop->features & HALO_FEAT_CQE_SKIP)
+		sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
 
 /* Complete op from a CQE res: OK if res >= 0, CANCELLED if res is -ECANCELED
  * and cancellation was asked for, ERROR otherwise. */
@@ -304,7 +324,6 @@ static inline void *halo__pool_get(halo_loop *loop, size_t size)
 	slot = p->free;
 	HALO_UNPOISON(slot, p->slot);
 	p->free = *slot;
-	p->free_n--;
 	return slot;
 }
 
@@ -315,7 +334,6 @@ static inline void halo__pool_put(halo_loop *loop, void *ptr, size_t size)
 
 	*slot = p->free;
 	p->free = slot;
-	p->free_n++;
 	HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
 }
 
@@ -326,16 +344,16 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 					 const char *file, int line)
 {
 	halo_fut *f;
-	uint16_t gen;
 
 	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
 		return NULL;
 	f = halo__pool_get(loop, size);
 	if (unlikely(!f))
 		return NULL;
-	gen = f->gen;
 	/* Field by field: a memset of the whole header costs more. task.next
-	 * is set when queued, result at completion, errmsg with its flag. */
+	 * is set when queued, result at completion, errmsg with its flag; gen
+	 * was bumped when the slot was freed (halo__fut_free), which is all
+	 * a late tag of the slot's last life needs. */
 	f->task.fn = halo__run_waiters;
 	f->loop = loop;
 	f->waiters = NULL;
@@ -343,7 +361,6 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 	f->file = file;
 	f->refs = 1;
 	f->urefs = 1;
-	f->gen = (uint16_t)(gen + 1);
 	f->state = HALO_FUT_PENDING;
 	f->flags = 0;
 	f->line = line;
@@ -397,6 +414,73 @@ static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
 	op->fut.refs++;
 	loop->stats.inflight++;
 	return sqe;
+}
+
+/* Fill a fresh op (its slot taken, its SQE got) as halo__op_new then
+ * halo__op_sqe would, each field written once. */
+static inline __attribute__((always_inline)) void
+halo__op_fill(halo_loop *loop, halo_op *op, struct io_uring_sqe *sqe,
+	      const char *file, int line)
+{
+	op->fut.task.fn = halo__run_waiters;
+	op->fut.loop = loop;
+	op->fut.waiters = NULL;
+	op->fut.value = NULL;
+	op->fut.file = file;
+	op->fut.refs = 2; /* the caller's and the kernel's */
+	op->fut.urefs = 1;
+	op->fut.state = HALO_FUT_PENDING;
+	op->fut.flags = 0;
+	op->fut.line = line;
+	op->fut.kind = FUT_OP;
+	op->on_cqe = NULL;
+	op->sqe = sqe;
+	op->sq_epoch = loop->sq_epoch;
+	op->kernel_refs = 1;
+	op->aux = 0;
+	op->ctx = NULL;
+	op->owner = NULL;
+	sqe->user_data = halo__op_tag(op);
+	loop->stats.live_futures++;
+	loop->stats.inflight++;
+}
+
+/* Fault builds take the slow path, which asks the fault injector once. */
+#ifdef HALO_FAULT
+#define HALO_FAULT_BUILD 1
+#else
+#define HALO_FAULT_BUILD 0
+#endif
+
+/* The start path when the pool is empty, the SQ full or a fiber runs. */
+halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
+			     struct io_uring_sqe **sqep);
+
+/* The whole start path of a one-SQE op: a pending op future (the caller
+ * owns one reference) with its SQE tagged, or NULL with nothing started.
+ * The common case calls nothing, so that it needs no saved registers: a
+ * free slot, room in the SQ, no fiber to own the op. */
+static inline __attribute__((always_inline)) halo_op *
+halo__op_start(halo_loop *loop, const char *file, int line,
+	       struct io_uring_sqe **sqep)
+{
+	halo_pool *p = halo__pool_of(loop, sizeof(halo_op));
+	struct io_uring_sq *sq = &loop->ring.sq;
+	unsigned tail = sq->sqe_tail;
+	struct io_uring_sqe *sqe;
+	halo_op *op = p->free;
+
+	if (unlikely(!op || loop->cur_fiber ||
+		     tail - IO_URING_READ_ONCE(*sq->khead) >=
+			     sq->ring_entries || HALO_FAULT_BUILD))
+		return halo__op_start_slow(loop, file, line, sqep);
+	HALO_UNPOISON(op, p->slot);
+	p->free = *(void **)op;
+	sq->sqe_tail = tail + 1;
+	sqe = &sq->sqes[tail & sq->ring_mask];
+	halo__op_fill(loop, op, sqe, file, line);
+	*sqep = sqe;
+	return op;
 }
 
 #endif

@@ -150,8 +150,23 @@ static int setup_ring(halo_loop *loop)
 		p.flags = modes[i] | IORING_SETUP_SUBMIT_ALL |
 			  IORING_SETUP_CQSIZE;
 		p.cq_entries = cq;
-		r = io_uring_queue_init_params(loop->opts.sq_entries,
-					       &loop->ring, &p);
+		r = -EINVAL;
+		if (!(loop->opts.features_off & HALO_FEAT_NO_SQARRAY)) {
+			/* 6.6: no SQ index array, one indirection less per
+			 * SQE in the kernel; -EINVAL before 6.6. */
+			p.flags |= IORING_SETUP_NO_SQARRAY;
+			r = halo_uring_init_raw(loop->opts.sq_entries,
+						&loop->ring, &p);
+			if (r == -EINVAL) {
+				memset(&p, 0, sizeof(p));
+				p.flags = modes[i] | IORING_SETUP_SUBMIT_ALL |
+					  IORING_SETUP_CQSIZE;
+				p.cq_entries = cq;
+			}
+		}
+		if (r == -EINVAL)
+			r = io_uring_queue_init_params(loop->opts.sq_entries,
+						       &loop->ring, &p);
 		if (r == -EINVAL && i + 1 < sizeof(modes) / sizeof(modes[0]))
 			continue;
 		if (r < 0)
@@ -165,6 +180,7 @@ static int setup_ring(halo_loop *loop)
 			return -ENOSYS;
 		}
 		loop->stats.ring_flags = p.flags;
+		loop->ring_features = p.features;
 		/* Optional: saves an fget/fput per enter where it works. */
 		(void)io_uring_register_ring_fd(&loop->ring);
 		return 0;
@@ -223,8 +239,19 @@ static unsigned features_off_env(void)
  * is masked out afterwards, so every user of a feature reads one bit. */
 static unsigned probe_features(halo_loop *loop)
 {
-	(void)loop;
-	return 0;
+	unsigned f = 0;
+
+	if (loop->ring_features & IORING_FEAT_CQE_SKIP)
+		f |= HALO_FEAT_CQE_SKIP;
+	if (loop->stats.ring_flags & IORING_SETUP_NO_SQARRAY)
+		f |= HALO_FEAT_NO_SQARRAY;
+	if (loop->ring_features & IORING_FEAT_MIN_TIMEOUT)
+		f |= HALO_FEAT_MIN_WAIT;
+	/* Registered buffers are 5.1; updating a sparse table (what
+	 * halo_bufs_* uses) came with resource tags, 5.13. */
+	if (loop->ring_features & IORING_FEAT_RSRC_TAGS)
+		f |= HALO_FEAT_FIXED_BUFS;
+	return f;
 }
 
 int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
@@ -248,6 +275,9 @@ int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 	}
 	/* Known before the ring is set up: some features are setup flags. */
 	loop->opts.features_off |= features_off_env();
+	if (!loop->opts.min_wait_us && getenv("HALO_MIN_WAIT_US"))
+		loop->opts.min_wait_us =
+			(unsigned)strtoul(getenv("HALO_MIN_WAIT_US"), NULL, 10);
 	loop->owner = pthread_self();
 	loop->ready_tail = &loop->ready_head;
 	loop->later_tail = &loop->later_head;
@@ -561,10 +591,12 @@ static void drain_kernel(halo_loop *loop)
 		struct io_uring_sqe *sqe;
 
 		if (loop->stats.inflight) {
-			sqe = halo__loop_sqe(loop);
-			if (sqe)
+			sqe = halo__loop_sqe_nocqe(loop);
+			if (sqe) {
 				io_uring_prep_cancel64(sqe, 0,
 						       IORING_ASYNC_CANCEL_ANY);
+				halo__skip_success(loop, sqe);
+			}
 		}
 		if (halo__enter(loop, 1, 100000000ull) < 0)
 			break;

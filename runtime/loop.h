@@ -35,6 +35,11 @@ typedef struct halo_loop_opts {
 	void *stall_arg;	 /* passed to stall_fn */
 	unsigned hist;		 /* nonzero: keep latency histograms
 				    (hist.h); 0: off */
+	unsigned min_wait_us;	 /* batching: a tick that sleeps waits up to
+				    this long for more than one completion
+				    before it handles the first (needs
+				    HALO_FEAT_MIN_WAIT, 6.12); 0: the
+				    environment's HALO_MIN_WAIT_US, or off */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */
@@ -120,7 +125,8 @@ struct halo_loop {
 	halo_timer_heap timers;
 	uint64_t sq_epoch;     /* bumps each time the SQ is handed over */
 	uint64_t busy_until_ns; /* busy polling: spin, don't sleep, until */
-	uint64_t internal_inflight; /* cancels and such: CQEs to ignore */
+	uint64_t internal_inflight; /* link timeouts and such: CQEs to
+				       ignore, counted (they hold op memory) */
 	int in_callback;       /* > 0 while user callbacks run outside a fiber */
 	int stopping;
 	int closing;
@@ -128,6 +134,7 @@ struct halo_loop {
 	int cq_overflowed;
 	int woken; /* a loop-driving wait's future completed this tick */
 	unsigned features; /* HALO_FEAT_* active on this loop */
+	unsigned ring_features; /* IORING_FEAT_* the kernel reported */
 	struct halo_fiber *cur_fiber;
 	void *sched_sp; /* the loop's stack pointer while a fiber runs */
 	void *sched_fake_stack;

@@ -53,10 +53,53 @@ struct io_uring_sqe *halo__loop_sqe(halo_loop *loop)
 	return sqe;
 }
 
+halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
+			     struct io_uring_sqe **sqep)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
+		return NULL;
+	op = halo__pool_get(loop, sizeof(halo_op));
+	if (unlikely(!op))
+		return NULL;
+	sqe = get_sqe(loop);
+	if (!sqe) {
+		halo__pool_put(loop, op, sizeof(halo_op));
+		return NULL;
+	}
+	halo__op_fill(loop, op, sqe, file, line);
+	if (loop->cur_fiber)
+		halo__fiber_own(loop->cur_fiber, op);
+	*sqep = sqe;
+	return op;
+}
+
+struct io_uring_sqe *halo__loop_sqe_nocqe(halo_loop *loop)
+{
+	struct io_uring_sqe *sqe = get_sqe(loop);
+
+	if (unlikely(!sqe))
+		return NULL;
+	sqe->user_data = HALO_UD_NOCQE;
+	return sqe;
+}
+
 static inline void op_finish(halo_op *op, int32_t res)
 {
 	halo_fut *f = &op->fut;
 
+	/* The common case first, in one test of state and flags: a pending
+	 * op nobody cancelled that succeeded. */
+	if (likely(f->state == HALO_FUT_PENDING &&
+		   !(f->flags & (FUT_NOPPED | FUT_CANCEL_REQ)) && res >= 0)) {
+		f->state = HALO_FUT_OK;
+		f->result = res;
+		if (f->waiters)
+			halo__fut_queue(f);
+		return;
+	}
 	if (!halo__fut_pending(f))
 		return;
 	if (f->flags & FUT_NOPPED)
@@ -105,10 +148,11 @@ int halo__op_cancel(halo_op *op)
 		op->fut.flags |= FUT_NOPPED;
 		return 0;
 	}
-	sqe = halo__loop_sqe(loop);
+	sqe = halo__loop_sqe_nocqe(loop);
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_cancel64(sqe, halo__op_tag(op), 0);
+	halo__skip_success(loop, sqe);
 	return 0;
 }
 
@@ -127,8 +171,9 @@ unsigned halo__reap(halo_loop *loop)
 		bool more;
 
 		n++;
-		if (ud == 0) {
-			loop->internal_inflight--;
+		if (unlikely(ud <= HALO_UD_NOCQE)) {
+			if (ud == 0)
+				loop->internal_inflight--;
 			continue;
 		}
 		op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);
@@ -139,16 +184,20 @@ unsigned halo__reap(halo_loop *loop)
 		more = cqe->flags & IORING_CQE_F_MORE;
 		if (unlikely(loop->hist))
 			halo__hist_cqe(loop, op);
-		if (op->on_cqe)
-			op->on_cqe(op, cqe->res, cqe->flags);
-		else if (!more)
+		if (likely(!op->on_cqe)) {
+			if (unlikely(more))
+				continue;
 			op_finish(op, cqe->res);
-		if (!more) {
-			if (--op->kernel_refs == 0 && op->owner)
-				halo__fiber_op_ended(op);
-			loop->stats.inflight--;
-			halo__fut_unref(&op->fut);
+		} else {
+			op->on_cqe(op, cqe->res, cqe->flags);
+			if (more)
+				continue;
 		}
+		/* The op's last CQE: the kernel lets go of it. */
+		if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
+			halo__fiber_op_ended(op);
+		loop->stats.inflight--;
+		halo__fut_unref(&op->fut);
 	}
 	if (n) {
 		io_uring_cq_advance(ring, n);
@@ -181,8 +230,21 @@ int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 	loop->sq_epoch++;
 	loop->stats.enters++;
 	loop->cq_overflowed = 0;
-	r = halo_uring_enter(&loop->ring, n, wait_nr, IORING_ENTER_GETEVENTS,
-			     tsp);
+	if (unlikely(loop->opts.min_wait_us) && wait_nr == 1 &&
+	    loop->stats.inflight > 1 && (loop->features & HALO_FEAT_MIN_WAIT)) {
+		/* Batching: ask for every op in flight, but settle for what
+		 * has come after min_wait_us (at least one). */
+		unsigned want = loop->stats.inflight < loop->ring.cq.ring_entries
+					? (unsigned)loop->stats.inflight
+					: loop->ring.cq.ring_entries;
+
+		r = halo_uring_enter_min_wait(&loop->ring, n, want,
+					      IORING_ENTER_GETEVENTS, tsp,
+					      loop->opts.min_wait_us);
+	} else {
+		r = halo_uring_enter(&loop->ring, n, wait_nr,
+				     IORING_ENTER_GETEVENTS, tsp);
+	}
 	if (unlikely(loop->hist))
 		halo__hist_entered(loop);
 	if (r >= 0) {

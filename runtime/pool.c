@@ -118,7 +118,6 @@ int halo__pool_refill(halo_loop *loop, halo_pool *p)
 		*slot = p->free;
 		p->free = slot;
 		HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
-		p->free_n++;
 	}
 	return 0;
 }

@@ -22,7 +22,6 @@ typedef struct halo_loop halo_loop;
 typedef struct halo_pool {
 	void *free;
 	uint32_t slot;
-	uint32_t free_n;
 } halo_pool;
 
 typedef struct halo_pools {

@@ -19,6 +19,11 @@
 #ifndef IORING_FEAT_REG_REG_RING
 #define IORING_FEAT_REG_REG_RING (1U << 13)
 #endif
+/* io_uring_getevents_arg's pad became min_wait_usec in 6.12, announced by
+ * this feature bit. */
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
 /* sq_flags: task work is pending (COOP_TASKRUN | TASKRUN_FLAG). */
 #ifndef IORING_SQ_TASKRUN
 #define IORING_SQ_TASKRUN (1U << 2)
@@ -75,6 +80,36 @@ static inline struct io_uring_sqe *halo_uring_get_sqe(struct io_uring *ring)
 	return &sq->sqes[tail & sq->ring_mask];
 }
 
+/* Set up ring as io_uring_queue_init_params does, for flags liburing 2.3
+ * cannot set up. With IORING_SETUP_NO_SQARRAY (6.6) the kernel has no SQ
+ * index array and reports sq_off.array as 0: 2.3's queue_init would then
+ * write its identity array over the SQ ring's head and tail. Its
+ * io_uring_queue_mmap() writes nothing, and halo never reads sq.array (it
+ * publishes the tail itself, halo_uring_flush_sq), so setup + mmap is the
+ * whole job. Returns 0 or -errno (-EINVAL from a kernel without the flag). */
+static inline int halo_uring_init_raw(unsigned entries, struct io_uring *ring,
+				      struct io_uring_params *p)
+{
+	int fd = (int)syscall(__NR_io_uring_setup, entries, p);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	if (!(p->features & IORING_FEAT_SINGLE_MMAP)) {
+		/* 2.3 sizes the SQ ring from sq_off.array, which is 0 here;
+		 * only the single mapping (5.4) covers both rings whole. */
+		close(fd);
+		return -EINVAL;
+	}
+	r = io_uring_queue_mmap(fd, p, ring);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	ring->features = p->features;
+	return 0;
+}
+
 /* One io_uring_enter: submit to_submit SQEs and wait for wait_nr CQEs, at
  * most ts long (NULL: no limit). Uses the registered ring fd when there is
  * one. Returns what the kernel returned: SQEs consumed, or -errno. */
@@ -101,6 +136,31 @@ static inline int halo_uring_enter(struct io_uring *ring, unsigned to_submit,
 	}
 	ret = syscall(__NR_io_uring_enter, fd, to_submit, wait_nr, flags, argp,
 		      argsz);
+	return ret < 0 ? -errno : (int)ret;
+}
+
+/* The same enter with a minimum wait (6.12, IORING_FEAT_MIN_TIMEOUT): the
+ * kernel waits up to min_wait_us for wait_nr CQEs, then returns as soon as
+ * at least one is there (or ts expires). liburing 2.3 calls the field pad. */
+static inline int halo_uring_enter_min_wait(struct io_uring *ring,
+					    unsigned to_submit,
+					    unsigned wait_nr, unsigned flags,
+					    struct __kernel_timespec *ts,
+					    unsigned min_wait_us)
+{
+	struct io_uring_getevents_arg arg;
+	int fd = ring->ring_fd;
+	long ret;
+
+	if (ring->int_flags & HALO_LIBURING_INT_FLAG_REG_RING) {
+		fd = ring->enter_ring_fd;
+		flags |= IORING_ENTER_REGISTERED_RING;
+	}
+	memset(&arg, 0, sizeof(arg));
+	arg.ts = (__u64)(uintptr_t)ts;
+	arg.pad = min_wait_us; /* min_wait_usec */
+	ret = syscall(__NR_io_uring_enter, fd, to_submit, wait_nr,
+		      flags | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
 	return ret < 0 ? -errno : (int)ret;
 }
 

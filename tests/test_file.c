@@ -283,6 +283,78 @@ START_TEST(test_fixed_files_read_and_write_by_index)
 }
 END_TEST
 
+/* The table on loop l, used by fixed reads and writes of a file and a pipe;
+ * an unregistration or replacement while a read is in flight is refused. */
+static void fixed_bufs_roundtrip(halo_loop *l, int want_kernel_table)
+{
+	char *out = halo_buf_alloc_aligned(8192, 4096);
+	char *in = halo_buf_alloc_aligned(8192, 4096);
+	int fd = open_tmp(want_kernel_table ? "fb1" : "fb0", O_RDWR);
+	halo_bufs b, b2;
+	int p[2];
+	halo_fut *f;
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(halo_bufs_init(&b, l, 0), -EINVAL);
+	ck_assert_int_eq(halo_bufs_init(&b, l, 4), 0);
+	ck_assert_int_eq(b.registered, want_kernel_table);
+	if (want_kernel_table)
+		ck_assert_int_eq(halo_bufs_init(&b2, l, 4), -EBUSY);
+	ck_assert_int_eq(halo_bufs_set(&b, 4, out, 8192), -EINVAL);
+	ck_assert_int_eq(halo_bufs_set(&b, 1, out, 8192), 0);
+	ck_assert_int_eq(halo_bufs_set(&b, 2, in, 8192), 0);
+	for (int i = 0; i < 8192; i++)
+		out[i] = (char)(i * 7);
+
+	f = halo_write_fixed(&b, 1, fd, out + 4096, 4096, 0);
+	ck_assert_int_eq(halo_fut_join(f), 4096);
+	f = halo_read_fixed(&b, 2, fd, in, 4096, 0);
+	ck_assert_int_eq(halo_fut_join(f), 4096);
+	ck_assert_int_eq(memcmp(in, out + 4096, 4096), 0);
+
+	/* Outside the slot's buffer, an empty slot, no such slot. */
+	f = halo_read_fixed(&b, 2, fd, in + 4096, 8192, 0);
+	ck_assert_int_eq(halo_fut_join(f), -EINVAL);
+	f = halo_read_fixed(&b, 0, fd, in, 16, 0);
+	ck_assert_int_eq(halo_fut_join(f), -EINVAL);
+	f = halo_read_fixed(&b, 9, fd, in, 16, 0);
+	ck_assert_int_eq(halo_fut_join(f), -EINVAL);
+
+	/* In flight: the slot and the table stay until the read is done. */
+	f = halo_read_fixed(&b, 2, p[0], in, 16, -1);
+	ck_assert_int_ge(halo_loop_run_nowait(l), 0);
+	ck_assert_int_eq(halo_bufs_set(&b, 2, out, 8192), -EBUSY);
+	ck_assert_int_eq(halo_bufs_close(&b), -EBUSY);
+	ck_assert_int_eq(write(p[1], "fixed", 5), 5);
+	ck_assert_int_eq(halo_fut_join(f), 5);
+	ck_assert_int_eq(memcmp(in, "fixed", 5), 0);
+	ck_assert_int_eq(halo_bufs_set(&b, 2, NULL, 0), 0);
+	f = halo_read_fixed(&b, 2, fd, in, 16, 0);
+	ck_assert_int_eq(halo_fut_join(f), -EINVAL);
+	ck_assert_int_eq(halo_bufs_close(&b), 0);
+	/* A new table after the old one is gone. */
+	ck_assert_int_eq(halo_bufs_init(&b, l, 1), 0);
+	ck_assert_int_eq(halo_bufs_close(&b), 0);
+	close(p[0]);
+	close(p[1]);
+	close(fd);
+	halo_buf_free(out);
+	halo_buf_free(in);
+}
+
+START_TEST(test_fixed_buffers_register_use_and_unregister)
+{
+	halo_loop off;
+	halo_loop_opts o = {.features_off = HALO_FEAT_FIXED_BUFS};
+
+	fixed_bufs_roundtrip(&loop, (halo_loop_features(&loop) &
+				     HALO_FEAT_FIXED_BUFS) != 0);
+	tu_loop_init(&off, &o);
+	fixed_bufs_roundtrip(&off, 0);
+	tu_loop_close(&off);
+}
+END_TEST
+
 Suite *file_suite(void)
 {
 	Suite *s = suite_create("file");
@@ -300,6 +372,7 @@ Suite *file_suite(void)
 	tcase_add_test(tc, test_write_all_then_read_full_large_file);
 	tcase_add_test(tc, test_odirect_read_into_aligned_buffer);
 	tcase_add_test(tc, test_fixed_files_read_and_write_by_index);
+	tcase_add_test(tc, test_fixed_buffers_register_use_and_unregister);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -482,6 +482,161 @@ START_TEST(test_init_without_io_uring_names_the_cause)
 }
 END_TEST
 
+/* Cancel n pipe reads the kernel holds; returns the CQEs that took. */
+static uint64_t cancel_cqes(halo_loop *l, int n)
+{
+	halo_fut *f[8];
+	halo_stats a, b;
+	char buf[8][4];
+	int p[2];
+
+	ck_assert_int_eq(pipe(p), 0);
+	for (int i = 0; i < n; i++)
+		f[i] = halo_read(l, p[0], buf[i], 4, -1);
+	ck_assert_int_ge(halo_loop_run_nowait(l), 0);
+	ck_assert_uint_eq(tu_inflight(l), (uint64_t)n);
+	halo_loop_stats(l, &a);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(halo_fut_cancel(f[i]), 0);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(halo_fut_join(f[i]), -ECANCELED);
+	halo_loop_stats(l, &b);
+	close(p[0]);
+	close(p[1]);
+	return b.cqes_reaped - a.cqes_reaped;
+}
+
+START_TEST(test_cancels_post_no_cqe_with_cqe_skip_and_one_without)
+{
+	halo_loop l;
+	halo_loop_opts o = {.features_off = HALO_FEAT_CQE_SKIP};
+
+	if (halo_loop_features(&loop) & HALO_FEAT_CQE_SKIP)
+		ck_assert_uint_eq(cancel_cqes(&loop, 8), 8);
+	else
+		ck_assert_uint_eq(cancel_cqes(&loop, 8), 16);
+	tu_loop_init(&l, &o);
+	ck_assert_uint_eq(halo_loop_features(&l) & HALO_FEAT_CQE_SKIP, 0);
+	ck_assert_uint_eq(cancel_cqes(&l, 8), 16);
+	tu_loop_close(&l);
+}
+END_TEST
+
+/* Close cancels what the kernel holds with cancel-any SQEs whose success
+ * posts no CQE (where the kernel can): it must still see every op end,
+ * without waiting out its 10 s bound. */
+START_TEST(test_close_drains_reads_with_skipped_cancel_cqes)
+{
+	halo_loop l;
+	char buf[4][4];
+	int p[2];
+	uint64_t t0;
+
+	ck_assert_int_eq(pipe(p), 0);
+	tu_loop_init(&l, NULL);
+	for (int i = 0; i < 4; i++)
+		halo_fut_detach(halo_read(&l, p[0], buf[i], 4, -1));
+	ck_assert_int_ge(halo_loop_run_nowait(&l), 0);
+	ck_assert_uint_eq(tu_inflight(&l), 4);
+	t0 = halo_now_ns();
+	tu_loop_close(&l);
+	ck_assert_uint_lt(halo_now_ns() - t0, 5000000000ull);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+static void nops_through_small_sq(const halo_loop_opts *o, int want_noarr)
+{
+	halo_loop l;
+	halo_stats st;
+	halo_fut *f[5];
+
+	tu_loop_init(&l, o);
+	halo_loop_stats(&l, &st);
+	ck_assert_int_eq((st.ring_flags & (1u << 16)) != 0, want_noarr);
+	ck_assert_int_eq((halo_loop_features(&l) & HALO_FEAT_NO_SQARRAY) != 0,
+			 want_noarr);
+	/* 8 SQ entries, batches of 5: the tail wraps many times. */
+	for (int round = 0; round < 400; round++) {
+		for (int i = 0; i < 5; i++)
+			f[i] = halo_nop(&l);
+		wait_all(f, 5);
+	}
+	halo_loop_stats(&l, &st);
+	ck_assert_uint_eq(st.cqes_reaped, 2000);
+	tu_loop_close(&l);
+}
+
+START_TEST(test_ring_without_sq_array_runs_and_wraps)
+{
+	halo_loop_opts on = {.sq_entries = 8};
+	halo_loop_opts off = {.sq_entries = 8,
+			      .features_off = HALO_FEAT_NO_SQARRAY};
+
+	nops_through_small_sq(&on, (halo_loop_features(&loop) &
+				    HALO_FEAT_NO_SQARRAY) != 0);
+	nops_through_small_sq(&off, 0);
+}
+END_TEST
+
+/* Two pipe reads; a child writes to the first at once and to the second
+ * 500 ms later (a wide margin: the test process may wait for a core).
+ * Returns the CQEs the first tick that reaped any took. */
+static uint64_t first_tick_cqes(const halo_loop_opts *o)
+{
+	halo_loop l;
+	halo_fut *f[2];
+	halo_stats a, b;
+	char buf[2][4];
+	int p[2][2];
+	pid_t pid;
+
+	tu_loop_init(&l, o);
+	ck_assert_int_eq(pipe(p[0]), 0);
+	ck_assert_int_eq(pipe(p[1]), 0);
+	f[0] = halo_read(&l, p[0][0], buf[0], 4, -1);
+	f[1] = halo_read(&l, p[1][0], buf[1], 4, -1);
+	ck_assert_int_ge(halo_loop_run_nowait(&l), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (write(p[0][1], "a", 1) != 1)
+			_exit(1);
+		usleep(500000);
+		_exit(write(p[1][1], "b", 1) == 1 ? 0 : 1);
+	}
+	halo_loop_stats(&l, &a);
+	do {
+		ck_assert_int_ge(halo_loop_run_once(&l), 0);
+		halo_loop_stats(&l, &b);
+	} while (b.cqes_reaped == a.cqes_reaped);
+	ck_assert_int_eq(halo_fut_join(f[0]), 1);
+	ck_assert_int_eq(halo_fut_join(f[1]), 1);
+	waitpid(pid, NULL, 0);
+	for (int i = 0; i < 2; i++) {
+		close(p[i][0]);
+		close(p[i][1]);
+	}
+	tu_loop_close(&l);
+	return b.cqes_reaped - a.cqes_reaped;
+}
+
+START_TEST(test_min_wait_batches_completions_of_one_tick)
+{
+	halo_loop_opts batched = {.min_wait_us = 2000000};
+	halo_loop_opts off = {.min_wait_us = 2000000,
+			      .features_off = HALO_FEAT_MIN_WAIT};
+
+	if (halo_loop_features(&loop) & HALO_FEAT_MIN_WAIT)
+		ck_assert_uint_eq(first_tick_cqes(&batched), 2);
+	else
+		ck_assert_uint_eq(first_tick_cqes(&batched), 1);
+	ck_assert_uint_eq(first_tick_cqes(&off), 1);
+	ck_assert_uint_eq(first_tick_cqes(NULL), 1);
+}
+END_TEST
+
 Suite *loop_suite(void)
 {
 	Suite *s = suite_create("loop");
@@ -498,6 +653,10 @@ Suite *loop_suite(void)
 	tcase_add_test(tc, test_stop_returns_from_run);
 	tcase_add_test(tc, test_no_heap_allocation_per_op_after_warmup);
 	tcase_add_test(tc, test_pool_memory_sizes_and_alignment);
+	tcase_add_test(tc, test_cancels_post_no_cqe_with_cqe_skip_and_one_without);
+	tcase_add_test(tc, test_close_drains_reads_with_skipped_cancel_cqes);
+	tcase_add_test(tc, test_ring_without_sq_array_runs_and_wraps);
+	tcase_add_test(tc, test_min_wait_batches_completions_of_one_tick);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("setup");
