@@ -687,6 +687,13 @@ void halo_sparse_durable(halo_sparse *s, size_t n, int err)
 		else if (e.type == HALO_SPARSE_REC_FINISH)
 			finish_durable(s, &e, err);
 	}
+	/* A burst of submits grew the ring; do not keep it at its peak. */
+	if (!s->ring_n && s->ring_cap > 4096) {
+		free(s->ring);
+		s->ring = NULL;
+		s->ring_cap = 0;
+		s->ring_head = 0;
+	}
 	arm(s);
 	poll_feed(s);
 	maybe_compact(s);

@@ -23,7 +23,7 @@
 
 #define HDR 36
 #define MAX_REC (HDR + (16u << 20))
-#define COPY_CHUNK (1u << 20)
+#define COPY_CHUNK ((size_t)1 << 20)
 
 /* --- CRC32C --- */
 
@@ -362,8 +362,8 @@ static int j_append(void *store, const halo_sparse_rec *rec)
 static int copy_live(const uint8_t *p, size_t size, int fd, halo_sparse_live_fn live, void *ctx,
 		     size_t *kept, size_t *bytes)
 {
-	uint8_t *out = malloc(COPY_CHUNK + MAX_REC);
-	size_t off = 0, n = 0;
+	size_t cap = COPY_CHUNK, off = 0, n = 0;
+	uint8_t *out = malloc(cap);
 	uint64_t after = 0;
 	int r = 0;
 
@@ -388,16 +388,26 @@ static int copy_live(const uint8_t *p, size_t size, int fd, halo_sparse_live_fn 
 		    !live(ctx, rec.id, &deadline))
 			continue;
 		rec.deadline = deadline;
-		n += encode(out + n, &rec, seq);
-		(*kept)++;
-		if (n >= COPY_CHUNK) {
-			if (write(fd, out, n) != (ssize_t)n) {
+		if (n + len > cap) {
+			if (n && write(fd, out, n) != (ssize_t)n) {
 				r = errno ? -errno : -EIO;
 				break;
 			}
 			*bytes += n;
 			n = 0;
+			if (len > cap) {
+				uint8_t *big = realloc(out, len);
+
+				if (!big) {
+					r = -ENOMEM;
+					break;
+				}
+				out = big;
+				cap = len;
+			}
 		}
+		n += encode(out + n, &rec, seq);
+		(*kept)++;
 	}
 	if (!r && n) {
 		if (write(fd, out, n) != (ssize_t)n)
