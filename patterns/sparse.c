@@ -1189,6 +1189,11 @@ size_t halo_sparse_inflight(const halo_sparse *s)
 	return s->ring_n;
 }
 
+halo_loop *halo_sparse_loop(const halo_sparse *s)
+{
+	return s->loop;
+}
+
 size_t halo_sparse_pending(const halo_sparse *s)
 {
 	return s->n_sub + s->n_pend;

@@ -303,6 +303,9 @@ HALO_API halo_fut *halo_sparse_flush_at(halo_sparse *s, const char *file,
 /* Records appended to the store and not yet durable. */
 HALO_API size_t halo_sparse_inflight(const halo_sparse *s);
 
+/* The loop s runs on (for submit functions that start I/O). */
+HALO_API halo_loop *halo_sparse_loop(const halo_sparse *s);
+
 /* Tasks submitted without an outcome yet. */
 HALO_API size_t halo_sparse_pending(const halo_sparse *s);
 

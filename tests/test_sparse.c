@@ -58,7 +58,7 @@ static halo_fut *submit_ready(halo_sparse *s, uint64_t id,
 	(void)payload;
 	(void)len;
 	w->submits++;
-	return halo_fut_ready(s->loop, (int64_t)id, NULL);
+	return halo_fut_ready(halo_sparse_loop(s), (int64_t)id, NULL);
 }
 
 static void on_alert(halo_sparse *s, uint64_t id, void *arg)
