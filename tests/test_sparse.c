@@ -884,6 +884,78 @@ START_TEST(test_status_poller_feeds_outcomes_and_rotates_every_task)
 }
 END_TEST
 
+/* The asynchronous poll: answers from a posted callback, even ids done. */
+struct async_remote {
+	halo_sparse *s;
+	const uint64_t *ids;
+	halo_poller_report *out;
+	size_t n;
+	int calls, outstanding;
+};
+
+static void async_answer(void *arg)
+{
+	struct async_remote *r = arg;
+
+	r->outstanding = 0;
+	for (size_t i = 0; i < r->n; i++)
+		if (r->ids[i] % 2 == 0) {
+			r->out[i].done = 1;
+			r->out[i].result = (int64_t)r->ids[i];
+		}
+	ck_assert_int_eq(halo_sparse_polled(r->s, 0), 0);
+}
+
+static int async_poll(halo_poller *p, const uint64_t *ids, size_t n,
+		      halo_poller_report *out, void *arg)
+{
+	struct async_remote *r = arg;
+
+	(void)p;
+	r->calls++;
+	r->ids = ids;
+	r->out = out;
+	r->n = n;
+	r->outstanding = 1;
+	ck_assert_int_eq(halo_loop_post(&loop, async_answer, r), 0);
+	return HALO_POLLER_ASYNC;
+}
+
+START_TEST(test_status_poller_with_an_asynchronous_poll)
+{
+	enum { N = 60 };
+	static struct seen w;
+	static struct async_remote rm;
+	static halo_fut *f[N];
+	halo_sparse s;
+	halo_sparse_opts o;
+
+	memset(&w, 0, sizeof(w));
+	memset(&rm, 0, sizeof(rm));
+	rm.s = &s;
+	o = opts_for(&w);
+	o.poll.fn = async_poll;
+	o.poll.arg = &rm;
+	o.poll.poller.window = 8;
+	o.poll.poller.interval_ns = 100000;
+	open_ok(&s, &o);
+	ck_assert_int_eq(halo_sparse_polled(&s, 0), -EINVAL);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(halo_sparse_submit(&s, (uint64_t)i, 200 * MS,
+						    NULL, 0, &f[i]),
+				 0);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(halo_fut_join(f[i]), i);
+	RUN_UNTIL(&loop, w.alerts >= N / 2 && w.done_ok >= N / 2);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(w.alerted[i], i % 2);
+	ck_assert_int_gt(rm.calls, N / 8);
+	/* No answer may come after close. */
+	RUN_UNTIL(&loop, !rm.outstanding && !halo_sparse_inflight(&s));
+	close_ok(&s);
+}
+END_TEST
+
 Suite *sparse_suite(void)
 {
 	Suite *s = suite_create("sparse");
@@ -912,6 +984,7 @@ Suite *sparse_suite(void)
 	tcase_add_test(tc, test_a_user_store_gets_the_records_and_replays_them);
 	tcase_add_test(tc,
 		       test_status_poller_feeds_outcomes_and_rotates_every_task);
+	tcase_add_test(tc, test_status_poller_with_an_asynchronous_poll);
 	suite_add_tcase(s, tc);
 	return s;
 }
