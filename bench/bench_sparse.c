@@ -15,9 +15,9 @@
 #include "bench/bench.h"
 #include "halo.h"
 
-#define SUBMITTERS 64
-#define PAYLOAD 64
-#define SEC 1000000000ull
+#define SUBMITTERS   64
+#define PAYLOAD	     64
+#define SEC	     1000000000ull
 #define LONG_TIMEOUT (3600 * SEC)
 
 static const char *dir = "/var/tmp";
@@ -95,10 +95,10 @@ static size_t sync_inflight(void *store)
 }
 
 static const halo_sparse_store_ops sync_ops = {
-	.attach = sync_attach,
-	.replay = sync_replay,
-	.append = sync_append,
-	.inflight = sync_inflight,
+    .attach = sync_attach,
+    .replay = sync_replay,
+    .append = sync_append,
+    .inflight = sync_inflight,
 };
 
 /* ---- durable submits from 64 fibers ---- */
@@ -206,8 +206,9 @@ static void bench_submits(halo_loop *loop, double secs, int rounds)
 	for (int r = 0; r < rounds; r++) {
 		h[r] = run_submits(loop, secs, 0, &syncs);
 		b[r] = run_submits(loop, secs, 1, NULL);
-		bench_progress("sparse", "round %d: journal %.0f/s, fdatasync "
-					 "per task %.0f/s",
+		bench_progress("sparse",
+			       "round %d: journal %.0f/s, fdatasync "
+			       "per task %.0f/s",
 			       r, h[r], b[r]);
 	}
 	qsort(h, (size_t)rounds, sizeof(double), cmp_double);
@@ -216,12 +217,12 @@ static void bench_submits(halo_loop *loop, double secs, int rounds)
 	bench_emit("sparse", "submit_64_submitters", "submits_per_s",
 		   h[rounds / 2], "sub/s", "fdatasync_per_task", b[rounds / 2],
 		   1);
-	bench_emit("sparse", "submit_64_submitters", "submits_per_s_min",
-		   h[0], "sub/s", NULL, 0, 1);
+	bench_emit("sparse", "submit_64_submitters", "submits_per_s_min", h[0],
+		   "sub/s", NULL, 0, 1);
 	bench_emit("sparse", "submit_64_submitters", "submits_per_s_max",
 		   h[rounds - 1], "sub/s", NULL, 0, 1);
-	bench_emit("sparse", "submit_64_submitters", "baseline_per_s_min",
-		   b[0], "sub/s", NULL, 0, 1);
+	bench_emit("sparse", "submit_64_submitters", "baseline_per_s_min", b[0],
+		   "sub/s", NULL, 0, 1);
 	bench_emit("sparse", "submit_64_submitters", "baseline_per_s_max",
 		   b[rounds - 1], "sub/s", NULL, 0, 1);
 	bench_emit("sparse", "submit_64_submitters", "fdatasyncs_per_submit",
@@ -296,8 +297,8 @@ static void bench_events(halo_loop *loop, uint64_t n)
 			best = rates[r];
 	}
 	qsort(rates, 3, sizeof(double), cmp_double);
-	bench_emit("sparse", "events_durable", "events_per_s", rates[1],
-		   "ev/s", NULL, 0, 1);
+	bench_emit("sparse", "events_durable", "events_per_s", rates[1], "ev/s",
+		   NULL, 0, 1);
 	bench_emit("sparse", "events_durable", "events_per_s_min", rates[0],
 		   "ev/s", NULL, 0, 1);
 	bench_emit("sparse", "events_durable", "events_per_s_max", rates[2],
@@ -344,9 +345,10 @@ static void bench_memory_and_replay(uint64_t n)
 		   (double)st.bytes / (double)n, "B", NULL, 0, 0);
 	bench_emit("sparse", "pending_1m", "heap_bytes_per_task",
 		   (double)(a1 - a0) / (double)n, "B", NULL, 0, 0);
-	bench_progress("sparse", "%lu pending: tables %.1f B/task, jemalloc "
-				 "allocated %.1f B/task (gc buffers and pools "
-				 "included)",
+	bench_progress("sparse",
+		       "%lu pending: tables %.1f B/task, jemalloc "
+		       "allocated %.1f B/task (gc buffers and pools "
+		       "included)",
 		       (unsigned long)n, (double)st.bytes / (double)n,
 		       (double)(a1 - a0) / (double)n);
 	close_sparse(&s);

@@ -15,13 +15,13 @@
 #include "../runtime/pool.h"
 #include "../runtime/timer.h"
 
-#define NONE UINT32_MAX
-#define DEFAULT_MAX_PENDING (1u << 20)
-#define DEFAULT_KEEP_DONE 65536u
-#define DEFAULT_MAX_PAYLOAD 65536u
-#define HARD_MAX_PAYLOAD (16u << 20)
+#define NONE		       UINT32_MAX
+#define DEFAULT_MAX_PENDING    (1u << 20)
+#define DEFAULT_KEEP_DONE      65536u
+#define DEFAULT_MAX_PAYLOAD    65536u
+#define HARD_MAX_PAYLOAD       (16u << 20)
 #define DEFAULT_COMPACT_FACTOR 4u
-#define DEFAULT_COMPACT_MIN 4096u
+#define DEFAULT_COMPACT_MIN    4096u
 
 enum { ST_FREE, ST_SUBMITTING, ST_PENDING, ST_FINISHING, ST_DONE };
 #define F_POLLED 1
@@ -37,8 +37,8 @@ _Static_assert(sizeof(struct halo__sparse_task) == 24, "task slot grew");
 
 struct halo__sparse_rec {
 	int64_t result;
-	halo_fut *fut;	/* SUBMIT: the submitter's; FINISH: *durable */
-	void *payload;	/* SUBMIT: copy for the submit function */
+	halo_fut *fut; /* SUBMIT: the submitter's; FINISH: *durable */
+	void *payload; /* SUBMIT: copy for the submit function */
 	uint32_t slot, len;
 	uint8_t type, outcome;
 };
@@ -505,8 +505,7 @@ static void start_work(halo_sparse *s, uint32_t slot, halo_fut *caller,
 		return;
 	}
 	run = halo_mem_zalloc(s->loop, sizeof(*run));
-	work = run ? s->opts.submit_fn(s, id, payload, len, s->opts.arg)
-		   : NULL;
+	work = run ? s->opts.submit_fn(s, id, payload, len, s->opts.arg) : NULL;
 	if (!work) {
 		if (run)
 			halo_mem_free(s->loop, run, sizeof(*run));
@@ -839,7 +838,8 @@ static void rotate(halo_sparse *s, const uint64_t *ids,
 	for (size_t i = 0; i < n; i++) {
 		if (out[i].done)
 			continue;
-		for (struct halo__sparse_poll *pe = s->polled; pe; pe = pe->next)
+		for (struct halo__sparse_poll *pe = s->polled; pe;
+		     pe = pe->next)
 			if (pe->id == ids[i]) {
 				halo_fut_cancel(pe->fut);
 				break;
@@ -930,7 +930,7 @@ static int set_opts(halo_sparse *s, const halo_sparse_opts *opts)
 		return -EINVAL;
 	if (o->poll.fn && !o->poll.max_polled)
 		o->poll.max_polled =
-			o->poll.poller.window ? o->poll.poller.window : 100;
+		    o->poll.poller.window ? o->poll.poller.window : 100;
 	return 0;
 }
 
@@ -954,9 +954,8 @@ int halo_sparse_open(halo_sparse *s, halo_loop *loop,
 		goto fail;
 	}
 	if (s->opts.path) {
-		r = halo__sparse_journal_setup(&s->journal, loop,
-					       s->opts.path, s->error,
-					       sizeof(s->error));
+		r = halo__sparse_journal_setup(&s->journal, loop, s->opts.path,
+					       s->error, sizeof(s->error));
 		if (r < 0)
 			goto fail;
 		s->ops = &halo_sparse_journal_ops;
@@ -971,8 +970,7 @@ int halo_sparse_open(halo_sparse *s, halo_loop *loop,
 			halo_sparse_journal_ops.detach(s->store);
 		goto fail;
 	}
-	r = s->ops->replay(s->store, replay_rec, s, s->error,
-			   sizeof(s->error));
+	r = s->ops->replay(s->store, replay_rec, s, s->error, sizeof(s->error));
 	if (r < 0) {
 		if (r == -ENOMEM && !s->error[0])
 			snprintf(s->error, sizeof(s->error),
@@ -1204,6 +1202,8 @@ void halo_sparse_stats_get(const halo_sparse *s, halo_sparse_stats *out)
 	*out = s->stats;
 	out->pending = s->n_sub + s->n_pend;
 	out->records = s->store_records;
+	if (s->opts.path)
+		out->compact_errors += s->journal.dir_sync_errors;
 	out->bytes = (uint64_t)s->task_cap * sizeof(*s->task) +
 		     (uint64_t)s->hash_cap * sizeof(*s->hash) +
 		     (uint64_t)s->heap_cap * sizeof(*s->heap) +

@@ -42,7 +42,7 @@ typedef enum halo_sparse_outcome {
 
 /* What halo_sparse_complete() returns besides 0 (accepted) and -errno. */
 #define HALO_SPARSE_DUPLICATE 1 /* the task had its outcome: ignored */
-#define HALO_SPARSE_LATE 2	/* it had timed out: reported to late_fn */
+#define HALO_SPARSE_LATE      2 /* it had timed out: reported to late_fn */
 
 /* Start the work for task id with its payload (valid during the call only).
  * Runs once the task's record is durable. Return a future (ownership passes
@@ -57,29 +57,29 @@ typedef void (*halo_sparse_alert_fn)(halo_sparse *s, uint64_t id, void *arg);
 
 /* The task ended with outcome (OK or FAILED) and result, durably. */
 typedef void (*halo_sparse_done_fn)(halo_sparse *s, uint64_t id,
-				    halo_sparse_outcome outcome,
-				    int64_t result, void *arg);
+				    halo_sparse_outcome outcome, int64_t result,
+				    void *arg);
 
 /* An event came for a task that had already timed out: reported here and
  * counted, never taken as a second outcome. */
 typedef void (*halo_sparse_late_fn)(halo_sparse *s, uint64_t id,
-				    halo_sparse_outcome outcome,
-				    int64_t result, void *arg);
+				    halo_sparse_outcome outcome, int64_t result,
+				    void *arg);
 
 /* --- the store interface: where the state lives --- */
 
 /* Record types. A task's life in the store: SUBMIT, any HEARTBEATs, then
  * FINISH. */
-#define HALO_SPARSE_REC_SUBMIT 1
+#define HALO_SPARSE_REC_SUBMIT	  1
 #define HALO_SPARSE_REC_HEARTBEAT 2
-#define HALO_SPARSE_REC_FINISH 3
+#define HALO_SPARSE_REC_FINISH	  3
 
 typedef struct halo_sparse_rec {
-	uint8_t type;	  /* HALO_SPARSE_REC_* */
-	uint8_t outcome;  /* FINISH: halo_sparse_outcome */
+	uint8_t type;	 /* HALO_SPARSE_REC_* */
+	uint8_t outcome; /* FINISH: halo_sparse_outcome */
 	uint64_t id;
-	int64_t deadline; /* SUBMIT, HEARTBEAT: CLOCK_REALTIME ns */
-	int64_t result;	  /* FINISH */
+	int64_t deadline;    /* SUBMIT, HEARTBEAT: CLOCK_REALTIME ns */
+	int64_t result;	     /* FINISH */
 	const void *payload; /* SUBMIT; borrowed for the call */
 	uint32_t len;
 } halo_sparse_rec;
@@ -124,14 +124,13 @@ typedef struct halo_sparse_journal {
 	halo_gc gc;
 	int fd, dirfd;
 	char *path;
-	uint64_t seq;	   /* of the last record */
-	size_t inflight;   /* appended, not yet reported */
-	size_t want_compact_n;
+	uint64_t seq;	 /* of the last record */
+	size_t inflight; /* appended, not yet reported */
 	int has_gc;
 	char *buf; /* encoding scratch */
 	size_t cap;
 	uint64_t torn_bytes;
-	uint64_t compactions, compact_errors;
+	uint64_t dir_sync_errors; /* compactions whose directory fsync failed */
 } halo_sparse_journal;
 
 HALO_API extern const halo_sparse_store_ops halo_sparse_journal_ops;
@@ -154,35 +153,38 @@ typedef struct halo_sparse_opts {
 	halo_sparse_done_fn done_fn;	 /* optional */
 	halo_sparse_late_fn late_fn;	 /* optional */
 	void *arg;			 /* for the four above */
-	size_t max_pending;   /* default 1,048,576; submit: -EAGAIN past it */
-	size_t keep_done;     /* finished ids remembered to tell duplicate
-				 and late events, default 65,536 */
-	size_t max_payload;   /* bytes, default 65,536, at most 16 MiB */
+	size_t max_pending;	 /* default 1,048,576; submit: -EAGAIN past it
+				    (open restores every pending task of the
+				    store, even past it) */
+	size_t keep_done;	 /* finished ids remembered to tell duplicate
+				    and late events, default 65,536 */
+	size_t max_payload;	 /* bytes, default 65,536, at most 16 MiB */
 	unsigned compact_factor; /* compact when the store holds more than
 				    this many records per live task, default
 				    4; 0: default, UINT32_MAX: never */
-	size_t compact_min;   /* ... and more than this many, default 4096 */
+	size_t compact_min;	 /* ... and more than this many, default 4096 */
 	halo_sparse_poll_opts poll; /* the status-poller variant */
 } halo_sparse_opts;
 
 typedef struct halo_sparse_stats {
-	uint64_t submitted;   /* submits accepted */
-	uint64_t completed;   /* OK or FAILED outcomes made durable */
-	uint64_t timeouts;    /* alerts */
-	uint64_t duplicates;  /* events for tasks with an outcome */
-	uint64_t late;	      /* events for tasks that timed out */
-	uint64_t unknown;     /* events for ids not known */
+	uint64_t submitted;  /* submits accepted */
+	uint64_t completed;  /* OK or FAILED outcomes made durable */
+	uint64_t timeouts;   /* alerts */
+	uint64_t duplicates; /* events for tasks with an outcome */
+	uint64_t late;	     /* events for tasks that timed out */
+	uint64_t unknown;    /* events for ids not known */
 	uint64_t heartbeats;
-	uint64_t pending;     /* tasks submitted, no outcome yet */
-	uint64_t records;     /* records in the store now */
+	uint64_t pending;	/* tasks submitted, no outcome yet */
+	uint64_t records;	/* records in the store now */
 	uint64_t record_errors; /* records the store failed */
-	uint64_t replayed;    /* records replayed at open */
-	uint64_t torn_bytes;  /* journal: bytes cut off a torn tail at open */
+	uint64_t replayed;	/* records replayed at open */
+	uint64_t torn_bytes;	/* journal: bytes cut off a torn tail at open */
 	uint64_t compactions;
-	uint64_t compact_errors;
-	uint64_t polls;	      /* status polls fed through the poller */
-	uint64_t timer_errors; /* no memory to arm the timer (retried) */
-	uint64_t bytes;	      /* memory of the task tables now */
+	uint64_t compact_errors; /* failed compactions, and journal ones
+				    whose directory fsync failed */
+	uint64_t polls;		 /* status polls fed through the poller */
+	uint64_t timer_errors;	 /* no memory to arm the timer (retried) */
+	uint64_t bytes;		 /* memory of the task tables now */
 } halo_sparse_stats;
 
 struct halo__sparse_task;
@@ -207,7 +209,7 @@ struct halo_sparse {
 	uint32_t done_head, done_n;
 	struct halo__sparse_rec *ring; /* records in flight, oldest first */
 	size_t ring_head, ring_n, ring_cap;
-	void *runs;		/* submit functions' futures outstanding */
+	void *runs; /* submit functions' futures outstanding */
 	size_t submits_running;
 	uint32_t used;		       /* slots in use */
 	uint64_t n_sub, n_pend, n_fin; /* tasks by state */
@@ -258,8 +260,8 @@ HALO_API int halo_sparse_close(halo_sparse *s);
  * -ENOMEM. */
 HALO_API int halo_sparse_submit_at(halo_sparse *s, uint64_t id,
 				   uint64_t timeout_ns, const void *payload,
-				   size_t len, halo_fut **fut,
-				   const char *file, int line);
+				   size_t len, halo_fut **fut, const char *file,
+				   int line);
 #define halo_sparse_submit(s, id, timeout_ns, payload, len, fut)               \
 	halo_sparse_submit_at((s), (id), (timeout_ns), (payload), (len),       \
 			      (fut), __FILE__, __LINE__)

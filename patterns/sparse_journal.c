@@ -21,8 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HDR 36
-#define MAX_REC (HDR + (16u << 20))
+#define HDR	   36
+#define MAX_REC	   (HDR + (16u << 20))
 #define COPY_CHUNK ((size_t)1 << 20)
 
 /* --- CRC32C --- */
@@ -48,9 +48,8 @@ static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t len)
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c,
-							const uint8_t *p,
-							size_t len)
+__attribute__((target("sse4.2"))) static uint32_t
+crc_hw(uint32_t c, const uint8_t *p, size_t len)
 {
 	uint64_t c64 = c;
 
@@ -127,9 +126,9 @@ static size_t encode(uint8_t *out, const halo_sparse_rec *rec, uint64_t seq)
 	out[17] = rec->outcome;
 	out[18] = out[19] = 0;
 	put64(out + 20, rec->id);
-	put64(out + 28, (uint64_t)(rec->type == HALO_SPARSE_REC_FINISH
-					   ? rec->result
-					   : rec->deadline));
+	put64(out + 28,
+	      (uint64_t)(rec->type == HALO_SPARSE_REC_FINISH ? rec->result
+							     : rec->deadline));
 	if (rec->len)
 		memcpy(out + HDR, rec->payload, rec->len);
 	put32(out, halo_crc32c(0, out + 4, len - 4));
@@ -180,8 +179,7 @@ static size_t decode(const uint8_t *p, size_t avail, uint64_t after,
 }
 
 /* Is there any good record after the bad one at off? */
-static int good_after(const uint8_t *p, size_t size, size_t off,
-		      uint64_t after)
+static int good_after(const uint8_t *p, size_t size, size_t off, uint64_t after)
 {
 	halo_sparse_rec rec;
 	uint64_t seq;
@@ -258,8 +256,8 @@ static int j_attach(void *store, halo_sparse *s)
 }
 
 static int j_replay(void *store,
-		    int (*fn)(void *ctx, const halo_sparse_rec *rec),
-		    void *ctx, char *err, size_t errlen)
+		    int (*fn)(void *ctx, const halo_sparse_rec *rec), void *ctx,
+		    char *err, size_t errlen)
 {
 	halo_sparse_journal *j = store;
 	halo_gc_opts go = {.on_batch = on_batch, .arg = j};
@@ -281,18 +279,19 @@ static int j_replay(void *store,
 		halo_sparse_rec rec;
 		uint64_t seq;
 		const char *why;
-		size_t len = decode(p + off, size - off, j->seq, &rec, &seq,
-				    &why);
+		size_t len =
+		    decode(p + off, size - off, j->seq, &rec, &seq, &why);
 
 		if (!len) {
 			if (good_after(p, size, off, j->seq)) {
-				snprintf(err, errlen,
-					 "sparse journal %s: corrupt record at "
-					 "offset %zu (%s) with intact records "
-					 "after it; not a torn tail, so nothing "
-					 "was cut: restore the file, or truncate "
-					 "it at %zu to lose what follows",
-					 j->path, off, why, off);
+				snprintf(
+				    err, errlen,
+				    "sparse journal %s: corrupt record at "
+				    "offset %zu (%s) with intact records "
+				    "after it; not a torn tail, so nothing "
+				    "was cut: restore the file, or truncate "
+				    "it at %zu to lose what follows",
+				    j->path, off, why, off);
 				r = -EBADMSG;
 				goto out;
 			}
@@ -359,8 +358,9 @@ static int j_append(void *store, const halo_sparse_rec *rec)
 }
 
 /* Write the live tasks' SUBMITs (old seq, current deadline) to fd. */
-static int copy_live(const uint8_t *p, size_t size, int fd, halo_sparse_live_fn live, void *ctx,
-		     size_t *kept, size_t *bytes)
+static int copy_live(const uint8_t *p, size_t size, int fd,
+		     halo_sparse_live_fn live, void *ctx, size_t *kept,
+		     size_t *bytes)
 {
 	size_t cap = COPY_CHUNK, off = 0, n = 0;
 	uint8_t *out = malloc(cap);
@@ -375,8 +375,8 @@ static int copy_live(const uint8_t *p, size_t size, int fd, halo_sparse_live_fn 
 		uint64_t seq;
 		const char *why;
 		int64_t deadline;
-		size_t len = decode(p + off, size - off, after, &rec, &seq,
-				    &why);
+		size_t len =
+		    decode(p + off, size - off, after, &rec, &seq, &why);
 
 		if (!len) {
 			r = -EBADMSG;
@@ -463,11 +463,10 @@ static int j_compact(void *store, halo_sparse_live_fn live, void *ctx)
 	/* Renamed: from here the new file is the journal, whatever the
 	 * directory's fsync says. */
 	if (fsync(j->dirfd) < 0)
-		j->compact_errors++;
+		j->dir_sync_errors++;
 	halo_gc_reopen(&j->gc, fd, (int64_t)bytes);
 	close(j->fd);
 	j->fd = fd;
-	j->compactions++;
 	if (p)
 		munmap((void *)p, size);
 	free(tmp);
@@ -480,7 +479,6 @@ fail:
 	if (p)
 		munmap((void *)p, size);
 	free(tmp);
-	j->compact_errors++;
 	return r;
 }
 
@@ -508,10 +506,10 @@ static void j_detach(void *store)
 }
 
 const halo_sparse_store_ops halo_sparse_journal_ops = {
-	.attach = j_attach,
-	.replay = j_replay,
-	.append = j_append,
-	.compact = j_compact,
-	.inflight = j_inflight,
-	.detach = j_detach,
+    .attach = j_attach,
+    .replay = j_replay,
+    .append = j_append,
+    .compact = j_compact,
+    .inflight = j_inflight,
+    .detach = j_detach,
 };

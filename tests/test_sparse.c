@@ -15,7 +15,7 @@
 
 #include "tests/util.h"
 
-#define MS 1000000ull
+#define MS  1000000ull
 #define SEC (1000 * MS)
 
 static halo_loop loop;
@@ -50,8 +50,8 @@ struct seen {
 	halo_sparse_outcome late_outcome;
 };
 
-static halo_fut *submit_ready(halo_sparse *s, uint64_t id,
-			      const void *payload, size_t len, void *arg)
+static halo_fut *submit_ready(halo_sparse *s, uint64_t id, const void *payload,
+			      size_t len, void *arg)
 {
 	struct seen *w = arg;
 
@@ -177,9 +177,8 @@ START_TEST(test_bad_input_is_einval_and_duplicate_submit_eexist)
 	ck_assert_int_eq(halo_sparse_submit(&s, 1, SEC, NULL, 5, &f), -EINVAL);
 	ck_assert_int_eq(halo_sparse_submit(&s, 1, SEC, big, sizeof(big), &f),
 			 -EINVAL);
-	ck_assert_int_eq(halo_sparse_complete(&s, 1, HALO_SPARSE_TIMEOUT, 0,
-					      NULL),
-			 -EINVAL);
+	ck_assert_int_eq(
+	    halo_sparse_complete(&s, 1, HALO_SPARSE_TIMEOUT, 0, NULL), -EINVAL);
 	ck_assert_int_eq(halo_sparse_heartbeat(&s, 1, 0), -EINVAL);
 	ck_assert_int_eq(submit_wait(&s, 1, 10 * SEC, "a", 1), 1);
 	ck_assert_int_eq(halo_sparse_submit(&s, 1, SEC, NULL, 0, &f), -EEXIST);
@@ -260,9 +259,9 @@ START_TEST(test_duplicate_and_late_events_are_counted_and_reported)
 	ck_assert_int_eq(halo_fut_join(d), 0);
 	ck_assert_int_eq(w.done_ok, 1);
 	ck_assert_int_eq(w.last_result, 7);
-	ck_assert_int_eq(halo_sparse_complete(&s, 1, HALO_SPARSE_FAILED, -5,
-					      NULL),
-			 HALO_SPARSE_DUPLICATE);
+	ck_assert_int_eq(
+	    halo_sparse_complete(&s, 1, HALO_SPARSE_FAILED, -5, NULL),
+	    HALO_SPARSE_DUPLICATE);
 	RUN_UNTIL(&loop, w.alerts);
 	ck_assert_int_eq(halo_sparse_complete(&s, 2, HALO_SPARSE_OK, 0, NULL),
 			 HALO_SPARSE_LATE);
@@ -317,9 +316,8 @@ START_TEST(test_reopen_rearms_pending_fires_overdue_and_forgets_nothing)
 	ck_assert_int_eq(submit_wait(&s, 1, 30 * SEC, "long", 4), 1);
 	ck_assert_int_eq(submit_wait(&s, 2, 80 * MS, "short", 5), 2);
 	ck_assert_int_eq(submit_wait(&s, 3, 30 * SEC, "done", 4), 3);
-	ck_assert_int_eq(halo_sparse_complete(&s, 3, HALO_SPARSE_FAILED, -9,
-					      NULL),
-			 0);
+	ck_assert_int_eq(
+	    halo_sparse_complete(&s, 3, HALO_SPARSE_FAILED, -9, NULL), 0);
 	close_ok(&s);
 	ck_assert_int_eq(w.alerts, 0);
 	run_for(150 * MS); /* task 2 falls due while nothing runs */
@@ -439,7 +437,8 @@ START_TEST(test_sigkill_mid_stream_loses_no_acknowledged_submit)
 	}
 	close(pfd[1]);
 	while (have < sizeof(got)) {
-		ssize_t n = read(pfd[0], (char *)got + have, sizeof(got) - have);
+		ssize_t n =
+		    read(pfd[0], (char *)got + have, sizeof(got) - have);
 
 		ck_assert_int_gt(n, 0);
 		have += (size_t)n;
@@ -610,16 +609,15 @@ static void full_disk_child(void *arg)
 	lim.rlim_cur = 10 * 136 + 50;
 	lim.rlim_max = old.rlim_max;
 	TU_CHILD_ASSERT(setrlimit(RLIMIT_FSIZE, &lim) == 0);
-	TU_CHILD_ASSERT(halo_sparse_submit(&s, 11, 30 * SEC, payload, 100,
-					   &f) == 0);
+	TU_CHILD_ASSERT(
+	    halo_sparse_submit(&s, 11, 30 * SEC, payload, 100, &f) == 0);
 	TU_CHILD_ASSERT_INT_EQ(halo_fut_join(f), -EFBIG);
 	TU_CHILD_ASSERT(stat(path, &st) == 0);
 	TU_CHILD_ASSERT_INT_EQ(st.st_size, 10 * 136);
-	TU_CHILD_ASSERT_INT_EQ(halo_sparse_lookup(&s, 11, NULL, NULL),
-			       -ENOENT);
+	TU_CHILD_ASSERT_INT_EQ(halo_sparse_lookup(&s, 11, NULL, NULL), -ENOENT);
 	TU_CHILD_ASSERT(setrlimit(RLIMIT_FSIZE, &old) == 0);
-	TU_CHILD_ASSERT(halo_sparse_submit(&s, 12, 30 * SEC, payload, 100,
-					   &f) == 0);
+	TU_CHILD_ASSERT(
+	    halo_sparse_submit(&s, 12, 30 * SEC, payload, 100, &f) == 0);
 	TU_CHILD_ASSERT_INT_EQ(halo_fut_join(f), 12);
 	TU_CHILD_ASSERT_INT_EQ(halo_fut_join(halo_sparse_flush(&s)), 0);
 	TU_CHILD_ASSERT_INT_EQ(halo_sparse_close(&s), 0);
@@ -665,8 +663,8 @@ START_TEST(test_compaction_keeps_live_tasks_and_shrinks_the_file)
 	for (int i = 0; i < N; i++)
 		if (i % 100 != 7)
 			ck_assert_int_eq(halo_sparse_complete(&s, (uint64_t)i,
-							      HALO_SPARSE_OK,
-							      0, NULL),
+							      HALO_SPARSE_OK, 0,
+							      NULL),
 					 0);
 	RUN_UNTIL(&loop, w.done_ok >= N - N / 100);
 	halo_sparse_stats_get(&s, &st);
@@ -755,10 +753,10 @@ static size_t mem_inflight(void *store)
 }
 
 static const halo_sparse_store_ops mem_ops = {
-	.attach = mem_attach,
-	.replay = mem_replay,
-	.append = mem_append,
-	.inflight = mem_inflight,
+    .attach = mem_attach,
+    .replay = mem_replay,
+    .append = mem_append,
+    .inflight = mem_inflight,
 };
 
 START_TEST(test_a_user_store_gets_the_records_and_replays_them)
@@ -964,26 +962,27 @@ Suite *sparse_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, tu_timeout(60));
 	tcase_add_test(tc, test_crc32c_matches_the_castagnoli_check_value);
-	tcase_add_test(tc, test_bad_input_is_einval_and_duplicate_submit_eexist);
+	tcase_add_test(tc,
+		       test_bad_input_is_einval_and_duplicate_submit_eexist);
 	tcase_add_test(tc, test_thousand_tasks_half_by_events_half_by_timeouts);
 	tcase_add_test(tc,
 		       test_duplicate_and_late_events_are_counted_and_reported);
 	tcase_add_test(tc, test_heartbeat_extends_the_deadline_across_reopen);
 	tcase_add_test(
-		tc, test_reopen_rearms_pending_fires_overdue_and_forgets_nothing);
+	    tc, test_reopen_rearms_pending_fires_overdue_and_forgets_nothing);
 	tcase_add_test(tc,
 		       test_sigkill_mid_stream_loses_no_acknowledged_submit);
 	tcase_add_test(tc, test_torn_tail_is_cut_off_and_the_rest_kept);
 	tcase_add_test(
-		tc, test_flipped_byte_in_the_middle_fails_open_naming_the_offset);
+	    tc, test_flipped_byte_in_the_middle_fails_open_naming_the_offset);
 	tcase_add_test(
-		tc,
-		test_full_disk_fails_the_submit_with_efbig_leaving_no_half_record);
+	    tc,
+	    test_full_disk_fails_the_submit_with_efbig_leaving_no_half_record);
 	tcase_add_test(tc,
 		       test_compaction_keeps_live_tasks_and_shrinks_the_file);
 	tcase_add_test(tc, test_a_user_store_gets_the_records_and_replays_them);
-	tcase_add_test(tc,
-		       test_status_poller_feeds_outcomes_and_rotates_every_task);
+	tcase_add_test(
+	    tc, test_status_poller_feeds_outcomes_and_rotates_every_task);
 	tcase_add_test(tc, test_status_poller_with_an_asynchronous_poll);
 	suite_add_tcase(s, tc);
 	return s;

@@ -82,9 +82,9 @@ static void step_journal(halo_loop *loop)
 	for (int i = 0; i < TASKS; i++) {
 		uint64_t t = i % 2 ? 2 * MS : 10000 * MS;
 
-		if (EXPECT(halo_sparse_submit(&s, (uint64_t)i, t, "pay", 3,
-					      &f[i]),
-			   0))
+		if (EXPECT(
+			halo_sparse_submit(&s, (uint64_t)i, t, "pay", 3, &f[i]),
+			0))
 			ok += started[i] = EXPECT(halo_fut_wait(f[i]), i);
 	}
 	prog_drop(f, TASKS);
