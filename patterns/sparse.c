@@ -86,11 +86,13 @@ static int64_t to_wall(uint64_t mono)
 	return (int64_t)mono - (int64_t)halo_now_ns() + wall_now();
 }
 
-static uint64_t to_mono(int64_t wall)
+/* A stored (wall-clock) deadline on the monotonic clock, during a replay:
+ * one clock offset for the whole store. */
+static uint64_t replay_mono(const halo_sparse *s, int64_t wall)
 {
-	int64_t left = wall - wall_now();
+	int64_t left = wall - s->replay_wall;
 
-	return halo_now_ns() + (left > 0 ? (uint64_t)left : 0);
+	return s->replay_mono + (left > 0 ? (uint64_t)left : 0);
 }
 
 static struct halo__sparse_task *T(halo_sparse *s, uint32_t slot)
@@ -102,8 +104,9 @@ static struct halo__sparse_task *T(halo_sparse *s, uint32_t slot)
 
 static uint32_t home(const halo_sparse *s, uint64_t id)
 {
-	return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) &
-	       (s->hash_cap - 1);
+	/* Fibonacci hashing: the product's top bits. */
+	return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >>
+			  (64 - __builtin_ctz(s->hash_cap)));
 }
 
 static uint32_t find(const halo_sparse *s, uint64_t id)
@@ -717,7 +720,7 @@ static int replay_rec(void *ctx, const halo_sparse_rec *rec)
 				return -ENOMEM;
 		}
 		t = T(s, slot);
-		t->deadline = to_mono(rec->deadline);
+		t->deadline = replay_mono(s, rec->deadline);
 		if (t->state == ST_PENDING) {
 			heap_up(s, t->heap);
 			heap_down(s, t->heap);
@@ -732,7 +735,7 @@ static int replay_rec(void *ctx, const halo_sparse_rec *rec)
 	case HALO_SPARSE_REC_HEARTBEAT:
 		if (slot != NONE && s->task[slot].state == ST_PENDING) {
 			t = T(s, slot);
-			t->deadline = to_mono(rec->deadline);
+			t->deadline = replay_mono(s, rec->deadline);
 			heap_up(s, t->heap);
 			heap_down(s, t->heap);
 		}
@@ -970,6 +973,8 @@ int halo_sparse_open(halo_sparse *s, halo_loop *loop,
 			halo_sparse_journal_ops.detach(s->store);
 		goto fail;
 	}
+	s->replay_mono = halo_now_ns();
+	s->replay_wall = wall_now();
 	r = s->ops->replay(s->store, replay_rec, s, s->error, sizeof(s->error));
 	if (r < 0) {
 		if (r == -ENOMEM && !s->error[0])

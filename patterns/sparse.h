@@ -215,6 +215,8 @@ struct halo_sparse {
 	uint64_t n_sub, n_pend, n_fin; /* tasks by state */
 	uint64_t store_records;
 	uint64_t appended, reported; /* records, since open */
+	uint64_t replay_mono;	     /* the clocks when the replay began */
+	int64_t replay_wall;
 	struct halo__sparse_flush *flushes;
 	halo_fut *timer;
 	uint64_t timer_at;
