@@ -35,5 +35,6 @@
 #include "patterns/retry.h"
 #include "patterns/breaker.h"
 #include "patterns/saga.h"
+#include "patterns/sparse.h"
 
 #endif

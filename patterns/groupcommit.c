@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "../io/file.h"
 
@@ -49,27 +50,40 @@ static void end_batch(halo_gc *gc, int err)
 {
 	struct halo__gc_batch *b = &gc->b[!gc->cur];
 	int64_t off = gc->off;
-	size_t pos = 0;
+	size_t pos = 0, n;
 
 	for (size_t i = 0; i < b->n; i++) {
 		halo_fut *f = b->recs[i].fut;
 
+		pos += b->recs[i].len;
+		if (!f)
+			continue;
 		if (err)
 			halo_fut_fail(f, err, "group commit batch failed");
 		else
-			halo_fut_resolve(f, off + (int64_t)pos, NULL);
-		pos += b->recs[i].len;
+			halo_fut_resolve(f, off + (int64_t)(pos -
+							    b->recs[i].len),
+					  NULL);
 		halo_fut_release(f);
 	}
 	if (err) {
+		/* A short write before the error (RLIMIT_FSIZE, ENOSPC) left
+		 * part of the batch in the file: cut it off, so that a reader
+		 * never finds a half-written record behind the durable end.
+		 * Shrinking is allowed past the file size limit. */
+		if (gc->done && ftruncate(gc->fd, off) < 0)
+			gc->stats.failed_truncates++;
 		gc->stats.failed_batches++;
 	} else {
 		gc->off += (int64_t)b->len;
 		gc->stats.bytes += b->len;
 	}
+	n = b->n;
 	b->n = 0;
 	b->len = 0;
 	gc->inflight = 0;
+	if (gc->opts.on_batch)
+		gc->opts.on_batch(gc, n, err, gc->opts.arg);
 }
 
 static int start_op(halo_gc *gc, halo_fut *op)
@@ -176,6 +190,8 @@ int halo_gc_close(halo_gc *gc)
 		return -EBUSY;
 	halo_loop_prepare_remove(gc->loop, &gc->hook);
 	for (size_t i = 0; i < b->n; i++) {
+		if (!b->recs[i].fut)
+			continue;
 		halo_fut_fail(b->recs[i].fut, -ECANCELED,
 			      "group commit closed");
 		halo_fut_release(b->recs[i].fut);
@@ -205,6 +221,38 @@ halo_fut *halo_gc_append_at(halo_gc *gc, const void *rec, size_t len,
 	b->recs[b->n++].len = len;
 	gc->stats.appends++;
 	return halo_fut_ref(f);
+}
+
+int halo_gc_append_quiet(halo_gc *gc, const void *rec, size_t len)
+{
+	struct halo__gc_batch *b = &gc->b[gc->cur];
+
+	if (!len)
+		return -EINVAL;
+	if (reserve(b, len) < 0)
+		return -ENOMEM;
+	memcpy(b->buf + b->len, rec, len);
+	b->len += len;
+	b->recs[b->n].fut = NULL;
+	b->recs[b->n++].len = len;
+	gc->stats.appends++;
+	return 0;
+}
+
+int64_t halo_gc_durable(const halo_gc *gc)
+{
+	return gc->off;
+}
+
+int halo_gc_reopen(halo_gc *gc, int fd, int64_t offset)
+{
+	if (fd < 0 || offset < 0)
+		return -EINVAL;
+	if (gc->inflight)
+		return -EBUSY;
+	gc->fd = fd;
+	gc->off = offset;
+	return 0;
 }
 
 void halo_gc_stats_get(const halo_gc *gc, halo_gc_stats *out)

@@ -17,9 +17,21 @@
 extern "C" {
 #endif
 
+typedef struct halo_gc halo_gc;
+
+/* Called once per batch after its futures are completed: records is the
+ * number of records the batch held (appended with or without a future, in
+ * append order), err 0 if they are durable, else the batch's -errno. gc is
+ * idle during the call (no batch in flight): it may append, or move gc to
+ * another file with halo_gc_reopen(). */
+typedef void (*halo_gc_batch_fn)(halo_gc *gc, size_t records, int err,
+				 void *arg);
+
 typedef struct halo_gc_opts {
 	int64_t offset; /* where the first record goes; 0 (default): the end
 			   of the file at init */
+	halo_gc_batch_fn on_batch; /* optional */
+	void *arg;		   /* for on_batch */
 } halo_gc_opts;
 
 typedef struct halo_gc_stats {
@@ -30,6 +42,8 @@ typedef struct halo_gc_stats {
 	uint64_t fdatasyncs;	/* fdatasync operations */
 	uint64_t bytes;		/* bytes made durable */
 	uint64_t failed_batches;
+	uint64_t failed_truncates; /* a failed batch's partial write could not
+				      be cut off (ftruncate failed) */
 	uint64_t max_records;	/* most records in one batch */
 } halo_gc_stats;
 
@@ -46,7 +60,7 @@ struct halo__gc_batch {
 };
 
 /* Caller-allocated; treat the fields as private. */
-typedef struct halo_gc {
+struct halo_gc {
 	halo_loop *loop;
 	halo_hook hook;
 	halo_gc_opts opts;
@@ -59,7 +73,7 @@ typedef struct halo_gc {
 	halo_fut *op;
 	halo_waiter op_w;
 	halo_gc_stats stats;
-} halo_gc;
+};
 
 /* Set up gc for appends to fd (opened for writing; O_APPEND not needed: gc
  * writes at its own offsets). Returns 0, -EINVAL or -errno from fstat. */
@@ -80,6 +94,23 @@ HALO_API halo_fut *halo_gc_append_at(halo_gc *gc, const void *rec, size_t len,
 				     const char *file, int line);
 #define halo_gc_append(gc, rec, len)                                           \
 	halo_gc_append_at((gc), (rec), (len), __FILE__, __LINE__)
+
+/* Append len bytes of rec without a future: for a caller that tracks its
+ * records itself and learns their fate from opts.on_batch. rec is copied.
+ * Returns 0, -EINVAL (len 0) or -ENOMEM. */
+HALO_API int halo_gc_append_quiet(halo_gc *gc, const void *rec, size_t len);
+
+/* The file offset up to which every record is durable (where the next batch
+ * goes). A failed batch that wrote part of itself (a short write, then
+ * -EFBIG or -ENOSPC) is cut back to this offset (ftruncate), so that no
+ * half-written record stays in the file. */
+HALO_API int64_t halo_gc_durable(const halo_gc *gc);
+
+/* Point gc at another file: batches from now on go to fd at offset (the
+ * records gathered but not yet written included). For compaction, from
+ * opts.on_batch or while no batch is in flight. fd stays the caller's.
+ * Returns 0, -EINVAL or -EBUSY while a batch is in flight. */
+HALO_API int halo_gc_reopen(halo_gc *gc, int fd, int64_t offset);
 
 /* Copy the counters to out. */
 HALO_API void halo_gc_stats_get(const halo_gc *gc, halo_gc_stats *out);

@@ -177,6 +177,14 @@ static void failed_write_child(void *arg)
 		fb[i] = append_rec(&gc, 1, (uint32_t)i);
 	for (int i = 0; i < B; i++)
 		TU_CHILD_ASSERT_INT_EQ(halo_fut_join(fb[i]), -EFBIG);
+	/* The short write up to the limit was cut back off. */
+	{
+		struct stat st;
+
+		TU_CHILD_ASSERT(fstat(fd, &st) == 0);
+		TU_CHILD_ASSERT_INT_EQ(st.st_size, A * 64);
+		TU_CHILD_ASSERT_INT_EQ(halo_gc_durable(&gc), A * 64);
+	}
 	TU_CHILD_ASSERT(setrlimit(RLIMIT_FSIZE, &old) == 0);
 	for (int i = 0; i < C; i++)
 		fc[i] = append_rec(&gc, 2, (uint32_t)i);
@@ -282,6 +290,71 @@ START_TEST(test_completed_records_survive_sigkill_of_the_writer)
 }
 END_TEST
 
+struct batch_log {
+	size_t records[16];
+	int err[16];
+	int n;
+	halo_gc *gc;
+	int move_to_fd; /* >= 0: reopen there after the first batch */
+};
+
+static void on_batch(halo_gc *gc, size_t records, int err, void *arg)
+{
+	struct batch_log *l = arg;
+
+	ck_assert_ptr_eq(gc, l->gc);
+	ck_assert_int_lt(l->n, 16);
+	l->records[l->n] = records;
+	l->err[l->n++] = err;
+	if (l->move_to_fd >= 0) {
+		ck_assert_int_eq(halo_gc_reopen(gc, l->move_to_fd, 0), 0);
+		l->move_to_fd = -1;
+	}
+}
+
+START_TEST(test_quiet_appends_report_batches_and_reopen_moves_the_rest)
+{
+	struct batch_log bl = {.move_to_fd = -1};
+	halo_gc_opts o = {.on_batch = on_batch, .arg = &bl};
+	int fd = open_log("a.log"), fd2 = open_log("b.log");
+	halo_gc gc;
+	struct rec r;
+	halo_fut *f;
+	struct stat st;
+
+	bl.gc = &gc;
+	ck_assert_int_eq(halo_gc_init(&gc, &loop, fd, &o), 0);
+	ck_assert_int_eq(halo_gc_append_quiet(&gc, &r, 0), -EINVAL);
+	rec_make(&r, 0, 0);
+	ck_assert_int_eq(halo_gc_append_quiet(&gc, &r, sizeof(r)), 0);
+	ck_assert_int_eq(halo_gc_append_quiet(&gc, &r, sizeof(r)), 0);
+	f = halo_gc_append(&gc, &r, sizeof(r));
+	ck_assert_int_eq(halo_fut_join(f), 2 * (int)sizeof(r));
+	while (bl.n < 1)
+		halo_loop_run_once(&loop);
+	ck_assert_uint_eq(bl.records[0], 3);
+	ck_assert_int_eq(bl.err[0], 0);
+	ck_assert_int_eq(halo_gc_durable(&gc), 3 * (int)sizeof(r));
+	/* Gathered while a batch is in flight, then moved to b.log. */
+	ck_assert_int_eq(halo_gc_append_quiet(&gc, &r, sizeof(r)), 0);
+	halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(halo_gc_reopen(&gc, fd2, 0), -EBUSY);
+	bl.move_to_fd = fd2;
+	ck_assert_int_eq(halo_gc_append_quiet(&gc, &r, sizeof(r)), 0);
+	while (bl.n < 3)
+		halo_loop_run_once(&loop);
+	ck_assert_uint_eq(bl.records[1], 1);
+	ck_assert_uint_eq(bl.records[2], 1);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_int_eq(st.st_size, 4 * (int)sizeof(r));
+	ck_assert_int_eq(fstat(fd2, &st), 0);
+	ck_assert_int_eq(st.st_size, sizeof(r));
+	ck_assert_int_eq(halo_gc_close(&gc), 0);
+	close(fd);
+	close(fd2);
+}
+END_TEST
+
 Suite *groupcommit_suite(void)
 {
 	Suite *s = suite_create("groupcommit");
@@ -292,6 +365,8 @@ Suite *groupcommit_suite(void)
 	tcase_add_test(tc, test_64_appenders_share_fdatasyncs_and_keep_their_order);
 	tcase_add_test(tc, test_failed_write_fails_exactly_its_batch);
 	tcase_add_test(tc, test_completed_records_survive_sigkill_of_the_writer);
+	tcase_add_test(tc,
+		       test_quiet_appends_report_batches_and_reopen_moves_the_rest);
 	suite_add_tcase(s, tc);
 	return s;
 }

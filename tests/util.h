@@ -111,11 +111,16 @@ int tu_run_in_child(void (*fn)(void *arg), void *arg);
 void tu_child_fail(const char *file, int line, const char *what, int64_t a,
 		   int64_t b) __attribute__((noreturn));
 
-/* Assert that a tu_run_in_child() child exited 0 (its failure is on stderr). */
+/* Assert that a tu_run_in_child() child exited 0 (its failure is on stderr).
+ * status is evaluated once: tu_assert_child_ok(tu_run_in_child(...)) runs
+ * the child once. */
 #define tu_assert_child_ok(status)                                             \
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,           \
-		      "child: exit %d, signal %d (see stderr)",                \
-		      WIFEXITED(status) ? WEXITSTATUS(status) : -1,            \
-		      WIFSIGNALED(status) ? WTERMSIG(status) : 0)
+	do {                                                                   \
+		int st_ = (status);                                            \
+		ck_assert_msg(WIFEXITED(st_) && WEXITSTATUS(st_) == 0,         \
+			      "child: exit %d, signal %d (see stderr)",        \
+			      WIFEXITED(st_) ? WEXITSTATUS(st_) : -1,          \
+			      WIFSIGNALED(st_) ? WTERMSIG(st_) : 0);           \
+	} while (0)
 
 #endif
