@@ -186,6 +186,14 @@ static inline uint64_t halo__op_tag(const halo_op *op)
 /* Cancel hook of op futures (fut.c calls it). */
 int halo__op_cancel(halo_op *op);
 
+/* user_data below this is never an op's (op slots are heap addresses,
+ * far above the first MiB): 0 tags internal SQEs, the rest loop groups'
+ * doorbells (group.c). */
+#define HALO__UD_RESERVED (1ull << 20)
+
+/* A CQE whose user_data is a group's reserved tag (group.c). */
+void halo__group_cqe(halo_loop *loop, uint64_t ud, int32_t res);
+
 /* Reap every CQE that is ready; returns how many. */
 unsigned halo__reap(halo_loop *loop);
 

@@ -223,8 +223,14 @@ static unsigned features_off_env(void)
  * is masked out afterwards, so every user of a feature reads one bit. */
 static unsigned probe_features(halo_loop *loop)
 {
-	(void)loop;
-	return 0;
+	struct io_uring_probe *p = io_uring_get_probe_ring(&loop->ring);
+	unsigned f = 0;
+
+	if (p && io_uring_opcode_supported(p, HALO_IORING_OP_MSG_RING))
+		f |= HALO_FEAT_MSG_RING;
+	if (p)
+		io_uring_free_probe(p);
+	return f;
 }
 
 int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)

@@ -124,8 +124,11 @@ unsigned halo__reap(halo_loop *loop)
 		bool more;
 
 		n++;
-		if (ud == 0) {
-			loop->internal_inflight--;
+		if (unlikely(ud < HALO__UD_RESERVED)) {
+			if (ud == 0)
+				loop->internal_inflight--;
+			else
+				halo__group_cqe(loop, ud, cqe->res);
 			continue;
 		}
 		op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);
