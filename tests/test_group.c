@@ -65,9 +65,10 @@ static int64_t take(halo_fut *f)
 #define PP_N 1000000
 
 static struct pp {
-	uint64_t sent, echoed;	   /* loop 0 */
-	uint64_t got, echo_next;   /* loop 1 */
-	int waiting0, waiting1;	   /* a room future is pending */
+	uint64_t sent, echoed; /* loop 0 */
+	int waiting0;	       /* a room future is pending */
+	_Alignas(64) uint64_t got, echo_next; /* loop 1 */
+	int waiting1;
 	_Atomic int bad;
 	sem_t done;
 } pp;
@@ -75,16 +76,20 @@ static struct pp {
 static void ping_pump(halo_loop *l);
 static void echo_pump(halo_loop *l);
 
+/* No ck_assert on the message path: each passing one is a write to
+ * Check's log, which would dominate the test's time. */
 static void ping_room(halo_fut *f, void *arg)
 {
-	ck_assert_int_eq(take(f), 0);
+	if (take(f) != 0)
+		pp.bad++;
 	pp.waiting0 = 0;
 	ping_pump(arg);
 }
 
 static void echo_room(halo_fut *f, void *arg)
 {
-	ck_assert_int_eq(take(f), 0);
+	if (take(f) != 0)
+		pp.bad++;
 	pp.waiting1 = 0;
 	echo_pump(arg);
 }
@@ -112,7 +117,8 @@ static void echo_pump(halo_loop *l)
 			}
 			return;
 		}
-		ck_assert_int_eq(r, 0);
+		if (r != 0)
+			pp.bad++;
 		pp.echo_next++;
 	}
 }
@@ -137,7 +143,8 @@ static void ping_pump(halo_loop *l)
 			halo_fut_on_done(halo_group_room(l, 1), ping_room, l);
 			return;
 		}
-		ck_assert_int_eq(r, 0);
+		if (r != 0)
+			pp.bad++;
 		pp.sent++;
 	}
 }
@@ -276,7 +283,8 @@ static struct cx {
 	_Atomic int target_cancelled;
 	int64_t by_target, by_caller;
 	int by_target_state, by_caller_state;
-	int waited_ms;
+	int waited_ms, pending_before;
+	_Atomic int started;
 } cx;
 
 static void cancel_hung(halo_fut *t, void *arg)
@@ -310,6 +318,7 @@ static halo_fut *fn_until_cancelled(halo_loop *l, void *arg)
 
 	(void)arg;
 	halo_fut_set_cancel(f, on_target_cancel, NULL);
+	cx.started = 1;
 	return f;
 }
 
@@ -327,8 +336,10 @@ static int cancel_init(halo_group *g, halo_loop *l, unsigned i, void *arg)
 	halo_fut_release(f);
 
 	f = halo_group_call(l, 1, fn_until_cancelled, NULL);
-	halo_sleep(l, 2000000);
-	ck_assert(!halo_fut_is_done(f));
+	/* A call cancelled before it ran never runs: wait until it runs. */
+	while (!cx.started && cx.waited_ms++ < 10000)
+		halo_sleep(l, 1000000);
+	cx.pending_before = !halo_fut_is_done(f);
 	halo_fut_cancel(f);
 	cx.by_caller_state = halo_fut_status(f); /* at once */
 	cx.by_caller = take(f);
@@ -352,6 +363,7 @@ START_TEST(test_call_whose_target_is_cancelled)
 	ck_assert_int_eq(cx.by_target_state, HALO_FUT_CANCELLED);
 	/* Cancelled by the caller: CANCELLED at once, and the target's
 	 * future is cancelled too. */
+	ck_assert_int_eq(cx.pending_before, 1);
 	ck_assert_int_eq(cx.by_caller_state, HALO_FUT_CANCELLED);
 	ck_assert_int_eq(cx.by_caller, -ECANCELED);
 	ck_assert_int_eq(cx.target_cancelled, 1);
@@ -434,7 +446,7 @@ static struct mt {
 	uint64_t accepted, calls, calls_ok, calls_shut, calls_other;
 	_Atomic uint64_t ran;
 	_Atomic int ran_after_close;
-	int refused, waiting, ended;
+	int refused, waiting, ended, bad;
 	sem_t busy;
 } mt;
 
@@ -509,7 +521,8 @@ static void mt_pump(halo_loop *l)
 			mt.ended = 1;
 			return;
 		}
-		ck_assert_int_eq(r, 0);
+		if (r != 0)
+			mt.bad++;
 		mt.accepted++;
 	}
 }
@@ -539,6 +552,7 @@ START_TEST(test_stop_mid_traffic_loses_nothing_runs_nothing_after_close)
 	ck_assert_int_eq(mt.ended, 1);
 	ck_assert_uint_eq(mt.calls, mt.calls_ok + mt.calls_shut);
 	ck_assert_uint_eq(mt.calls_other, 0);
+	ck_assert_int_eq(mt.bad, 0);
 	ck_assert_uint_gt(mt.calls_ok, 0);
 	sem_destroy(&mt.busy);
 }
