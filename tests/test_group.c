@@ -442,7 +442,6 @@ END_TEST
 /* --- stop in the middle of traffic --- */
 
 static struct mt {
-	halo_group *g;
 	uint64_t accepted, calls, calls_ok, calls_shut, calls_other;
 	_Atomic uint64_t ran;
 	_Atomic int ran_after_close;
@@ -456,7 +455,7 @@ static void mt_msg(halo_loop *l, void *arg)
 {
 	(void)l;
 	(void)arg;
-	if (halo_group_state(mt.g, 1) == HALO_GROUP_CLOSED)
+	if (halo_group_state(halo_group_self(NULL), 1) == HALO_GROUP_CLOSED)
 		mt.ran_after_close++;
 	if (++mt.ran == 20000)
 		sem_post(&mt.busy);
@@ -529,8 +528,8 @@ static void mt_pump(halo_loop *l)
 
 static int mt_init(halo_group *g, halo_loop *l, unsigned i, void *arg)
 {
+	(void)g;
 	(void)arg;
-	mt.g = g;
 	if (i == 0)
 		mt_pump(l);
 	return 0;
@@ -561,7 +560,6 @@ END_TEST
 /* --- messages to a loop that stopped --- */
 
 static struct sd {
-	halo_group *g;
 	halo_fut *hung, *stop;
 	int post, room_state;
 	int64_t call, room, hung_res;
@@ -579,7 +577,7 @@ static void sd_poll(halo_fut *t, void *arg)
 	halo_loop *l = arg;
 
 	take(t);
-	if (halo_group_state(sd.g, 1) != HALO_GROUP_CLOSED &&
+	if (halo_group_state(halo_group_self(NULL), 1) != HALO_GROUP_CLOSED &&
 	    ++sd.polls < 10000) {
 		halo_fut_on_done(halo_fut_delayed(l, 1000000, 0, NULL),
 				 sd_poll, l);
@@ -609,8 +607,8 @@ static halo_fut *sd_on_stop(halo_group *g, halo_loop *l, unsigned i,
 
 static int sd_init(halo_group *g, halo_loop *l, unsigned i, void *arg)
 {
+	(void)g;
 	(void)arg;
-	sd.g = g;
 	if (i == 0)
 		sd.hung = halo_group_call(l, 1, fn_forever, NULL);
 	return 0;
