@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "tests/util.h"
@@ -715,6 +717,136 @@ START_TEST(test_failed_init_fails_start_and_stops_every_loop)
 }
 END_TEST
 
+/* --- a server over two loops --- */
+
+#define SV_CLIENTS 32
+
+static struct sv {
+	int lfd[2];
+	int handoff;
+	halo_server *s[2];
+	halo_fut *stopped[2];
+	halo_server_stats st[2];
+} sv;
+
+static size_t sv_echo(halo_conn *c, const char *d, size_t n, void *arg)
+{
+	(void)arg;
+	halo_conn_write(c, d, n);
+	return n;
+}
+
+static const halo_conn_cbs sv_cbs = {.on_data = sv_echo};
+
+static int sv_init(halo_group *g, halo_loop *l, unsigned i, void *arg)
+{
+	halo_server_opts so = {.cbs = &sv_cbs, .ring_bufs = 64};
+	int err = 0;
+
+	(void)g;
+	(void)arg;
+	if (sv.handoff) {
+		so.handoff = 1;
+		sv.s[i] = i == 0 ? halo_server_start_fd(l, sv.lfd[0], &so, &err)
+				 : halo_server_start_peer(l, &so, &err);
+	} else {
+		sv.s[i] = halo_server_start_fd(l, sv.lfd[i], &so, &err);
+	}
+	return sv.s[i] ? 0 : err;
+}
+
+static void sv_stopped(halo_fut *f, void *arg)
+{
+	unsigned i = (unsigned)(uintptr_t)arg;
+
+	take(f);
+	halo_server_stats_get(sv.s[i], &sv.st[i]);
+	halo_server_free(sv.s[i]);
+	halo_fut_resolve(sv.stopped[i], 0, NULL);
+}
+
+/* The group waits for the server's drain, then frees it on its loop. */
+static halo_fut *sv_on_stop(halo_group *g, halo_loop *l, unsigned i,
+			    void *arg)
+{
+	(void)g;
+	(void)arg;
+	sv.stopped[i] = halo_fut_new(l);
+	halo_fut_on_done(halo_server_stop(sv.s[i], 100000000ull), sv_stopped,
+			 (void *)(uintptr_t)i);
+	return sv.stopped[i];
+}
+
+static int sv_client(int port, int k)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	char out[16], in[16];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int n = snprintf(out, sizeof(out), "ping %d", k), got = 0;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(write(fd, out, (size_t)n), n);
+	while (got < n) {
+		ssize_t r = read(fd, in + got, (size_t)(n - got));
+
+		ck_assert_int_gt(r, 0);
+		got += (int)r;
+	}
+	ck_assert(!memcmp(in, out, (size_t)n));
+	return fd;
+}
+
+static void sv_run(int handoff)
+{
+	halo_group_opts o = opts2(sv_init, NULL);
+	halo_listen_opts lo = {.reuseport = !handoff};
+	halo_group *g;
+	int port, fds[SV_CLIENTS];
+
+	memset(&sv, 0, sizeof(sv));
+	sv.handoff = handoff;
+	o.on_stop = sv_on_stop;
+	sv.lfd[0] = halo_net_listen("127.0.0.1", 0, &lo);
+	ck_assert_int_ge(sv.lfd[0], 0);
+	port = halo_net_local_port(sv.lfd[0]);
+	sv.lfd[1] = handoff ? -1
+			    : halo_net_listen("127.0.0.1", (uint16_t)port, &lo);
+	ck_assert_int_eq(halo_group_start(&g, &o), 0);
+	for (int k = 0; k < SV_CLIENTS; k++)
+		fds[k] = sv_client(port, k);
+	for (int k = 0; k < SV_CLIENTS; k++)
+		close(fds[k]);
+	ck_assert_int_eq(halo_group_stop(g), 0);
+	close(sv.lfd[0]);
+	if (sv.lfd[1] >= 0)
+		close(sv.lfd[1]);
+}
+
+START_TEST(test_server_j2_reuseport_spreads_connections)
+{
+	sv_run(0);
+	ck_assert_uint_eq(sv.st[0].accepted + sv.st[1].accepted, SV_CLIENTS);
+	/* The kernel hashes 32 connections over two listeners. */
+	ck_assert_uint_gt(sv.st[0].accepted, 0);
+	ck_assert_uint_gt(sv.st[1].accepted, 0);
+}
+END_TEST
+
+START_TEST(test_server_j2_acceptor_hands_to_least_loaded)
+{
+	sv_run(1);
+	ck_assert_uint_eq(sv.st[0].accepted + sv.st[1].accepted, SV_CLIENTS);
+	ck_assert_uint_eq(sv.st[1].adopted, sv.st[0].handed_off);
+	ck_assert_uint_eq(sv.st[1].accepted, sv.st[1].adopted);
+	/* Clients stay connected, so the least loaded loop alternates. */
+	ck_assert_uint_ge(sv.st[0].accepted, SV_CLIENTS / 2 - 4);
+	ck_assert_uint_ge(sv.st[1].accepted, SV_CLIENTS / 2 - 4);
+}
+END_TEST
+
 static int kernel_has_msg_ring(void)
 {
 	halo_loop l;
@@ -736,6 +868,8 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc,
 		       test_stop_mid_traffic_loses_nothing_runs_nothing_after_close);
 	tcase_add_test(tc, test_message_to_stopped_loop_fails_eshutdown_at_sender);
+	tcase_add_test(tc, test_server_j2_reuseport_spreads_connections);
+	tcase_add_test(tc, test_server_j2_acceptor_hands_to_least_loaded);
 }
 
 Suite *group_suite(void)
