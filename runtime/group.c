@@ -554,8 +554,7 @@ static void drain_req(struct member *m, unsigned src)
 	 * stored head, then look at want_room (both sequentially
 	 * consistent): one of the two sees the other. */
 	atomic_store(&r->head, h);
-	if (atomic_load_explicit(&r->want_room, memory_order_relaxed) &&
-	    atomic_exchange(&r->want_room, 0))
+	if (atomic_load(&r->want_room) && atomic_exchange(&r->want_room, 0))
 		bell(m, src, K_ROOM);
 }
 
