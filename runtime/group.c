@@ -97,6 +97,8 @@ struct pair {
 	struct ring rep; /* j -> i */
 	/* i's thread only */
 	_Alignas(64) unsigned calls_out;
+	uint64_t bell_epoch; /* the SQ epoch of a REQ doorbell not yet sent */
+	int bell_queued;
 	struct call *calls;
 	struct roomw *room;
 	/* j's thread only */
@@ -854,6 +856,26 @@ static struct member *sender(halo_loop *from, unsigned to)
 	return m;
 }
 
+/* A MSG_RING doorbell leaves with the tick's io_uring_enter, after the
+ * callback that rang it: the target idles while a long burst fills the
+ * ring. Once a quarter of the ring waits behind an unsent doorbell, send
+ * it now (one extra enter per such burst), so that the target drains
+ * while this loop still produces. */
+static void early_bell(struct member *m, struct pair *p)
+{
+	uint32_t t;
+
+	if (p->bell_epoch != m->loop.sq_epoch) {
+		p->bell_queued = 0; /* it left with an enter */
+		return;
+	}
+	t = atomic_load_explicit(&p->req.tail, memory_order_relaxed);
+	if (((t - p->req.head_cache) & IDX_MASK) < m->g->cap / 4)
+		return;
+	p->bell_queued = 0;
+	halo__sq_flush(&m->loop);
+}
+
 static int send_msg(struct member *m, unsigned to, const struct msg *msg,
 		    struct pair **pp)
 {
@@ -880,8 +902,13 @@ static int send_msg(struct member *m, unsigned to, const struct msg *msg,
 		return r;
 	}
 	STAT_INC(m, posted);
-	if (ring_should_bell(&p->req))
+	if (ring_should_bell(&p->req)) {
 		bell(m, to, K_REQ);
+		p->bell_queued = m->g->msg_ring;
+		p->bell_epoch = m->loop.sq_epoch;
+	} else if (p->bell_queued) {
+		early_bell(m, p);
+	}
 	if (pp)
 		*pp = p;
 	return 0;

@@ -164,6 +164,10 @@ void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 
 /* --- operations (op.c) --- */
 
+/* Hand the SQEs prepared so far to the kernel now, before the tick's
+ * enter (counted as an early flush). Returns what the enter returned. */
+int halo__sq_flush(halo_loop *loop);
+
 /* Get an SQE after flushing a full SQ to the kernel (counted). */
 struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop);
 

@@ -24,6 +24,11 @@ static int flush_early(halo_loop *loop)
 	return r;
 }
 
+int halo__sq_flush(halo_loop *loop)
+{
+	return flush_early(loop);
+}
+
 struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop)
 {
 	/* -EBUSY/-EAGAIN: the kernel is short of room; the SQEs stay queued
