@@ -948,6 +948,8 @@ halo_fut *halo_group_call_at(halo_loop *from, unsigned to,
 	halo_fut *f;
 	int r;
 
+	if (!from)
+		return NULL;
 	f = halo_fut_new_at(from, file, line);
 	if (!f)
 		return NULL;
@@ -988,7 +990,7 @@ halo_fut *halo_group_room(halo_loop *from, unsigned to)
 	struct member *m = sender(from, to);
 	struct roomw *w;
 	struct pair *p;
-	halo_fut *f = halo_fut_new(from);
+	halo_fut *f = from ? halo_fut_new(from) : NULL;
 
 	if (!f)
 		return NULL;

@@ -125,7 +125,8 @@ HALO_API int halo_group_post(halo_loop *from, unsigned to,
  * -EAGAIN, -ESHUTDOWN or -EINVAL as halo_group_post; NULL only when out of
  * memory. Cancelling it completes it CANCELLED at once and asks the target
  * to cancel fn's future (or not to run fn). If the target closes without
- * replying, it fails with -ESHUTDOWN. Caller owns a reference. */
+ * replying, it fails with -ESHUTDOWN. Caller owns a reference; NULL also
+ * when from is NULL. */
 HALO_API halo_fut *halo_group_call_at(halo_loop *from, unsigned to,
 				      halo_group_call_fn fn, void *arg,
 				      const char *file, int line);
