@@ -23,7 +23,7 @@
 #include "halo.h"
 
 #define ROUNDS 5
-#define QCAP 256
+#define QCAP   256
 
 static double secs;
 static int cpu_a, cpu_b;
@@ -149,8 +149,10 @@ static int tp_init(halo_group *g, halo_loop *l, unsigned i, void *arg)
 static double halo_run(int rt, int msg_ring)
 {
 	static int cpus[2];
-	halo_group_opts o = {.count = 2, .init = rt ? rt_init : tp_init,
-			     .cpus = cpus, .cpus_n = 2};
+	halo_group_opts o = {.count = 2,
+			     .init = rt ? rt_init : tp_init,
+			     .cpus = cpus,
+			     .cpus_n = 2};
 	halo_group *g;
 
 	cpus[0] = cpu_a;
@@ -464,9 +466,10 @@ int main(void)
 		const char *metric = rt ? "ns_per_round_trip" : "msgs_per_s";
 		const char *unit = rt ? "ns" : "msg/s";
 
-		bench_progress("group", "%s: %d interleaved rounds of %.1fs, "
-			       "CPUs %d and %d of %d", what, ROUNDS, secs,
-			       cpu_a, cpu_b, ncpu);
+		bench_progress("group",
+			       "%s: %d interleaved rounds of %.1fs, "
+			       "CPUs %d and %d of %d",
+			       what, ROUNDS, secs, cpu_a, cpu_b, ncpu);
 		for (int r = 0; r < ROUNDS; r++) {
 			mr[r] = has_msg_ring ? halo_run(rt, 1) : 0;
 			ev[r] = halo_run(rt, 0);

@@ -34,9 +34,9 @@
 #include "internal.h"
 
 #define DEFAULT_PAIR_INFLIGHT 256
-#define MAX_PAIR_INFLIGHT 65536
-#define CLOSED_BIT 0x80000000u
-#define IDX_MASK 0x7fffffffu
+#define MAX_PAIR_INFLIGHT     65536
+#define CLOSED_BIT	      0x80000000u
+#define IDX_MASK	      0x7fffffffu
 
 /* Doorbell tags: UD_MARK | kind << 12 | loop index, all below
  * HALO__UD_RESERVED. A bounced send comes back on the sender with the
@@ -129,10 +129,9 @@ struct served {
 
 #define STAT_INC(m, field)                                                     \
 	atomic_store_explicit(                                                 \
-		&(m)->st.field,                                                \
-		atomic_load_explicit(&(m)->st.field, memory_order_relaxed) +   \
-			1,                                                     \
-		memory_order_relaxed)
+	    &(m)->st.field,                                                    \
+	    atomic_load_explicit(&(m)->st.field, memory_order_relaxed) + 1,    \
+	    memory_order_relaxed)
 
 struct member {
 	halo_loop loop;
@@ -148,7 +147,7 @@ struct member {
 	_Atomic(void *) slot[HALO_GROUP_SLOTS];
 	struct {
 		_Atomic uint64_t posted, received, replies, bells, wakeups,
-			full, bounced;
+		    full, bounced;
 	} st;
 	/* the loop's thread only */
 	halo_task drain_task;
@@ -208,7 +207,7 @@ static int ring_push(struct ring *r, unsigned cap, const union slot *s)
 		return -ESHUTDOWN;
 	if (((t - r->head_cache) & IDX_MASK) >= cap) {
 		r->head_cache =
-			atomic_load_explicit(&r->head, memory_order_acquire);
+		    atomic_load_explicit(&r->head, memory_order_acquire);
 		if (((t - r->head_cache) & IDX_MASK) >= cap)
 			return -EAGAIN;
 	}
@@ -222,8 +221,8 @@ static int ring_push(struct ring *r, unsigned cap, const union slot *s)
 
 static bool ring_full(struct ring *r, unsigned cap)
 {
-	uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed) &
-		     IDX_MASK;
+	uint32_t t =
+	    atomic_load_explicit(&r->tail, memory_order_relaxed) & IDX_MASK;
 
 	if (((t - r->head_cache) & IDX_MASK) < cap)
 		return false;
@@ -597,7 +596,8 @@ static void drain_rep(struct member *m, unsigned dst)
 		atomic_store_explicit(&r->head, h, memory_order_release);
 		STAT_INC(m, replies);
 		any = true;
-		if (!atomic_load_explicit(&c->cancelled, memory_order_relaxed) &&
+		if (!atomic_load_explicit(&c->cancelled,
+					  memory_order_relaxed) &&
 		    halo__fut_pending(c->f)) {
 			if (rep.state == HALO_FUT_OK)
 				halo_fut_resolve(c->f, rep.result, rep.value);
@@ -681,8 +681,8 @@ static void begin_stop(struct member *m);
 
 static void run_drain(halo_task *t)
 {
-	struct member *m = (struct member *)((char *)t -
-					     offsetof(struct member, drain_task));
+	struct member *m =
+	    (struct member *)((char *)t - offsetof(struct member, drain_task));
 	halo_group *g = m->g;
 
 	m->drain_queued = 0;
@@ -733,8 +733,8 @@ static void queue_drain(struct member *m)
 
 static void run_later(halo_task *t)
 {
-	struct member *m = (struct member *)((char *)t -
-					     offsetof(struct member, later_task));
+	struct member *m =
+	    (struct member *)((char *)t - offsetof(struct member, later_task));
 
 	m->later_queued = 0;
 	if (m->rearm)
@@ -834,8 +834,7 @@ static void advance_stop(struct member *m)
 
 		if (p && p != SENTINEL)
 			room_finish(m, p, -ESHUTDOWN);
-		if (k != m->idx &&
-		    member_state(g->m[k]) != HALO_GROUP_CLOSED)
+		if (k != m->idx && member_state(g->m[k]) != HALO_GROUP_CLOSED)
 			bell(m, k, K_CTRL); /* its calls to us may wait */
 	}
 	if (g->msg_ring)
@@ -938,8 +937,8 @@ static void call_cancel(halo_fut *f, void *arg)
 }
 
 halo_fut *halo_group_call_at(halo_loop *from, unsigned to,
-			     halo_group_call_fn fn, void *arg,
-			     const char *file, int line)
+			     halo_group_call_fn fn, void *arg, const char *file,
+			     int line)
 {
 	struct member *m = sender(from, to);
 	struct msg msg = {.kind = MSG_CALL, .fn.call = fn, .arg = arg};
@@ -1382,12 +1381,15 @@ void halo_group_stats_get(const halo_group *g, unsigned index,
 	m = g->m[index];
 	out->posted = atomic_load_explicit(&m->st.posted, memory_order_relaxed);
 	out->received =
-		atomic_load_explicit(&m->st.received, memory_order_relaxed);
-	out->replies = atomic_load_explicit(&m->st.replies, memory_order_relaxed);
+	    atomic_load_explicit(&m->st.received, memory_order_relaxed);
+	out->replies =
+	    atomic_load_explicit(&m->st.replies, memory_order_relaxed);
 	out->bells = atomic_load_explicit(&m->st.bells, memory_order_relaxed);
-	out->wakeups = atomic_load_explicit(&m->st.wakeups, memory_order_relaxed);
+	out->wakeups =
+	    atomic_load_explicit(&m->st.wakeups, memory_order_relaxed);
 	out->full = atomic_load_explicit(&m->st.full, memory_order_relaxed);
-	out->bounced = atomic_load_explicit(&m->st.bounced, memory_order_relaxed);
+	out->bounced =
+	    atomic_load_explicit(&m->st.bounced, memory_order_relaxed);
 }
 
 void halo_group_load_add(halo_group *g, unsigned index, int delta)
@@ -1411,8 +1413,8 @@ unsigned halo_group_least_loaded(const halo_group *g)
 	bool found = false;
 
 	for (unsigned i = 0; i < g->n; i++) {
-		long l = atomic_load_explicit(&g->m[i]->load,
-					      memory_order_relaxed);
+		long l =
+		    atomic_load_explicit(&g->m[i]->load, memory_order_relaxed);
 
 		if (member_state(g->m[i]) != HALO_GROUP_RUNNING)
 			continue;

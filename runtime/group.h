@@ -58,18 +58,18 @@ typedef halo_fut *(*halo_group_call_fn)(halo_loop *loop, void *arg);
 
 /* Options; zero means default for every field. */
 typedef struct halo_group_opts {
-	unsigned count;	       /* loops; default: one per CPU of cpus */
-	const int *cpus;       /* loop i runs pinned to cpus[i % cpus_n];
-				  default: the CPUs sched_getaffinity allows */
+	unsigned count;	 /* loops; default: one per CPU of cpus */
+	const int *cpus; /* loop i runs pinned to cpus[i % cpus_n];
+			    default: the CPUs sched_getaffinity allows */
 	unsigned cpus_n;
-	int no_pin;	       /* leave the threads unpinned */
+	int no_pin;		/* leave the threads unpinned */
 	unsigned pair_inflight; /* messages in flight per ordered pair of
 				   loops (rounded up to a power of two),
 				   default 256, at most 65536 */
-	halo_loop_opts loop;   /* options of every loop */
+	halo_loop_opts loop;	/* options of every loop */
 	halo_group_init_fn init;
 	halo_group_stop_fn on_stop;
-	void *arg;	       /* passed to init and on_stop */
+	void *arg; /* passed to init and on_stop */
 } halo_group_opts;
 
 #define HALO_GROUP_MAX 4096 /* loops per group */
@@ -84,14 +84,14 @@ enum {
 
 /* Counters of one loop (halo_group_stats); read from any thread. */
 typedef struct halo_group_stats {
-	uint64_t posted;    /* messages and calls this loop sent */
-	uint64_t received;  /* messages and calls run here */
-	uint64_t replies;   /* replies to this loop's calls received */
-	uint64_t bells;	    /* doorbells rung (MSG_RING SQEs or eventfd
-			       writes) */
-	uint64_t wakeups;   /* doorbells received */
-	uint64_t full;	    /* posts and calls refused with -EAGAIN */
-	uint64_t bounced;   /* MSG_RINGs the kernel refused, rung again */
+	uint64_t posted;   /* messages and calls this loop sent */
+	uint64_t received; /* messages and calls run here */
+	uint64_t replies;  /* replies to this loop's calls received */
+	uint64_t bells;	   /* doorbells rung (MSG_RING SQEs or eventfd
+			      writes) */
+	uint64_t wakeups;  /* doorbells received */
+	uint64_t full;	   /* posts and calls refused with -EAGAIN */
+	uint64_t bounced;  /* MSG_RINGs the kernel refused, rung again */
 } halo_group_stats;
 
 /* Start the loops, each on a thread of its own pinned to its CPU, and call
@@ -174,7 +174,7 @@ HALO_API long halo_group_load(const halo_group *g, unsigned index);
 /* Slots of per-loop pointers, set on the loop's own thread and read from
  * any: a module publishes there what other loops' messages need to find
  * (the server publishes itself in HALO_GROUP_SLOT_SERVER). */
-#define HALO_GROUP_SLOTS 4
+#define HALO_GROUP_SLOTS       4
 #define HALO_GROUP_SLOT_SERVER 0
 HALO_API void halo_group_set_slot(halo_loop *loop, unsigned slot, void *p);
 HALO_API void *halo_group_slot(const halo_group *g, unsigned index,

@@ -67,8 +67,8 @@ static int64_t take(halo_fut *f)
 #define PP_N 1000000
 
 static struct pp {
-	uint64_t sent, echoed; /* loop 0 */
-	int waiting0;	       /* a room future is pending */
+	uint64_t sent, echoed;		      /* loop 0 */
+	int waiting0;			      /* a room future is pending */
 	_Alignas(64) uint64_t got, echo_next; /* loop 1 */
 	int waiting1;
 	_Atomic int bad;
@@ -137,8 +137,8 @@ static void on_ping(halo_loop *l, void *arg)
 static void ping_pump(halo_loop *l)
 {
 	while (pp.sent < PP_N) {
-		int r = halo_group_post(l, 1, on_ping,
-					(void *)(uintptr_t)pp.sent);
+		int r =
+		    halo_group_post(l, 1, on_ping, (void *)(uintptr_t)pp.sent);
 
 		if (r == -EAGAIN) {
 			pp.waiting0 = 1;
@@ -581,22 +581,20 @@ static void sd_poll(halo_fut *t, void *arg)
 	take(t);
 	if (halo_group_state(halo_group_self(NULL), 1) != HALO_GROUP_CLOSED &&
 	    ++sd.polls < 10000) {
-		halo_fut_on_done(halo_fut_delayed(l, 1000000, 0, NULL),
-				 sd_poll, l);
+		halo_fut_on_done(halo_fut_delayed(l, 1000000, 0, NULL), sd_poll,
+				 l);
 		return;
 	}
 	sd.post = halo_group_post(l, 1, bp_msg, NULL);
 	sd.call = take(halo_group_call(l, 1, fn_ready, NULL));
 	sd.room = take(halo_group_room(l, 1));
-	sd.hung_res = halo_fut_is_done(sd.hung) ? halo_fut_result(sd.hung)
-						 : 1;
+	sd.hung_res = halo_fut_is_done(sd.hung) ? halo_fut_result(sd.hung) : 1;
 	halo_fut_release(sd.hung);
 	halo_fut_resolve(sd.stop, 0, NULL);
 }
 
 /* Loop 0 stays up until loop 1 has closed, then sends to it. */
-static halo_fut *sd_on_stop(halo_group *g, halo_loop *l, unsigned i,
-			    void *arg)
+static halo_fut *sd_on_stop(halo_group *g, halo_loop *l, unsigned i, void *arg)
 {
 	(void)g;
 	(void)arg;
@@ -766,8 +764,7 @@ static void sv_stopped(halo_fut *f, void *arg)
 }
 
 /* The group waits for the server's drain, then frees it on its loop. */
-static halo_fut *sv_on_stop(halo_group *g, halo_loop *l, unsigned i,
-			    void *arg)
+static halo_fut *sv_on_stop(halo_group *g, halo_loop *l, unsigned i, void *arg)
 {
 	(void)g;
 	(void)arg;
@@ -812,8 +809,8 @@ static void sv_run(int handoff)
 	sv.lfd[0] = halo_net_listen("127.0.0.1", 0, &lo);
 	ck_assert_int_ge(sv.lfd[0], 0);
 	port = halo_net_local_port(sv.lfd[0]);
-	sv.lfd[1] = handoff ? -1
-			    : halo_net_listen("127.0.0.1", (uint16_t)port, &lo);
+	sv.lfd[1] =
+	    handoff ? -1 : halo_net_listen("127.0.0.1", (uint16_t)port, &lo);
 	ck_assert_int_eq(halo_group_start(&g, &o), 0);
 	for (int k = 0; k < SV_CLIENTS; k++)
 		fds[k] = sv_client(port, k);
@@ -862,12 +859,14 @@ static int kernel_has_msg_ring(void)
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_million_messages_ping_pong_in_order_none_lost);
-	tcase_add_test(tc, test_call_completes_with_the_outcome_of_fn_on_the_target);
+	tcase_add_test(
+	    tc, test_call_completes_with_the_outcome_of_fn_on_the_target);
 	tcase_add_test(tc, test_call_whose_target_is_cancelled);
 	tcase_add_test(tc, test_in_flight_bounded_post_eagain_then_room);
+	tcase_add_test(
+	    tc, test_stop_mid_traffic_loses_nothing_runs_nothing_after_close);
 	tcase_add_test(tc,
-		       test_stop_mid_traffic_loses_nothing_runs_nothing_after_close);
-	tcase_add_test(tc, test_message_to_stopped_loop_fails_eshutdown_at_sender);
+		       test_message_to_stopped_loop_fails_eshutdown_at_sender);
 	tcase_add_test(tc, test_server_j2_reuseport_spreads_connections);
 	tcase_add_test(tc, test_server_j2_acceptor_hands_to_least_loaded);
 }
@@ -882,8 +881,10 @@ Suite *group_suite(void)
 		tcase_add_checked_fixture(tc, setup_msg_ring, teardown);
 		tcase_set_timeout(tc, tu_timeout(60));
 		add_tests(tc);
-		tcase_add_test(tc, test_loops_pinned_know_themselves_leaks_summed);
-		tcase_add_test(tc, test_failed_init_fails_start_and_stops_every_loop);
+		tcase_add_test(tc,
+			       test_loops_pinned_know_themselves_leaks_summed);
+		tcase_add_test(
+		    tc, test_failed_init_fails_start_and_stops_every_loop);
 		suite_add_tcase(s, tc);
 	} else {
 		printf("group: the kernel lacks IORING_OP_MSG_RING; only the "
