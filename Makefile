@@ -1,4 +1,4 @@
-# halo: make [all|check|bench|install|clean|fuzz] [SANITIZE=1] [V=1]
+# halo: make [all|check|bench|install|clean|fuzz] [SANITIZE=1|thread] [V=1]
 CC ?= gcc
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -25,6 +25,13 @@ ifeq ($(SANITIZE),1)
 BUILD ?= build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
+MODEDEF := -DHALO_NO_JEMALLOC
+MEMLIB :=
+else ifeq ($(SANITIZE),thread)
+# ThreadSanitizer, for what crosses threads: make check SANITIZE=thread
+# TESTS=group (README: the fiber switch is annotated for it in fiber.c).
+BUILD ?= build/tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
 MODEDEF := -DHALO_NO_JEMALLOC
 MEMLIB :=
 else

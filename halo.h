@@ -4,6 +4,7 @@
 
 #include "runtime/fiber.h"
 #include "runtime/fut.h"
+#include "runtime/group.h"
 #include "runtime/hist.h"
 #include "runtime/loop.h"
 #include "runtime/pool.h"

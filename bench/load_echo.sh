@@ -4,8 +4,11 @@
 # ping-pong. Rounds interleave the servers (halo, epoll, uring, halo, ...) so
 # that a noisy neighbour hurts all of them alike; each server's figure is its
 # median-rps round, with that round's p99.
+# Rows halo_jN: examples/echo -j N (a group of N loops), against -j 1, its
+# threads free to use every CPU (the client's too, on a small machine).
 #   env: ECHO_SECS (3) per round, ECHO_ROUNDS (3), ECHO_CONNS ("1 50 500"),
-#        ECHO_SIZE (64), HALO_BUILD, HALO_BENCH_OUT.
+#        ECHO_SIZE (64), ECHO_JOBS ("2"; "" for none), HALO_BUILD,
+#        HALO_BENCH_OUT.
 set -u
 BENCH_NAME=echo
 . bench/lib.sh
@@ -14,6 +17,7 @@ secs=${ECHO_SECS:-3}
 rounds=${ECHO_ROUNDS:-3}
 conns_list=${ECHO_CONNS:-1 50 500}
 size=${ECHO_SIZE:-64}
+jobs=${ECHO_JOBS-2}
 loadgen=$HALO_BUILD/bench/aux_loadgen
 halo=$HALO_BUILD/examples/echo
 
@@ -30,7 +34,12 @@ if [ ! -x "$halo" ]; then
 	echo "!!! load_echo: $halo is missing: the halo rows are SKIPPED" >&2
 	echo "" >&2
 	servers="epoll uring"
+	jobs=
 fi
+for j in $jobs; do servers="$servers halo_j$j"; done
+# -j N: every CPU this script may use (ON_SERVER_CPU pins to one).
+all_cpus=
+[ -n "$ON_SERVER_CPU" ] && all_cpus="taskset -c 0-$(($(nproc) - 1))"
 
 bench_setup
 tck=$(getconf CLK_TCK)
@@ -49,7 +58,10 @@ server_cmd() {
 # to $tmp/$1_$2, or marks the pair failed.
 run_round() {
 	try=0
-	until next_port && start_server "$(server_cmd "$1")" "$port"; do
+	until next_port && case $1 in
+		halo_j*) start_server $all_cpus "$halo" "$port" -j "${1#halo_j}" ;;
+		*) start_server "$(server_cmd "$1")" "$port" ;;
+		esac; do
 		try=$((try + 1))
 		if [ $try -ge 3 ]; then
 			touch "$tmp/$1_$2.failed"
@@ -111,6 +123,15 @@ for c in $conns_list; do
 		fi
 	done
 	case " $servers " in *" halo "*) ;; *) continue ;; esac
+	for j in $jobs; do
+		median_of "halo_j$j" "$c" || continue
+		j_rps=$rps j_p99=$p99 j_eff=$eff
+		median_of halo "$c" || continue
+		emit echo "halo_j${j}_c$c" rps "$j_rps" req/s halo_j1 "$rps" 1
+		emit echo "halo_j${j}_c$c" p99_us "$j_p99" us halo_j1 "$p99" 0
+		emit echo "halo_j${j}_c$c" req_per_cpu_s "$j_eff" req/cpu-s \
+			halo_j1 "$eff" 1
+	done
 	median_of halo "$c" || continue
 	halo_rps=$rps
 	halo_p99=$p99
@@ -127,4 +148,5 @@ for c in $conns_list; do
 			"$eff" 1
 	done
 done
+[ -n "$jobs" ] && emit echo machine cpus "$(nproc)" cpus
 exit $fail

@@ -5,8 +5,10 @@
 # server CPU time (utime + stime from /proc/PID/stat), which says how much of
 # a core each request costs whatever the client managed to drive. Rounds
 # interleave the servers; each figure comes from the median-rps round.
+# Rows halo_jN: examples/http -j N (a group of N loops), against -j 1, its
+# threads free to use every CPU (wrk's too, on a small machine).
 #   env: HTTP_SECS (5) per round, HTTP_ROUNDS (3), HTTP_CONNS (100),
-#        HALO_BUILD, HALO_BENCH_OUT.
+#        HTTP_JOBS ("2"; "" for none), HALO_BUILD, HALO_BENCH_OUT.
 set -u
 BENCH_NAME=http
 . bench/lib.sh
@@ -14,6 +16,7 @@ BENCH_NAME=http
 secs=${HTTP_SECS:-5}
 rounds=${HTTP_ROUNDS:-3}
 conns=${HTTP_CONNS:-100}
+jobs=${HTTP_JOBS-2}
 halo=$HALO_BUILD/examples/http
 tck=$(getconf CLK_TCK)
 fail=0
@@ -25,7 +28,9 @@ fi
 servers=
 if [ -x "$halo" ]; then
 	servers=halo
+	for j in $jobs; do servers="$servers halo_j$j"; done
 else
+	jobs=
 	echo "" >&2
 	echo "!!! load_http: $halo is missing: the halo rows are SKIPPED" >&2
 	echo "" >&2
@@ -85,6 +90,9 @@ start_one() {
 	case $1 in
 	halo)
 		start_server "$halo" "$port" ;;
+	halo_j*) # every CPU this script may use (ON_SERVER_CPU pins to one)
+		start_server ${ON_SERVER_CPU:+taskset -c 0-$(($(nproc) - 1))} \
+			"$halo" "$port" -j "${1#halo_j}" ;;
 	nginx)
 		nginx_conf > "$tmp/nginx.conf"
 		start_server nginx -p "$tmp" -e "$tmp/nginx-error.log" \
@@ -173,5 +181,14 @@ if median_of halo; then
 	emit http "halo_$case" p90_us "$p90" us nginx "$n_p90" 0
 	emit http "halo_$case" p99_us "$p99" us nginx "$n_p99" 0
 	emit http "halo_$case" req_per_cpu_s "$eff" req/cpu-s nginx "$n_eff" 1
+	h_rps=$rps h_p99=$p99 h_eff=$eff
+	for j in $jobs; do
+		median_of "halo_j$j" || continue
+		emit http "halo_j${j}_$case" rps "$rps" req/s halo_j1 "$h_rps" 1
+		emit http "halo_j${j}_$case" p99_us "$p99" us halo_j1 "$h_p99" 0
+		emit http "halo_j${j}_$case" req_per_cpu_s "$eff" req/cpu-s \
+			halo_j1 "$h_eff" 1
+	done
+	[ -n "$jobs" ] && emit http machine cpus "$(nproc)" cpus
 fi
 exit $fail

@@ -18,6 +18,7 @@
 #include "../io/file.h"
 #include "../io/net.h"
 #include "../runtime/fiber.h"
+#include "../runtime/group.h"
 #include "../runtime/pool.h"
 #include "../runtime/timer.h"
 
@@ -103,6 +104,8 @@ struct halo_server {
 	unsigned closing_n; /* close(2) ops in flight, and zombies */
 	halo_conn *zombies; /* closed without a close op (no memory for
 			       one): the flush hook frees them */
+	halo_group *group;  /* the loop's group, if any: load, hand-off */
+	unsigned gidx;
 };
 
 static void conn_close(halo_conn *c, int reason, bool force);
@@ -562,6 +565,8 @@ static void conn_free(halo_conn *c)
 {
 	halo_server *s = c->srv;
 
+	if (s->group)
+		halo_group_load_add(s->group, s->gidx, -1);
 	out_free(c);
 	if (c->carry)
 		halo_mem_free(s->loop, c->carry, s->o.max_in);
@@ -746,6 +751,8 @@ static void conn_open(halo_server *s, int fd)
 		s->conns->prev = c;
 	s->conns = c;
 	s->st.accepted++;
+	if (s->group)
+		halo_group_load_add(s->group, s->gidx, 1);
 	if (++s->st.open > s->st.open_peak)
 		s->st.open_peak = s->st.open;
 	dl_arm(c, DL_IDLE);
@@ -753,6 +760,57 @@ static void conn_open(halo_server *s, int fd)
 		s->st.refused++;
 		conn_close(c, -ECONNREFUSED, true);
 	}
+}
+
+/* --- connections across a group of loops --- */
+
+/* On the loop the acceptor chose: the acceptor reserved a unit of load
+ * for the connection, which conn_open() now counts for real. */
+static void adopt_msg(halo_loop *loop, void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	unsigned idx;
+	halo_group *g = halo_group_self(&idx);
+	halo_server *s = halo_group_slot(g, idx, HALO_GROUP_SLOT_SERVER);
+
+	(void)loop;
+	halo_group_load_add(g, idx, -1);
+	if (halo_server_adopt(s, fd) < 0)
+		close(fd);
+}
+
+/* Pass fd to the least loaded loop of the group that serves; true if it
+ * went (else it is served here). */
+static bool hand_off(halo_server *s, int fd)
+{
+	halo_group *g = s->group;
+	unsigned k = halo_group_least_loaded(g);
+
+	if (k == s->gidx || !halo_group_slot(g, k, HALO_GROUP_SLOT_SERVER))
+		return false;
+	halo_group_load_add(g, k, 1);
+	if (halo_group_post(s->loop, k, adopt_msg, (void *)(intptr_t)fd) < 0) {
+		/* That pair is full or the loop stops: serve here. */
+		halo_group_load_add(g, k, -1);
+		return false;
+	}
+	s->st.handed_off++;
+	return true;
+}
+
+int halo_server_adopt(halo_server *s, int fd)
+{
+	if (!s || fd < 0)
+		return -EINVAL;
+	if (s->stopping)
+		return -ESHUTDOWN;
+	if (s->st.open >= s->o.max_conns) {
+		s->st.refused++;
+		return -ECONNREFUSED;
+	}
+	s->st.adopted++;
+	conn_open(s, fd);
+	return 0;
 }
 
 /* --- accept --- */
@@ -822,6 +880,8 @@ static void on_accept(halo_accept_ms *h, int fd, void *arg)
 		close(fd);
 		return;
 	}
+	if (s->o.handoff && s->group && hand_off(s, fd))
+		return;
 	if (s->st.open >= s->o.max_conns) {
 		/* Above the cap: answer at once with a close rather than
 		 * leave the peer in the backlog. */
@@ -916,12 +976,20 @@ static halo_server *start(halo_loop *loop, int lfd, int own,
 	if (!s->stopped)
 		goto fail_ring;
 	halo_fut_consume(s->stopped); /* the server's own reference */
-	s->acc = halo_accept_ms_start(loop, lfd, SOCK_CLOEXEC, on_accept, s);
-	if (!s->acc) {
-		r = -ENOMEM;
-		goto fail_stopped;
+	if (lfd >= 0) {
+		s->acc = halo_accept_ms_start(loop, lfd, SOCK_CLOEXEC,
+					      on_accept, s);
+		if (!s->acc) {
+			r = -ENOMEM;
+			goto fail_stopped;
+		}
 	}
 	halo_loop_prepare_add(loop, &s->hook, flush_hook, s);
+	s->group = halo_group_self(&s->gidx);
+	if (s->group && halo_group_index(loop) == (int)s->gidx)
+		halo_group_set_slot(loop, HALO_GROUP_SLOT_SERVER, s);
+	else
+		s->group = NULL;
 	return s;
 fail_stopped:
 	halo_fut_release(s->stopped);
@@ -975,6 +1043,12 @@ halo_server *halo_server_start_fd(halo_loop *loop, int lfd,
 		return NULL;
 	}
 	return start(loop, lfd, 0, opts, err);
+}
+
+halo_server *halo_server_start_peer(halo_loop *loop,
+				   const halo_server_opts *opts, int *err)
+{
+	return start(loop, -1, 0, opts, err);
 }
 
 int halo_server_port(const halo_server *s)
@@ -1039,6 +1113,9 @@ int halo_server_free(halo_server *s)
 	if (!s->stopping || !halo_fut_is_done(s->stopped))
 		return -EBUSY;
 	halo_loop_prepare_remove(loop, &s->hook);
+	if (s->group && halo_group_slot(s->group, s->gidx,
+					HALO_GROUP_SLOT_SERVER) == s)
+		halo_group_set_slot(loop, HALO_GROUP_SLOT_SERVER, NULL);
 	halo_fut_release(s->stopped);
 	halo_bufring_free(s->br);
 	halo_mem_free(loop, s->bid_next, s->o.ring_bufs * sizeof(uint16_t));

@@ -66,6 +66,10 @@ typedef struct halo_server_opts {
 	uint16_t port;	      /* 0: the kernel picks (halo_server_port()) */
 	int backlog;	      /* listen backlog, default 4096 */
 	int reuseport;	      /* SO_REUSEPORT, for a listener per loop */
+	int handoff;	      /* on a loop of a group (runtime/group.h):
+				 hand each accepted connection to the least
+				 loaded loop that runs a server (one
+				 acceptor for all loops) */
 	unsigned max_conns;   /* open connections, default 10000 */
 	unsigned ring_bufs;   /* receive buffers shared by all connections,
 				 a power of two, default 1024 */
@@ -106,6 +110,8 @@ typedef struct halo_server_stats {
 	uint64_t recv_pauses;	 /* receives paused at max_held */
 	uint64_t write_waits;	 /* writes that waited (fiber) or input held
 				    back (callbacks) above max_out */
+	uint64_t handed_off;	 /* passed to another loop (opts.handoff) */
+	uint64_t adopted;	 /* accepted elsewhere, served here */
 	unsigned open;		 /* connections open now */
 	unsigned open_peak;
 } halo_server_stats;
@@ -121,6 +127,26 @@ HALO_API halo_server *halo_server_start(halo_loop *loop,
 HALO_API halo_server *halo_server_start_fd(halo_loop *loop, int lfd,
 					   const halo_server_opts *opts,
 					   int *err);
+
+/* A server that listens nowhere and serves the connections handed to it:
+ * by a handoff server of its group, or by halo_server_adopt(). Returns as
+ * halo_server_start().
+ *
+ * Across a group of loops, each loop starts its own server from the
+ * group's init. Either every loop listens on the same port with reuseport
+ * set (the kernel spreads connections by a hash of their addresses), or one
+ * loop accepts with handoff set and the others run halo_server_start_peer():
+ * each connection goes to the loop with the fewest open connections. A
+ * server on a group loop publishes itself (HALO_GROUP_SLOT_SERVER) and
+ * counts its open connections as the loop's load. */
+HALO_API halo_server *halo_server_start_peer(halo_loop *loop,
+					     const halo_server_opts *opts,
+					     int *err);
+
+/* Serve fd, a connected socket accepted elsewhere, on s (on s's loop's
+ * thread); s owns fd from then on. Returns 0, or -ESHUTDOWN (s stops),
+ * -ECONNREFUSED (max_conns), -EINVAL: then fd stays the caller's. */
+HALO_API int halo_server_adopt(halo_server *s, int fd);
 
 /* The port the server listens on. */
 HALO_API int halo_server_port(const halo_server *s);

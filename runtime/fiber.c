@@ -22,6 +22,23 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+/* ThreadSanitizer follows each fiber as a context of its own, told of every
+ * switch just before it happens; without that it takes the switch in
+ * ctx.S for a thread that jumped stacks and reports nonsense. */
+#if defined(__SANITIZE_THREAD__)
+#define HALO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HALO_TSAN 1
+#endif
+#endif
+#ifdef HALO_TSAN
+#include <sanitizer/tsan_interface.h>
+#define TSAN_SWITCH(to) __tsan_switch_to_fiber((to), 0)
+#else
+#define TSAN_SWITCH(to) ((void)0)
+#endif
+
 #define STACK_CACHE_MAX 1024
 
 
@@ -43,6 +60,10 @@ struct halo_fiber {
 	uint8_t exiting;  /* fn returned; draining before the end */
 	uint8_t retry_queued;
 	void *asan_fake;
+#ifdef HALO_TSAN
+	void *tsan_fiber; /* this fiber's context */
+	void *tsan_back;  /* the scheduler's, to switch back to */
+#endif
 };
 
 static size_t page_size(void)
@@ -109,6 +130,10 @@ static void free_suspended_stack(void *slot, void *arg)
 		return;
 	munmap(fb->stack - page_size(), fb->stack_size + page_size());
 	fb->stack = NULL;
+#ifdef HALO_TSAN
+	__tsan_destroy_fiber(fb->tsan_fiber);
+	fb->tsan_fiber = NULL;
+#endif
 }
 
 void halo__stacks_close(halo_loop *loop)
@@ -130,6 +155,10 @@ void halo__fiber_free(halo_fut *f)
 	/* A fiber still suspended at loop close owns its stack. */
 	if (fb->stack)
 		stack_put(f->loop, fb->stack, fb->stack_size);
+#ifdef HALO_TSAN
+	if (fb->tsan_fiber)
+		__tsan_destroy_fiber(fb->tsan_fiber);
+#endif
 	halo_mem_free(f->loop, fb, sizeof(*fb));
 }
 
@@ -272,6 +301,7 @@ static void fiber_main(void *arg)
 	__sanitizer_start_switch_fiber(NULL, loop->sched_stack_bottom,
 				       loop->sched_stack_size);
 #endif
+	TSAN_SWITCH(fb->tsan_back);
 	halo__ctx_switch(&fb->sp, loop->sched_sp);
 	abort(); /* a finished fiber is never resumed */
 }
@@ -283,6 +313,9 @@ static int start(struct halo_fiber *fb)
 		return -ENOMEM;
 	fb->sp = halo__ctx_init(fb->stack, fb->stack_size, fiber_main, fb);
 	fb->started = 1;
+#ifdef HALO_TSAN
+	fb->tsan_fiber = __tsan_create_fiber(0);
+#endif
 	return 0;
 }
 
@@ -318,6 +351,10 @@ static void resume(struct halo_fiber *fb)
 	__sanitizer_start_switch_fiber(&loop->sched_fake_stack, fb->stack,
 				       fb->stack_size);
 #endif
+#ifdef HALO_TSAN
+	fb->tsan_back = __tsan_get_current_fiber();
+#endif
+	TSAN_SWITCH(fb->tsan_fiber);
 	halo__ctx_switch(&loop->sched_sp, fb->sp);
 #ifdef HALO_ASAN
 	__sanitizer_finish_switch_fiber(loop->sched_fake_stack, NULL, NULL);
@@ -331,6 +368,10 @@ static void resume(struct halo_fiber *fb)
 	if (back->done) {
 		stack_put(loop, back->stack, back->stack_size);
 		back->stack = NULL;
+#ifdef HALO_TSAN
+		__tsan_destroy_fiber(back->tsan_fiber);
+		back->tsan_fiber = NULL;
+#endif
 		halo__fut_unref(&back->fut); /* the running fiber's reference */
 	}
 }
@@ -366,6 +407,7 @@ static int64_t suspend(struct halo_fiber *fb)
 	__sanitizer_start_switch_fiber(&fb->asan_fake, loop->sched_stack_bottom,
 				       loop->sched_stack_size);
 #endif
+	TSAN_SWITCH(fb->tsan_back);
 	halo__ctx_switch(&fb->sp, loop->sched_sp);
 	switched_in(fb);
 	return fb->wake;
@@ -387,6 +429,10 @@ static void switch_direct(struct halo_fiber *fb, struct halo_fiber *next)
 	__sanitizer_start_switch_fiber(&fb->asan_fake, next->stack,
 				       next->stack_size);
 #endif
+#ifdef HALO_TSAN
+	next->tsan_back = fb->tsan_back; /* next returns to the scheduler */
+#endif
+	TSAN_SWITCH(next->tsan_fiber);
 	halo__ctx_switch(&fb->sp, next->sp);
 	switched_in(fb);
 }

@@ -183,6 +183,10 @@ void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 
 /* --- operations (op.c) --- */
 
+/* Hand the SQEs prepared so far to the kernel now, before the tick's
+ * enter (counted as an early flush). Returns what the enter returned. */
+int halo__sq_flush(halo_loop *loop);
+
 /* Get an SQE after flushing a full SQ to the kernel (counted). */
 struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop);
 
@@ -224,6 +228,14 @@ static inline uint64_t halo__op_tag(const halo_op *op)
 
 /* Cancel hook of op futures (fut.c calls it). */
 int halo__op_cancel(halo_op *op);
+
+/* user_data below this is never an op's (op slots are heap addresses,
+ * far above the first MiB): 0 tags internal SQEs, the rest loop groups'
+ * doorbells (group.c). */
+#define HALO__UD_RESERVED (1ull << 20)
+
+/* A CQE whose user_data is a group's reserved tag (group.c). */
+void halo__group_cqe(halo_loop *loop, uint64_t ud, int32_t res);
 
 /* Reap every CQE that is ready; returns how many. */
 unsigned halo__reap(halo_loop *loop);

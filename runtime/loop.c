@@ -239,8 +239,13 @@ static unsigned features_off_env(void)
  * is masked out afterwards, so every user of a feature reads one bit. */
 static unsigned probe_features(halo_loop *loop)
 {
+	struct io_uring_probe *p = io_uring_get_probe_ring(&loop->ring);
 	unsigned f = 0;
 
+	if (p && io_uring_opcode_supported(p, HALO_IORING_OP_MSG_RING))
+		f |= HALO_FEAT_MSG_RING;
+	if (p)
+		io_uring_free_probe(p);
 	if (loop->ring_features & IORING_FEAT_CQE_SKIP)
 		f |= HALO_FEAT_CQE_SKIP;
 	if (loop->stats.ring_flags & IORING_SETUP_NO_SQARRAY)

@@ -27,6 +27,11 @@ static int flush_early(halo_loop *loop)
 	return r;
 }
 
+int halo__sq_flush(halo_loop *loop)
+{
+	return flush_early(loop);
+}
+
 struct io_uring_sqe *halo__get_sqe_slow(halo_loop *loop)
 {
 	/* -EBUSY/-EAGAIN: the kernel is short of room; the SQEs stay queued
@@ -171,9 +176,11 @@ unsigned halo__reap(halo_loop *loop)
 		bool more;
 
 		n++;
-		if (unlikely(ud <= HALO_UD_NOCQE)) {
+		if (unlikely(ud < HALO__UD_RESERVED)) {
 			if (ud == 0)
 				loop->internal_inflight--;
+			else if (ud != HALO_UD_NOCQE)
+				halo__group_cqe(loop, ud, cqe->res);
 			continue;
 		}
 		op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);

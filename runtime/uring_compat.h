@@ -190,4 +190,22 @@ static inline void halo_uring_prep_read_multishot(struct io_uring_sqe *sqe,
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 }
 
+/* IORING_OP_MSG_RING with IORING_MSG_DATA (kernel 5.18): post a CQE with
+ * user_data data and res res on the ring whose fd is fd. The sender's ring
+ * gets a CQE of its own for the send (0 or -errno: -EBADFD when fd is no
+ * ring, -EOVERFLOW when the target's CQ is full and cannot overflow). The
+ * message's fields are spelled here against the raw SQE: addr is the
+ * command (IORING_MSG_DATA = 0), off the target's user_data, len its res;
+ * msg_ring_flags stays 0 so that the target does get its CQE. */
+#define HALO_IORING_OP_MSG_RING 40
+static inline void halo_uring_prep_msg_ring_data(struct io_uring_sqe *sqe,
+						 int fd, __u32 res, __u64 data)
+{
+	memset(sqe, 0, sizeof(*sqe));
+	sqe->opcode = HALO_IORING_OP_MSG_RING;
+	sqe->fd = fd;
+	sqe->len = res;
+	sqe->off = data;
+}
+
 #endif

@@ -104,8 +104,11 @@ int httpd_start(httpd *h, halo_loop *loop, int lfd,
 				ka);
 	o.cbs = &cbs;
 	o.arg = h;
-	h->srv = lfd < 0 ? halo_server_start(loop, &o, &err)
-			 : halo_server_start_fd(loop, lfd, &o, &err);
+	if (lfd == HTTPD_PEER)
+		h->srv = halo_server_start_peer(loop, &o, &err);
+	else
+		h->srv = lfd < 0 ? halo_server_start(loop, &o, &err)
+				 : halo_server_start_fd(loop, lfd, &o, &err);
 	return h->srv ? 0 : err;
 }
 

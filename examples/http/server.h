@@ -24,8 +24,12 @@ typedef struct httpd {
 	int ans_n[HTTPD_KINDS][2];
 } httpd;
 
+/* httpd_start()'s lfd for a server that only serves the connections an
+ * acceptor of its loop group hands it (halo_server_start_peer()). */
+#define HTTPD_PEER (-2)
+
 /* Serve HTTP on loop: on the listening socket lfd (which stays the caller's)
- * or, with lfd -1, on opts->host and opts->port. opts sets the deadlines, the
+ * or, with lfd -1, on opts->host and opts->port (HTTPD_PEER: above). opts sets the deadlines, the
  * cap and the buffers (its cbs and arg are the server's own). h must stay
  * valid until httpd_stop() returns 0. Returns 0 or -errno. */
 int httpd_start(httpd *h, halo_loop *loop, int lfd,
