@@ -223,8 +223,10 @@ static unsigned features_off_env(void)
  * is masked out afterwards, so every user of a feature reads one bit. */
 static unsigned probe_features(halo_loop *loop)
 {
-	(void)loop;
-	return 0;
+	unsigned f = 0;
+
+	f |= halo_uring_probe_net(&loop->ring);
+	return f;
 }
 
 int halo_loop_init(halo_loop *loop, const halo_loop_opts *opts)
