@@ -289,6 +289,7 @@ struct halo_bufring {
 	uint64_t pauses;
 	unsigned handles; /* recvs that may still touch the ring */
 	halo_op **owner;  /* per bid: the recv that handed it out, or NULL */
+	uint16_t *pos;	  /* per bid: the ring slot it was last put in */
 	halo_op *starved; /* recvs parked on -ENOBUFS, oldest first */
 	halo_op *starved_tail;
 };
@@ -321,8 +322,9 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 	if (br->ring == MAP_FAILED)
 		goto fail_br;
 	br->owner = calloc(nbufs, sizeof(*br->owner));
-	if (!br->owner)
-		goto fail_ring;
+	br->pos = calloc(nbufs, sizeof(*br->pos));
+	if (!br->owner || !br->pos)
+		goto fail_owner;
 	if (posix_memalign((void **)&br->mem, 4096, nbufs * buf_size))
 		goto fail_owner;
 	memset(&reg, 0, sizeof(reg));
@@ -333,10 +335,12 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 	if (r < 0)
 		goto fail_mem;
 	io_uring_buf_ring_init(br->ring);
-	for (unsigned i = 0; i < nbufs; i++)
+	for (unsigned i = 0; i < nbufs; i++) {
 		io_uring_buf_ring_add(br->ring, br->mem + i * buf_size,
 				      (unsigned)buf_size, (unsigned short)i,
 				      (int)br->mask, (int)i);
+		br->pos[i] = (uint16_t)i;
+	}
 	io_uring_buf_ring_advance(br->ring, (int)nbufs);
 	br->avail = nbufs;
 	return br;
@@ -344,7 +348,7 @@ fail_mem:
 	free(br->mem);
 fail_owner:
 	free(br->owner);
-fail_ring:
+	free(br->pos);
 	munmap(br->ring, br->ring_bytes);
 fail_br:
 	free(br);
@@ -391,6 +395,7 @@ int halo_bufring_free(halo_bufring *br)
 
 	free(br->mem);
 	free(br->owner);
+	free(br->pos);
 	munmap(br->ring, br->ring_bytes);
 	free(br);
 	return r;
@@ -412,6 +417,7 @@ enum {
 	MS_CANCELLING = 32,
 	MS_CAPPED = 64, /* the armed recv carries a byte cap */
 	MS_UNHOOKED = 128, /* no longer counted in br->handles */
+	MS_BUNDLE = 256,   /* armed with IORING_RECVSEND_BUNDLE */
 };
 
 struct recv_ms {
@@ -426,6 +432,8 @@ struct recv_ms {
 	unsigned held; /* buffers handed out, not yet given back */
 	unsigned held_peak;
 	unsigned max_held;
+	uint64_t cqes; /* CQEs with data */
+	uint64_t bufs; /* buffers they filled */
 };
 _Static_assert(sizeof(struct recv_ms) <= HALO_OP_META, "recv_ms too big");
 
@@ -444,6 +452,8 @@ static bool recv_arm(halo_op *op)
 	if (!sqe)
 		return false;
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	if (s->state & MS_BUNDLE)
+		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = br->bgid;
 	io_apply_fixed(op, sqe);
@@ -559,6 +569,7 @@ static void ring_put(halo_bufring *br, uint16_t bid)
 {
 	halo_op *op;
 
+	br->pos[bid] = (uint16_t)(br->ring->tail & br->mask);
 	io_uring_buf_ring_add(br->ring, halo_bufring_buf(br, bid),
 			      (unsigned)br->buf_size, bid, (int)br->mask, 0);
 	io_uring_buf_ring_advance(br->ring, 1);
@@ -690,6 +701,61 @@ static bool recv_goes_on(halo_op *op, int32_t res)
 	return false;
 }
 
+/* How many buffers a CQE's res bytes filled: one, or with a bundle as many
+ * as it takes (the kernel fills a bundle's buffers in order, each whole but
+ * the last). */
+static unsigned cqe_bufs(const struct recv_ms *s, int32_t res)
+{
+	if (res <= 0 || !(s->state & MS_BUNDLE))
+		return 1;
+	return (unsigned)(((size_t)res + s->br->buf_size - 1) /
+			  s->br->buf_size);
+}
+
+/* Buffer i of a bundle that starts with bid: the kernel took a bundle's
+ * buffers from consecutive ring slots, so it is whichever bid halo put i
+ * slots after bid's. Returns going on meanwhile cannot have overwritten that
+ * slot: a slot is written again only after the ring's nbufs buffers all
+ * went round, and the bundle's are still out. */
+static uint16_t bundle_bid(const halo_bufring *br, uint16_t bid, unsigned i)
+{
+	if (!i)
+		return bid;
+	return br->ring->bufs[(br->pos[bid] + i) & br->mask].bid;
+}
+
+/* Hand the n buffers that res bytes filled to the callback, one call each;
+ * after a stop made by one of the calls the rest go back to the ring. */
+static void recv_deliver(halo_op *op, int32_t res, uint16_t bid, unsigned n)
+{
+	struct recv_ms *s = rms_of(op);
+	halo_bufring *br = s->br;
+
+	s->cqes++;
+	s->bufs += n;
+	for (unsigned i = 0; i < n; i++) {
+		uint16_t b = bundle_bid(br, bid, i);
+		int32_t len = res;
+
+		if (n > 1 && (size_t)len > br->buf_size)
+			len = (int32_t)br->buf_size;
+		res -= len;
+		if (s->state & (MS_STOPPED | MS_ENDED)) {
+			ring_put(br, b);
+			continue;
+		}
+		hold(op, b);
+		recv_call(op, len, halo_bufring_buf(br, b), b);
+	}
+}
+
+/* Give back the n buffers of a CQE nobody is to see. */
+static void recv_drop(halo_bufring *br, uint16_t bid, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		ring_put(br, bundle_bid(br, bid, i));
+}
+
 static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 {
 	struct recv_ms *s = rms_of(op);
@@ -698,13 +764,12 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	bool more = flags & IORING_CQE_F_MORE;
 	bool has_buf = flags & IORING_CQE_F_BUFFER;
 	uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+	unsigned n = has_buf ? cqe_bufs(s, res) : 0;
 
-	if (has_buf)
-		br->avail--;
+	br->avail -= n;
 	if ((s->state & (MS_STOPPED | MS_ENDED)) ||
 	    (loop->closing && res > 0)) {
-		if (has_buf)
-			ring_put(br, bid);
+		recv_drop(br, bid, n);
 		if (!more && !(s->state & MS_ENDED))
 			recv_end(op, res);
 		return;
@@ -714,13 +779,11 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	if (res > 0) {
 		if (s->state & MS_CAPPED)
 			br->mshot_cap = 1;
-		hold(op, bid);
-		recv_call(op, res, halo_bufring_buf(br, bid), bid);
+		recv_deliver(op, res, bid, n);
 		recv_settle(op);
 		return;
 	}
-	if (has_buf)
-		ring_put(br, bid);
+	recv_drop(br, bid, n);
 	if (more)
 		return;
 	if (!loop->closing && recv_goes_on(op, res)) {
@@ -738,11 +801,12 @@ halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
 				      const halo_recv_ms_opts *opts, int *err)
 {
 	unsigned max_held = opts ? opts->max_held : 0;
+	unsigned flags = opts ? opts->flags : 0;
 	struct recv_ms *s;
 	halo_op *op;
 	int r = -EINVAL;
 
-	if (!br || !cb)
+	if (!br || !cb || (flags & ~(unsigned)HALO_RECV_MS_BUNDLE))
 		goto fail;
 	if (fd < 0) {
 		r = -EBADF;
@@ -766,6 +830,9 @@ halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
 	s->br = br;
 	s->fd = fd;
 	s->max_held = max_held;
+	if ((flags & HALO_RECV_MS_BUNDLE) &&
+	    (loop->features & HALO_FEAT_RECV_BUNDLE))
+		s->state |= MS_BUNDLE;
 	op->on_cqe = recv_ms_cqe;
 	halo_fut_consume(&op->fut);
 	op->fut.flags |= FUT_UNOWNED; /* a handle outlives its fiber */
@@ -823,6 +890,9 @@ void halo_recv_ms_stats(const halo_recv_ms *h, halo_recv_stats *out)
 	out->held_peak = s->held_peak;
 	out->max_held = s->max_held;
 	out->is_paused = !!(s->state & MS_PAUSED);
+	out->is_bundle = !!(s->state & MS_BUNDLE);
+	out->cqes = s->cqes;
+	out->bufs = s->bufs;
 	out->is_capped = s->max_held != HALO_RECV_MS_UNLIMITED &&
 			 s->br->mshot_cap > 0;
 }

@@ -176,7 +176,7 @@ HALO_API int halo_accept_ms_stop(halo_accept_ms *h);
 typedef struct halo_recv_ms halo_recv_ms;
 
 /* Called for each piece of data: res > 0 bytes at data, which is buffer bid
- * of the ring; the handle holds the buffer until the callback's owner gives
+ * of the ring (with bundles, one call per buffer of the bundle, in order); the handle holds the buffer until the callback's owner gives
  * it back with halo_bufring_return() (now or later). res == 0: the peer
  * closed (EOF); res < 0: -errno (e.g. -ECONNRESET). After a call with
  * res <= 0 the handle is gone: make no call on h, but give back the buffers
@@ -215,10 +215,18 @@ typedef void (*halo_recv_ms_cb)(halo_recv_ms *h, int res, void *data,
  *
  * max_held: 0 means HALO_RECV_MS_HELD_DEFAULT, or half the ring if that is
  * fewer (at least 1); HALO_RECV_MS_UNLIMITED never pauses (the ring is the
- * only bound); other values must not exceed the ring's size. */
+ * only bound); other values must not exceed the ring's size.
+ *
+ * flags: HALO_RECV_MS_BUNDLE asks for bundles where the loop has them
+ * (HALO_FEAT_RECV_BUNDLE): one CQE then covers every buffer the data in the
+ * socket fills, instead of one CQE per buffer. The callback still sees one
+ * call per buffer, and max_held counts buffers either way. */
 typedef struct halo_recv_ms_opts {
 	unsigned max_held;
+	unsigned flags;
 } halo_recv_ms_opts;
+
+#define HALO_RECV_MS_BUNDLE (1u << 0)
 
 /* Counters of a multishot recv, read with halo_recv_ms_stats(). */
 typedef struct halo_recv_stats {
@@ -231,6 +239,9 @@ typedef struct halo_recv_stats {
 	int is_paused;	    /* over the limit, waiting for returns */
 	int is_capped;	    /* the kernel stops it at the limit by itself
 			       (byte cap, Linux 6.17+); 0 until data showed it */
+	int is_bundle;	    /* armed with bundles */
+	uint64_t cqes;	    /* CQEs that carried data */
+	uint64_t bufs;	    /* buffers they filled (> cqes: bundles) */
 } halo_recv_stats;
 
 /* Receive from fd with one multishot RECV picking buffers from br, until
