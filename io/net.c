@@ -170,6 +170,42 @@ halo_fut *halo_send_at(halo_loop *loop, int fd, const void *buf, size_t len,
 	return &op->fut;
 }
 
+/* SEND_ZC: the first CQE carries the byte count and, with F_MORE, says a
+ * notification follows once the kernel let go of the pages; the future
+ * completes only then, with the count kept from the first. */
+#define ZC_GOT_RES 1u
+
+static void send_zc_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	if (!(flags & IORING_CQE_F_NOTIF)) {
+		op->meta.u64[0] = (uint64_t)(int64_t)res;
+		op->aux |= ZC_GOT_RES;
+		if (!(flags & IORING_CQE_F_MORE))
+			io_finish(op, res);
+		return;
+	}
+	io_finish(op, (op->aux & ZC_GOT_RES) ? (int32_t)(int64_t)op->meta.u64[0]
+					     : res);
+}
+
+halo_fut *halo_send_zc_at(halo_loop *loop, int fd, const void *buf, size_t len,
+			  int flags, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (!(loop->features & HALO_FEAT_SEND_ZC))
+		return halo_send_at(loop, fd, buf, len, flags, file, line);
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	op = io_op_start(loop, file, line, &sqe);
+	if (!op)
+		return NULL;
+	io_uring_prep_send_zc(sqe, fd, buf, len, flags, 0);
+	op->on_cqe = send_zc_cqe;
+	return &op->fut;
+}
+
 halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
 			   size_t len, int flags, const char *file, int line)
 {

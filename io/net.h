@@ -76,6 +76,19 @@ HALO_API halo_fut *halo_send_at(halo_loop *loop, int fd, const void *buf,
 #define halo_send(loop, fd, buf, len, flags)                                   \
 	halo_send_at((loop), (fd), (buf), (len), (flags), __FILE__, __LINE__)
 
+/* Zero-copy send (SEND_ZC) of up to len bytes of buf: the kernel sends from
+ * buf's pages instead of copying them. The result is the byte count or
+ * -errno, and the future completes only once the kernel's notification says
+ * it let go of buf: then, and not at the byte count, buf may be reused.
+ * Without HALO_FEAT_SEND_ZC it is a plain send (same contract). On loopback
+ * the kernel copies anyway and zero-copy costs more (see README); it pays
+ * for large sends to a real NIC. */
+HALO_API halo_fut *halo_send_zc_at(halo_loop *loop, int fd, const void *buf,
+				   size_t len, int flags, const char *file,
+				   int line);
+#define halo_send_zc(loop, fd, buf, len, flags)                                \
+	halo_send_zc_at((loop), (fd), (buf), (len), (flags), __FILE__, __LINE__)
+
 /* Send all len bytes, resubmitting the remainder after partial sends, with
  * MSG_NOSIGNAL added to flags (a closed peer gives -EPIPE, not SIGPIPE). The
  * result is len or -errno; buf must stay valid until done. */

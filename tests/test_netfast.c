@@ -255,6 +255,94 @@ START_TEST(test_recv_ms_unknown_flag_is_einval)
 }
 END_TEST
 
+/* --- zero-copy send --- */
+
+/* The future of a zero-copy send completes only once the kernel let go of
+ * the buffer: when it is seen done, the kernel holds nothing of the send (a
+ * future done at the byte count would be seen while the notification is
+ * still to come: on loopback it waits for the peer's ACK). The buffer is
+ * then overwritten at once and the peer still reads what was sent. */
+START_TEST(test_send_zc_buffer_reused_only_after_notification)
+{
+	size_t len = 256u << 10;
+	unsigned char *buf = malloc(len), *in = malloc(len);
+	int a, b;
+
+	loop_with(HALO_FEAT_SEND_ZC, _i);
+	tcp_pair(&a, &b);
+	for (int round = 0; round < 4; round++) {
+		uint64_t cqes0 = loop.stats.cqes_reaped;
+		size_t got = 0;
+		halo_fut *f;
+		ssize_t n;
+
+		for (size_t i = 0; i < len; i++)
+			buf[i] = pattern_at(i + (size_t)round * 7);
+		f = halo_send_zc(&loop, a, buf, len,
+				 MSG_NOSIGNAL | MSG_WAITALL);
+		ck_assert_ptr_nonnull(f);
+		for (int i = 0; i < 1000000 && !halo_fut_is_done(f); i++) {
+			halo_loop_run_nowait(&loop);
+			n = recv(b, in + got, len - got, MSG_DONTWAIT);
+			if (n > 0)
+				got += (size_t)n;
+		}
+		ck_assert(halo_fut_is_done(f));
+		ck_assert_uint_eq(tu_inflight(&loop), 0);
+		ck_assert_int_eq(halo_fut_result(f), (int64_t)len);
+		if (halo_loop_features(&loop) & HALO_FEAT_SEND_ZC)
+			ck_assert_uint_ge(loop.stats.cqes_reaped - cqes0, 2);
+		halo_fut_release(f);
+		memset(buf, 0xee, len); /* the kernel let go: reuse it */
+		while (got < len) {
+			n = recv(b, in + got, len - got, 0);
+			ck_assert_int_gt(n, 0);
+			got += (size_t)n;
+		}
+		for (size_t i = 0; i < len; i++)
+			if (in[i] != pattern_at(i + (size_t)round * 7))
+				ck_abort_msg("round %d: byte %zu differs",
+					     round, i);
+	}
+	close(a);
+	close(b);
+	free(buf);
+	free(in);
+	tu_loop_close(&loop);
+}
+END_TEST
+
+/* A zero-copy send to a peer that reset the connection fails, and still
+ * completes only after the kernel let go (nothing left in flight). */
+START_TEST(test_send_zc_to_a_reset_peer_fails_cleanly)
+{
+	static unsigned char buf[64 << 10];
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	int a, b;
+	halo_fut *f;
+	int64_t r = 0;
+
+	loop_with(HALO_FEAT_SEND_ZC, _i);
+	tcp_pair(&a, &b);
+	ck_assert_int_eq(setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)),
+			 0);
+	close(b);
+	usleep(10000);
+	/* The first send may still be taken; the reset shows by the next. */
+	for (int i = 0; i < 4 && r >= 0; i++) {
+		f = halo_send_zc(&loop, a, buf, sizeof(buf), MSG_NOSIGNAL);
+		ck_assert_ptr_nonnull(f);
+		r = halo_fut_wait(f);
+		ck_assert_uint_eq(tu_inflight(&loop), 0);
+		halo_fut_release(f);
+	}
+	ck_assert_msg(r == -ECONNRESET || r == -EPIPE, "result %lld",
+		      (long long)r);
+	close(a);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 Suite *netfast_suite(void)
 {
 	Suite *s = suite_create("netfast");
@@ -267,6 +355,11 @@ Suite *netfast_suite(void)
 	tcase_add_loop_test(tc, test_stop_inside_a_bundle_gives_the_rest_back,
 			    0, 2);
 	tcase_add_loop_test(tc, test_recv_ms_unknown_flag_is_einval, 0, 2);
+	tcase_add_loop_test(tc,
+			    test_send_zc_buffer_reused_only_after_notification,
+			    0, 2);
+	tcase_add_loop_test(tc, test_send_zc_to_a_reset_peer_fails_cleanly, 0,
+			    2);
 	suite_add_tcase(s, tc);
 	return s;
 }
