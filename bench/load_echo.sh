@@ -1,11 +1,19 @@
 #!/bin/sh
 # Echo servers under aux_loadgen: halo's examples/echo against a plain epoll
 # server and a raw liburing one, at 1, 50 and 500 connections of 64-byte
-# ping-pong. Rounds interleave the servers (halo, epoll, uring, halo, ...) so
-# that a noisy neighbour hurts all of them alike; each server's figure is its
-# median-rps round, with that round's p99.
+# ping-pong; then streaming: 50 connections with 4 messages of 16 and 64 KiB
+# in flight each, against the raw liburing server (4 KiB buffers, one CQE
+# per buffer, no bundles) and against halo with its receive bundles switched
+# off (HALO_FEATURES_OFF=recv_bundle: the feature's gain, on over off).
+# Rounds interleave the servers (halo, epoll, uring, halo, ...) so that a
+# noisy neighbour hurts all of them alike; each server's figure is its
+# median-rps round, with that round's p99 and requests per server-CPU-second
+# (the server's utime + stime from /proc/PID/stat over the round); the
+# spread of the rounds is printed as a range.
 #   env: ECHO_SECS (3) per round, ECHO_ROUNDS (3), ECHO_CONNS ("1 50 500"),
-#        ECHO_SIZE (64), HALO_BUILD, HALO_BENCH_OUT.
+#        ECHO_SIZE (64), ECHO_STREAM ("16384 65536"; "" for none),
+#        ECHO_STREAM_CONNS (50), ECHO_INFLIGHT (4), HALO_BUILD,
+#        HALO_BENCH_OUT.
 set -u
 BENCH_NAME=echo
 . bench/lib.sh
@@ -14,6 +22,9 @@ secs=${ECHO_SECS:-3}
 rounds=${ECHO_ROUNDS:-3}
 conns_list=${ECHO_CONNS:-1 50 500}
 size=${ECHO_SIZE:-64}
+stream_sizes=${ECHO_STREAM-16384 65536}
+stream_conns=${ECHO_STREAM_CONNS:-50}
+inflight=${ECHO_INFLIGHT:-4}
 loadgen=$HALO_BUILD/bench/aux_loadgen
 halo=$HALO_BUILD/examples/echo
 
@@ -40,52 +51,64 @@ fail=0
 server_cmd() {
 	case $1 in
 	halo) echo "$halo" ;;
+	halo_nobundle) echo "env HALO_FEATURES_OFF=recv_bundle $halo" ;;
 	epoll) echo "$HALO_BUILD/bench/aux_epoll_echo" ;;
 	uring) echo "$HALO_BUILD/bench/aux_uring_echo" ;;
 	esac
 }
 
-# One round of server $1 at $2 connections: appends "rps p99" to
-# $tmp/$1_$2, or marks the pair failed.
+# One round of server $1 at $2 connections with messages of $3 bytes, $4 in
+# flight per connection: appends "rps p99 req/cpu-s" to $tmp/$1_$2 (or
+# $tmp/$1_s$3 when streaming), or marks the pair failed.
 run_round() {
+	key=$1_$2
+	[ "$4" -gt 1 ] && key=$1_s$3
 	try=0
-	until next_port && start_server "$(server_cmd "$1")" "$port"; do
+	until next_port && start_server $(server_cmd "$1") "$port"; do
 		try=$((try + 1))
 		if [ $try -ge 3 ]; then
-			touch "$tmp/$1_$2.failed"
+			touch "$tmp/$key.failed"
 			return 1
 		fi
 	done
 	before=$(cpu_ticks "$server_pid")
 	out=$($ON_CLIENT_CPU "$loadgen" -p "$port" -c "$2" -d "$secs" \
-		-s "$size" 2>"$tmp/loadgen.err")
+		-s "$3" -n "$4" 2>"$tmp/loadgen.err")
 	rc=$?
 	after=$(cpu_ticks "$server_pid")
 	stop_server
-	progress "$1 c$2: $out"
+	progress "$key: $out cpu_ticks=$((after - before))"
 	if [ $rc -ne 0 ]; then
-		echo "!!! load_echo: loadgen against $1 at $2 conns failed:" >&2
+		echo "!!! load_echo: loadgen against $key failed:" >&2
 		cat "$tmp/loadgen.err" >&2
-		touch "$tmp/$1_$2.failed"
+		touch "$tmp/$key.failed"
 		return 1
 	fi
 	# rps, p99 and requests per second of server CPU (the client, not the
 	# server, is what saturates first on two cores).
 	echo "$out" | sed -n 's/.*reqs=\([0-9]*\) .* rps=\([0-9.]*\) .* p99_us=\([0-9.]*\) .*/\2 \3 \1/p' |
 		awk -v t="$tck" -v d=$((after - before)) \
-			'{ print $1, $2, (d > 0 ? $3 * t / d : 0) }' >>"$tmp/$1_$2"
+			'{ print $1, $2, (d > 0 ? $3 * t / d : 0) }' >>"$tmp/$key"
 }
 
-# Median round of server $1 at $2 conns: sets rps and p99, or returns 1.
+# The range of field $2 over the rounds in file $1: "min..max".
+range_of() {
+	awk -v f="$2" 'NR == 1 || $f < lo { lo = $f } NR == 1 || $f > hi { hi = $f }
+		END { printf "%.0f..%.0f", lo, hi }' "$1"
+}
+
+# Median round of server $1 at key $2 (c50, s16384): sets rps, p99 and
+# eff (req/cpu-s, the median over the rounds of its own), or returns 1.
 median_of() {
 	rps=
 	p99=
 	[ -f "$tmp/$1_$2.failed" ] && return 1
 	[ -s "$tmp/$1_$2" ] || return 1
+	eff=$(awk '{ print $3 }' "$tmp/$1_$2" >"$tmp/eff"; median_line "$tmp/eff")
+	progress "$1 $2: rps $(range_of "$tmp/$1_$2" 1), req/cpu-s $(range_of "$tmp/$1_$2" 3)"
 	set -- $(median_line "$tmp/$1_$2")
 	rps=$1
 	p99=$2
-	eff=$3
 }
 
 for c in $conns_list; do
@@ -93,28 +116,63 @@ for c in $conns_list; do
 	while [ $r -le "$rounds" ]; do
 		for s in $servers; do
 			progress "round $r/$rounds: $s, $c connections, ${secs}s"
-			run_round "$s" "$c" || fail=1
+			run_round "$s" "$c" "$size" 1 || fail=1
 		done
 		r=$((r + 1))
 	done
 
 	for base in epoll uring; do
-		if median_of $base "$c"; then
+		if median_of $base "c$c"; then
 			emit echo "${base}_c$c" rps "$rps" req/s
 			emit echo "${base}_c$c" p99_us "$p99" us
 			emit echo "${base}_c$c" req_per_cpu_s "$eff" req/cpu-s
 		fi
 	done
 	case " $servers " in *" halo "*) ;; *) continue ;; esac
-	median_of halo "$c" || continue
+	median_of halo "c$c" || continue
 	halo_rps=$rps
 	halo_p99=$p99
 	halo_eff=$eff
 	for base in epoll uring; do
-		median_of $base "$c" || continue
+		median_of $base "c$c" || continue
 		emit echo "halo_c$c" rps "$halo_rps" req/s $base "$rps" 1
 		emit echo "halo_c$c" p99_us "$halo_p99" us $base "$p99" 0
 		emit echo "halo_c$c" req_per_cpu_s "$halo_eff" req/cpu-s $base \
+			"$eff" 1
+	done
+done
+stream_servers=
+for s in $servers; do
+	case $s in
+	halo) stream_servers="$stream_servers halo halo_nobundle" ;;
+	uring) stream_servers="$stream_servers uring" ;;
+	esac
+done
+for sz in $stream_sizes; do
+	r=1
+	while [ $r -le "$rounds" ]; do
+		for s in $stream_servers; do
+			progress "round $r/$rounds: $s, $stream_conns x $inflight x $sz bytes, ${secs}s"
+			run_round "$s" "$stream_conns" "$sz" "$inflight" || fail=1
+		done
+		r=$((r + 1))
+	done
+	for s in uring halo_nobundle; do
+		median_of $s "s$sz" || continue
+		emit echo "${s}_stream$sz" rps "$rps" req/s
+		emit echo "${s}_stream$sz" req_per_cpu_s "$eff" req/cpu-s
+	done
+	median_of halo "s$sz" || continue
+	halo_rps=$rps
+	halo_p99=$p99
+	halo_eff=$eff
+	for base in uring halo_nobundle; do
+		median_of $base "s$sz" || continue
+		name=halo_stream$sz
+		[ $base = halo_nobundle ] && name=recv_bundle_on_over_off_stream$sz
+		emit echo "$name" rps "$halo_rps" req/s $base "$rps" 1
+		emit echo "$name" p99_us "$halo_p99" us $base "$p99" 0
+		emit echo "$name" req_per_cpu_s "$halo_eff" req/cpu-s $base \
 			"$eff" 1
 	done
 done

@@ -34,7 +34,7 @@ int main(int argc, char **argv)
 {
 	halo_loop_opts lo = {.sq_entries = 4096, .max_inflight = 32768};
 	halo_server_opts so = {.idle_ns = 10000 * MS, .head_ns = 10000 * MS,
-			       .ring_bufs = 4096};
+			       .ring_bufs = 4096, .recv_bundle = 1};
 	long long port = argc > 1 ? number(argv[1], 0, 65535) : -1, v;
 	struct signalfd_siginfo si;
 	halo_loop loop;
