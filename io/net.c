@@ -218,31 +218,47 @@ halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
 struct msg_meta {
 	struct msghdr msg;
 	struct iovec iov[4];
-	struct msghdr *user; /* recvmsg: where the results go back */
+	union {
+		struct msghdr *user; /* recvmsg: where the results go back */
+		int32_t zc_res; /* SENDMSG_ZC: the byte count, until notified */
+	};
 };
 _Static_assert(sizeof(struct msg_meta) <= HALO_OP_META, "msg_meta too big");
+
+/* op->aux bits above the iovec count (at most IOV_MAX): a SENDMSG_ZC, and
+ * one whose byte count came and is kept in msg_meta.zc_res until its
+ * notification. */
+#define MSG_ZC (1u << 14)
+#define MSG_ZC_GOT_RES (1u << 15)
+#define MSG_IOV_N(op) ((op)->aux & IO_AUX_OWN_MASK & ~(MSG_ZC | MSG_ZC_GOT_RES))
 
 static void msg_cqe(halo_op *op, int32_t res, uint32_t flags)
 {
 	struct msg_meta *m = (struct msg_meta *)&op->meta;
+	bool is_zc = op->aux & MSG_ZC;
 
+	if (is_zc && !(flags & IORING_CQE_F_NOTIF)) {
+		m->zc_res = res;
+		op->aux |= MSG_ZC_GOT_RES;
+	} else if (is_zc && (op->aux & MSG_ZC_GOT_RES)) {
+		res = m->zc_res; /* the notification: the pages are free */
+	}
 	if (flags & IORING_CQE_F_MORE)
 		return;
-	if (m->user && res >= 0 && !(op->fut.flags & FUT_NOPPED)) {
+	if (!is_zc && m->user && res >= 0 && !(op->fut.flags & FUT_NOPPED)) {
 		m->user->msg_namelen = m->msg.msg_namelen;
 		m->user->msg_controllen = m->msg.msg_controllen;
 		m->user->msg_flags = m->msg.msg_flags;
 	}
 	if (op->ctx) {
 		halo_mem_free(op->fut.loop, op->ctx,
-			      (op->aux & IO_AUX_OWN_MASK) *
-				      sizeof(struct iovec));
+			      MSG_IOV_N(op) * sizeof(struct iovec));
 		op->ctx = NULL;
 	}
 	io_finish(op, res);
 }
 
-static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
+static halo_fut *msg_start(halo_loop *loop, bool is_recv, bool is_zc, int fd,
 			   const struct msghdr *msg, int flags,
 			   const char *file, int line)
 {
@@ -269,6 +285,8 @@ static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
 	}
 	m->msg.msg_iov = iov;
 	op->on_cqe = msg_cqe;
+	if (is_zc)
+		op->aux |= MSG_ZC; /* after the copy, which sets the count */
 	sqe = halo__op_sqe(op);
 	if (!sqe) {
 		if (op->ctx)
@@ -279,6 +297,8 @@ static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
 	}
 	if (is_recv)
 		io_uring_prep_recvmsg(sqe, fd, &m->msg, (unsigned)flags);
+	else if (is_zc)
+		io_uring_prep_sendmsg_zc(sqe, fd, &m->msg, (unsigned)flags);
 	else
 		io_uring_prep_sendmsg(sqe, fd, &m->msg, (unsigned)flags);
 	return &op->fut;
@@ -287,13 +307,21 @@ static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
 halo_fut *halo_sendmsg_at(halo_loop *loop, int fd, const struct msghdr *msg,
 			  int flags, const char *file, int line)
 {
-	return msg_start(loop, false, fd, msg, flags, file, line);
+	return msg_start(loop, false, false, fd, msg, flags, file, line);
+}
+
+halo_fut *halo_sendmsg_zc_at(halo_loop *loop, int fd, const struct msghdr *msg,
+			     int flags, const char *file, int line)
+{
+	bool is_zc = loop->features & HALO_FEAT_SEND_ZC;
+
+	return msg_start(loop, false, is_zc, fd, msg, flags, file, line);
 }
 
 halo_fut *halo_recvmsg_at(halo_loop *loop, int fd, struct msghdr *msg,
 			  int flags, const char *file, int line)
 {
-	return msg_start(loop, true, fd, msg, flags, file, line);
+	return msg_start(loop, true, false, fd, msg, flags, file, line);
 }
 
 halo_fut *halo_shutdown_at(halo_loop *loop, int fd, int how, const char *file,

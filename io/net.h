@@ -115,6 +115,17 @@ HALO_API halo_fut *halo_recvmsg_at(halo_loop *loop, int fd,
 #define halo_recvmsg(loop, fd, msg, flags)                                     \
 	halo_recvmsg_at((loop), (fd), (msg), (flags), __FILE__, __LINE__)
 
+/* sendmsg(2) as a zero-copy send (SENDMSG_ZC), as halo_sendmsg() copies
+ * its metadata: the result is the byte count or -errno, and the future
+ * completes only at the kernel's notification, once it let go of the data
+ * buffers, which may be reused then. Without HALO_FEAT_SEND_ZC it is
+ * halo_sendmsg() (same contract). */
+HALO_API halo_fut *halo_sendmsg_zc_at(halo_loop *loop, int fd,
+				      const struct msghdr *msg, int flags,
+				      const char *file, int line);
+#define halo_sendmsg_zc(loop, fd, msg, flags)                                  \
+	halo_sendmsg_zc_at((loop), (fd), (msg), (flags), __FILE__, __LINE__)
+
 /* shutdown(2) with how = SHUT_RD, SHUT_WR or SHUT_RDWR. Result 0 or -errno.
  * (Close a socket with halo_close() from io/file.h.) */
 HALO_API halo_fut *halo_shutdown_at(halo_loop *loop, int fd, int how,

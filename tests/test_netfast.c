@@ -1,7 +1,8 @@
 /* The kernel's newer network fast paths, each run with the feature forced on
  * and forced off (the loop's features_off): multishot recv bundles with
  * messages larger than one buffer and buffers given back out of order, and
- * zero-copy sends whose buffer is reused only after the notification. */
+ * zero-copy sends (halo_send_zc, the socket writer's zc_min) whose buffer is
+ * reused only after the notification. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -343,6 +344,73 @@ START_TEST(test_send_zc_to_a_reset_peer_fails_cleanly)
 }
 END_TEST
 
+/* A socket writer with zc_min sends its batches zero-copy where the loop
+ * can: every send's future completes only once the kernel let go of its
+ * buffer, which is then overwritten, and the peer reads every byte. */
+START_TEST(test_sockwriter_zero_copy_batches_complete_after_notification)
+{
+	enum { N = 16, SZ = 48 << 10 };
+	unsigned char *bufs = malloc((size_t)N * SZ), *in = malloc((size_t)N * SZ);
+	halo_sw_opts so = {.zc_min = 1};
+	halo_fut *f[N];
+	halo_sw_stats st;
+	size_t got = 0;
+	halo_sw sw;
+	int a, b, done = 0;
+
+	loop_with(HALO_FEAT_SEND_ZC, _i);
+	tcp_pair(&a, &b);
+	for (size_t i = 0; i < (size_t)N * SZ; i++)
+		bufs[i] = pattern_at(i);
+	ck_assert_int_eq(halo_sw_init(&sw, &loop, a, &so), 0);
+	for (int i = 0; i < N; i++) {
+		f[i] = halo_sw_send(&sw, bufs + (size_t)i * SZ, SZ);
+		ck_assert_ptr_nonnull(f[i]);
+	}
+	for (int k = 0; k < 1000000 && done < N; k++) {
+		ssize_t n;
+
+		halo_loop_run_nowait(&loop);
+		for (int i = 0; i < N; i++) {
+			if (!f[i] || !halo_fut_is_done(f[i]))
+				continue;
+			ck_assert_int_eq(halo_fut_result(f[i]), SZ);
+			halo_fut_release(f[i]);
+			f[i] = NULL;
+			/* Done: the kernel let go of it. */
+			memset(bufs + (size_t)i * SZ, 0xee, SZ);
+			done++;
+		}
+		n = recv(b, in + got, (size_t)N * SZ - got, MSG_DONTWAIT);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	ck_assert_int_eq(done, N);
+	while (got < (size_t)N * SZ) {
+		ssize_t n = recv(b, in + got, (size_t)N * SZ - got, 0);
+
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < (size_t)N * SZ; i++)
+		if (in[i] != pattern_at(i))
+			ck_abort_msg("byte %zu differs", i);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	halo_sw_stats_get(&sw, &st);
+	if (halo_loop_features(&loop) & HALO_FEAT_SEND_ZC)
+		ck_assert_uint_gt(st.zc, 0);
+	else
+		ck_assert_uint_eq(st.zc, 0);
+	ck_assert_uint_eq(st.bytes, (uint64_t)N * SZ);
+	ck_assert_int_eq(halo_sw_close(&sw), 0);
+	close(a);
+	close(b);
+	free(bufs);
+	free(in);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 Suite *netfast_suite(void)
 {
 	Suite *s = suite_create("netfast");
@@ -360,6 +428,9 @@ Suite *netfast_suite(void)
 			    0, 2);
 	tcase_add_loop_test(tc, test_send_zc_to_a_reset_peer_fails_cleanly, 0,
 			    2);
+	tcase_add_loop_test(
+		tc, test_sockwriter_zero_copy_batches_complete_after_notification,
+		0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
