@@ -411,6 +411,71 @@ START_TEST(test_sockwriter_zero_copy_batches_complete_after_notification)
 }
 END_TEST
 
+/* --- the connection layer with bundles --- */
+
+static int64_t echo_fiber(halo_conn *c, void *arg)
+{
+	char buf[8192];
+	ssize_t n;
+
+	(void)arg;
+	while ((n = halo_conn_read(c, buf, sizeof(buf))) > 0)
+		if (halo_conn_write(c, buf, (size_t)n) < 0)
+			break;
+	return 0;
+}
+
+/* The echo server of examples/echo, receiving in bundles or not, echoes 4
+ * MiB sent in pieces of 5 buffers and a bit, byte for byte. */
+START_TEST(test_server_echo_with_bundles_keeps_every_byte)
+{
+	size_t len = 4u << 20, sent = 0, got = 0, piece = 5 * BUF_SZ + 123;
+	unsigned char *in = malloc(len), *src = malloc(len);
+	halo_server_opts so = {.host = "127.0.0.1", .fiber = echo_fiber,
+			       .ring_bufs = 256, .recv_bundle = 1};
+	halo_server_stats st;
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	halo_server *srv;
+	int fd, err = 0;
+
+	loop_with(HALO_FEAT_RECV_BUNDLE, _i);
+	for (size_t i = 0; i < len; i++)
+		src[i] = pattern_at(i);
+	srv = halo_server_start(&loop, &so, &err);
+	ck_assert_msg(srv != NULL, "server: %d", err);
+	sa.sin_port = htons((uint16_t)halo_server_port(srv));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+	for (int k = 0; k < 10000000 && got < len; k++) {
+		ssize_t n;
+
+		if (sent < len) {
+			size_t w = len - sent < piece ? len - sent : piece;
+
+			n = send(fd, src + sent, w, MSG_NOSIGNAL);
+			if (n > 0)
+				sent += (size_t)n;
+		}
+		halo_loop_run_nowait(&loop);
+		n = recv(fd, in + got, len - got, 0);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	ck_assert_uint_eq(got, len);
+	ck_assert_int_eq(memcmp(in, src, len), 0);
+	close(fd);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.bytes_in, len);
+	ck_assert_int_eq(halo_fut_join(halo_server_stop(srv, 1000000000ull)), 0);
+	ck_assert_int_eq(halo_server_free(srv), 0);
+	free(in);
+	free(src);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 Suite *netfast_suite(void)
 {
 	Suite *s = suite_create("netfast");
@@ -431,6 +496,8 @@ Suite *netfast_suite(void)
 	tcase_add_loop_test(
 		tc, test_sockwriter_zero_copy_batches_complete_after_notification,
 		0, 2);
+	tcase_add_loop_test(tc, test_server_echo_with_bundles_keeps_every_byte,
+			    0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
