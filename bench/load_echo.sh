@@ -61,7 +61,7 @@ server_cmd() {
 # flight per connection: appends "rps p99 req/cpu-s" to $tmp/$1_$2 (or
 # $tmp/$1_s$3 when streaming), or marks the pair failed.
 run_round() {
-	key=$1_$2
+	key=$1_c$2
 	[ "$4" -gt 1 ] && key=$1_s$3
 	try=0
 	until next_port && start_server $(server_cmd "$1") "$port"; do
