@@ -40,7 +40,8 @@ static uint64_t thread_cpu_ns(void)
 	struct rusage ru;
 
 	getrusage(RUSAGE_THREAD, &ru);
-	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
+		   1000000000ull +
 	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
 }
 
@@ -72,7 +73,8 @@ struct result {
 
 static struct result run(int bundle, double secs)
 {
-	halo_loop_opts lo = {.features_off = bundle ? 0 : HALO_FEAT_RECV_BUNDLE};
+	halo_loop_opts lo = {.features_off =
+				 bundle ? 0 : HALO_FEAT_RECV_BUNDLE};
 	halo_recv_ms_opts ro = {.flags = HALO_RECV_MS_BUNDLE};
 	int lfd = halo_net_listen("127.0.0.1", 0, NULL), a, b, err = 0;
 	struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -109,7 +111,7 @@ static struct result run(int bundle, double secs)
 		halo_loop_run_once(&loop);
 	r.gbps = (double)s.bytes / (double)(bench_now_ns() - t0);
 	r.bytes_per_cpu_s =
-		(double)s.bytes / ((double)(thread_cpu_ns() - c0) / 1e9);
+	    (double)s.bytes / ((double)(thread_cpu_ns() - c0) / 1e9);
 	r.bufs_per_cqe = s.st.cqes ? (double)s.st.bufs / (double)s.st.cqes : 0;
 	stop_flag = 1;
 	while (!s.ended)
@@ -143,11 +145,14 @@ int main(void)
 	has = !!(halo_loop_features(&probe) & HALO_FEAT_RECV_BUNDLE);
 	halo_loop_close(&probe);
 	if (!has) {
-		fprintf(stderr, "netrecv: no recv bundles on this kernel: skipped\n");
+		fprintf(stderr,
+			"netrecv: no recv bundles on this kernel: skipped\n");
 		return 0;
 	}
-	bench_progress("netrecv", "one TCP stream into %d x %d-byte buffers, "
-		       "bundles on and off, %d rounds", RING_N, BUF_SZ, ROUNDS);
+	bench_progress("netrecv",
+		       "one TCP stream into %d x %d-byte buffers, "
+		       "bundles on and off, %d rounds",
+		       RING_N, BUF_SZ, ROUNDS);
 	for (int i = 0; i < ROUNDS; i++) {
 		for (int on = 1; on >= 0; on--) {
 			struct result r = run(on, secs);
@@ -161,7 +166,8 @@ int main(void)
 		qsort(t[on], ROUNDS, sizeof(double), cmp);
 		qsort(e[on], ROUNDS, sizeof(double), cmp);
 		qsort(q[on], ROUNDS, sizeof(double), cmp);
-		bench_progress("netrecv", "  bundles %s: %.2f..%.2f GB/s, "
+		bench_progress("netrecv",
+			       "  bundles %s: %.2f..%.2f GB/s, "
 			       "%.3g..%.3g B/cpu-s, %.1f..%.1f buffers/CQE",
 			       on ? "on" : "off", t[on][0], t[on][ROUNDS - 1],
 			       e[on][0], e[on][ROUNDS - 1], q[on][0],

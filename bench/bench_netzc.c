@@ -19,7 +19,7 @@
 #include "halo.h"
 
 #define ROUNDS 5
-#define DEPTH 4
+#define DEPTH  4
 
 static void *drain(void *arg)
 {
@@ -37,7 +37,8 @@ static uint64_t thread_cpu_ns(void)
 	struct rusage ru;
 
 	getrusage(RUSAGE_THREAD, &ru);
-	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
+		   1000000000ull +
 	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
 }
 
@@ -101,7 +102,8 @@ static struct result run(halo_loop *loop, size_t size, int zc, double secs)
 		halo_loop_run_once(loop);
 	}
 	r.gbps = (double)bytes / ((double)(bench_now_ns() - t0));
-	r.bytes_per_cpu_s = (double)bytes / ((double)(thread_cpu_ns() - c0) / 1e9);
+	r.bytes_per_cpu_s =
+	    (double)bytes / ((double)(thread_cpu_ns() - c0) / 1e9);
 	shutdown(a, SHUT_WR);
 	pthread_join(th, NULL);
 	close(a);

@@ -200,8 +200,9 @@ HALO_API int halo_accept_ms_stop(halo_accept_ms *h);
 typedef struct halo_recv_ms halo_recv_ms;
 
 /* Called for each piece of data: res > 0 bytes at data, which is buffer bid
- * of the ring (with bundles, one call per buffer of the bundle, in order); the handle holds the buffer until the callback's owner gives
- * it back with halo_bufring_return() (now or later). res == 0: the peer
+ * of the ring (with bundles, one call per buffer of the bundle, in order);
+ * the handle holds the buffer until the callback's owner gives it back with
+ * halo_bufring_return() (now or later). res == 0: the peer
  * closed (EOF); res < 0: -errno (e.g. -ECONNRESET). After a call with
  * res <= 0 the handle is gone: make no call on h, but give back the buffers
  * it handed out, which stay valid (halo keeps the handle's count alive until

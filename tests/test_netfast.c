@@ -220,8 +220,8 @@ START_TEST(test_stop_inside_a_bundle_gives_the_rest_back)
 	/* The data is there before the recv is armed: one bundle takes it. */
 	ck_assert_int_eq(write(a, buf, sizeof(buf)), (int)sizeof(buf));
 	usleep(10000);
-	ck_assert_ptr_nonnull(halo_recv_ms_start_opts(&loop, b, s.br, stop_cb,
-						      &s, &ro, &err));
+	ck_assert_ptr_nonnull(
+	    halo_recv_ms_start_opts(&loop, b, s.br, stop_cb, &s, &ro, &err));
 	for (int i = 0; i < 100 && !s.calls; i++)
 		halo_loop_run_once(&loop);
 	run_until_idle();
@@ -246,8 +246,8 @@ START_TEST(test_recv_ms_unknown_flag_is_einval)
 	tcp_pair(&a, &b);
 	br = halo_bufring_new(&loop, 6, 4, BUF_SZ, &err);
 	ck_assert_ptr_nonnull(br);
-	ck_assert_ptr_null(halo_recv_ms_start_opts(&loop, b, br, stop_cb, NULL,
-						   &ro, &err));
+	ck_assert_ptr_null(
+	    halo_recv_ms_start_opts(&loop, b, br, stop_cb, NULL, &ro, &err));
 	ck_assert_int_eq(err, -EINVAL);
 	ck_assert_int_eq(halo_bufring_free(br), 0);
 	close(a);
@@ -350,7 +350,8 @@ END_TEST
 START_TEST(test_sockwriter_zero_copy_batches_complete_after_notification)
 {
 	enum { N = 16, SZ = 48 << 10 };
-	unsigned char *bufs = malloc((size_t)N * SZ), *in = malloc((size_t)N * SZ);
+	unsigned char *bufs = malloc((size_t)N * SZ),
+		      *in = malloc((size_t)N * SZ);
 	halo_sw_opts so = {.zc_min = 1};
 	halo_fut *f[N];
 	halo_sw_stats st;
@@ -431,8 +432,10 @@ START_TEST(test_server_echo_with_bundles_keeps_every_byte)
 {
 	size_t len = 4u << 20, sent = 0, got = 0, piece = 5 * BUF_SZ + 123;
 	unsigned char *in = malloc(len), *src = malloc(len);
-	halo_server_opts so = {.host = "127.0.0.1", .fiber = echo_fiber,
-			       .ring_bufs = 256, .recv_bundle = 1};
+	halo_server_opts so = {.host = "127.0.0.1",
+			       .fiber = echo_fiber,
+			       .ring_bufs = 256,
+			       .recv_bundle = 1};
 	halo_server_stats st;
 	struct sockaddr_in sa = {.sin_family = AF_INET};
 	halo_server *srv;
@@ -468,7 +471,8 @@ START_TEST(test_server_echo_with_bundles_keeps_every_byte)
 	close(fd);
 	halo_server_stats_get(srv, &st);
 	ck_assert_uint_eq(st.bytes_in, len);
-	ck_assert_int_eq(halo_fut_join(halo_server_stop(srv, 1000000000ull)), 0);
+	ck_assert_int_eq(halo_fut_join(halo_server_stop(srv, 1000000000ull)),
+			 0);
 	ck_assert_int_eq(halo_server_free(srv), 0);
 	free(in);
 	free(src);
@@ -488,14 +492,13 @@ Suite *netfast_suite(void)
 	tcase_add_loop_test(tc, test_stop_inside_a_bundle_gives_the_rest_back,
 			    0, 2);
 	tcase_add_loop_test(tc, test_recv_ms_unknown_flag_is_einval, 0, 2);
-	tcase_add_loop_test(tc,
-			    test_send_zc_buffer_reused_only_after_notification,
-			    0, 2);
+	tcase_add_loop_test(
+	    tc, test_send_zc_buffer_reused_only_after_notification, 0, 2);
 	tcase_add_loop_test(tc, test_send_zc_to_a_reset_peer_fails_cleanly, 0,
 			    2);
 	tcase_add_loop_test(
-		tc, test_sockwriter_zero_copy_batches_complete_after_notification,
-		0, 2);
+	    tc, test_sockwriter_zero_copy_batches_complete_after_notification,
+	    0, 2);
 	tcase_add_loop_test(tc, test_server_echo_with_bundles_keeps_every_byte,
 			    0, 2);
 	suite_add_tcase(s, tc);
