@@ -4,9 +4,9 @@
 # Figures per server: requests/s, p99 latency, and requests per second of
 # server CPU time (utime + stime from /proc/PID/stat), which says how much of
 # a core each request costs whatever the client managed to drive. halo runs
-# twice: as shipped (receive bundles on) and with HALO_FEATURES_OFF=
-# recv_bundle, for the feature's own row (on over off). Rounds interleave the
-# servers; each figure comes from the median-rps round.
+# twice: as shipped (receive bundles off) and with -B (bundles on), for the
+# feature's own row (on over off). Rounds interleave the servers; each figure
+# comes from the median-rps round.
 #   env: HTTP_SECS (5) per round, HTTP_ROUNDS (3), HTTP_CONNS (100),
 #        HALO_BUILD, HALO_BENCH_OUT.
 set -u
@@ -26,7 +26,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 servers=
 if [ -x "$halo" ]; then
-	servers="halo halo_nobundle"
+	servers="halo halo_bundle"
 else
 	echo "" >&2
 	echo "!!! load_http: $halo is missing: the halo rows are SKIPPED" >&2
@@ -87,8 +87,8 @@ start_one() {
 	case $1 in
 	halo)
 		start_server "$halo" "$port" ;;
-	halo_nobundle)
-		start_server env HALO_FEATURES_OFF=recv_bundle "$halo" "$port" ;;
+	halo_bundle)
+		start_server "$halo" "$port" -B ;;
 	nginx)
 		nginx_conf > "$tmp/nginx.conf"
 		start_server nginx -p "$tmp" -e "$tmp/nginx-error.log" \
@@ -162,21 +162,19 @@ if median_of nginx; then
 else
 	n_rps=0 n_p99=0 n_eff=0
 fi
-if median_of halo_nobundle; then
-	emit http "halo_nobundle_$case" rps "$rps" req/s nginx "$n_rps" 1
-	emit http "halo_nobundle_$case" req_per_cpu_s "$eff" req/cpu-s nginx \
-		"$n_eff" 1
-	b_rps=$rps b_p99=$p99 b_eff=$eff
-else
-	b_rps=0 b_p99=0 b_eff=0
-fi
 if median_of halo; then
 	emit http "halo_$case" rps "$rps" req/s nginx "$n_rps" 1
 	emit http "halo_$case" p99_us "$p99" us nginx "$n_p99" 0
 	emit http "halo_$case" req_per_cpu_s "$eff" req/cpu-s nginx "$n_eff" 1
-	emit http "recv_bundle_on_over_off_$case" rps "$rps" req/s \
-		halo_nobundle "$b_rps" 1
-	emit http "recv_bundle_on_over_off_$case" req_per_cpu_s "$eff" \
-		req/cpu-s halo_nobundle "$b_eff" 1
+	o_rps=$rps o_eff=$eff
+	if median_of halo_bundle; then
+		emit http "halo_bundle_$case" rps "$rps" req/s nginx "$n_rps" 1
+		emit http "halo_bundle_$case" req_per_cpu_s "$eff" req/cpu-s \
+			nginx "$n_eff" 1
+		emit http "recv_bundle_on_over_off_$case" rps "$rps" req/s \
+			halo "$o_rps" 1
+		emit http "recv_bundle_on_over_off_$case" req_per_cpu_s "$eff" \
+			req/cpu-s halo "$o_eff" 1
+	fi
 fi
 exit $fail
