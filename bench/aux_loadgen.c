@@ -1,10 +1,12 @@
 /* aux_loadgen: a closed-loop echo load client for the echo benchmarks.
  *
- *   aux_loadgen -p PORT -c CONNS -d SECONDS [-s SIZE] [-C CPU]
+ *   aux_loadgen -p PORT -c CONNS -d SECONDS [-s SIZE] [-n INFLIGHT] [-C CPU]
  *
- * Opens CONNS TCP connections to 127.0.0.1:PORT, then each connection sends a
- * SIZE-byte message, waits for all of it to come back and sends the next one.
- * Every message has different content, so a stale, short or reordered echo is
+ * Opens CONNS TCP connections to 127.0.0.1:PORT, then each connection keeps
+ * INFLIGHT (default 1: ping-pong) SIZE-byte messages outstanding: it sends a
+ * message whenever fewer than INFLIGHT have come back whole, and a message's
+ * latency runs from its first byte sent to its last byte echoed. Every
+ * message has different content, so a stale, short or reordered echo is
  * caught; a wrong byte is a hard error (exit 1). One thread, epoll, nonblocking
  * sockets. The first 0.3 s after setup are a warm-up that is not counted.
  * Prints one line:
@@ -41,18 +43,22 @@ struct hist {
 	uint64_t total;
 };
 
+/* Message k of a connection lives in slot k % inflight from its send until
+ * its echo is complete; the send of message k + inflight starts after that. */
 struct conn {
 	int fd;
 	int idx;
-	uint64_t seq; /* messages started */
-	size_t sent;
-	size_t recvd;
-	uint64_t start_ns;
+	uint64_t seq_sent; /* messages started */
+	uint64_t seq_recv; /* messages echoed whole */
+	size_t sent;	   /* bytes of message seq_sent - 1 sent */
+	size_t recvd;	   /* bytes of message seq_recv echoed */
 	bool wants_out;
-	unsigned char *msg; /* the message in flight, size bytes */
+	uint64_t *start_ns;  /* per slot */
+	unsigned char *msg; /* inflight slots of size bytes */
 };
 
 static size_t msg_size = 64;
+static unsigned inflight = 1;
 static struct hist hist;
 static uint64_t errors;
 static int live_n;
@@ -109,9 +115,10 @@ static double hist_quantile_us(const struct hist *h, double q)
 
 /* Content depends on connection and sequence number, so that an echo of any
  * earlier message, or another connection's, differs from the expected one. */
-static void fill_msg(struct conn *c)
+static void fill_msg(struct conn *c, uint64_t seq)
 {
-	uint64_t x = ((uint64_t)c->idx << 40) ^ c->seq;
+	unsigned char *m = c->msg + (seq % inflight) * msg_size;
+	uint64_t x = ((uint64_t)c->idx << 40) ^ seq;
 
 	for (size_t i = 0; i < msg_size; i++) {
 		if (i % 8 == 0) {
@@ -120,7 +127,7 @@ static void fill_msg(struct conn *c)
 			x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
 			x ^= x >> 31;
 		}
-		c->msg[i] = (unsigned char)(x >> (i % 8 * 8));
+		m[i] = (unsigned char)(x >> (i % 8 * 8));
 	}
 }
 
@@ -150,13 +157,30 @@ static void drop(int ep, struct conn *c, const char *why)
 	live_n--;
 }
 
-/* Send what is left of the message; 0, or -1 if the connection was dropped. */
-static int push(int ep, struct conn *c)
+/* Send what is left of the message being sent, and start new ones while
+ * fewer than inflight are outstanding (up to measure_to); 0, or -1 if the
+ * connection was dropped. */
+static int push(int ep, struct conn *c, uint64_t measure_to)
 {
-	while (c->sent < msg_size) {
-		ssize_t n = send(c->fd, c->msg + c->sent, msg_size - c->sent,
-				 MSG_NOSIGNAL);
+	for (;;) {
+		unsigned char *m;
+		ssize_t n;
 
+		if (c->sent == msg_size || c->seq_sent == c->seq_recv) {
+			uint64_t now;
+
+			if (c->seq_sent - c->seq_recv >= inflight)
+				break;
+			now = bench_now_ns();
+			if (now >= measure_to)
+				break;
+			fill_msg(c, c->seq_sent);
+			c->start_ns[c->seq_sent % inflight] = now;
+			c->seq_sent++;
+			c->sent = 0;
+		}
+		m = c->msg + ((c->seq_sent - 1) % inflight) * msg_size;
+		n = send(c->fd, m + c->sent, msg_size - c->sent, MSG_NOSIGNAL);
 		if (n < 0 && errno == EAGAIN) {
 			set_out(ep, c, true);
 			return 0;
@@ -173,28 +197,22 @@ static int push(int ep, struct conn *c)
 	return 0;
 }
 
-static int start_msg(int ep, struct conn *c, uint64_t now)
-{
-	c->seq++;
-	c->sent = 0;
-	c->recvd = 0;
-	c->start_ns = now;
-	fill_msg(c);
-	return push(ep, c);
-}
-
-/* Read what arrived and check it byte by byte; a completed message counts in
- * *done and starts the next. One recv per readiness: level-triggered epoll
- * reports whatever arrives later, so a recv that would only say EAGAIN is
- * never made. */
+/* Read what arrived and check it byte by byte; each completed message
+ * counts in *done and makes room for the next send. One recv per readiness:
+ * level-triggered epoll reports whatever arrives later, so a recv that would
+ * only say EAGAIN is never made. */
 static void pull(int ep, struct conn *c, uint64_t measure_from,
 		 uint64_t measure_to, uint64_t *done)
 {
 	static unsigned char rx[65536];
-	size_t want = c->sent - c->recvd;
-	uint64_t now;
+	size_t want = (c->seq_sent - c->seq_recv - 1) * msg_size + c->sent -
+		      c->recvd;
+	size_t off = 0;
+	bool freed = false;
 	ssize_t n;
 
+	if (c->seq_sent == c->seq_recv)
+		want = 0;
 	do
 		n = recv(c->fd, rx, sizeof(rx), 0);
 	while (n < 0 && errno == EINTR);
@@ -209,22 +227,34 @@ static void pull(int ep, struct conn *c, uint64_t measure_from,
 			"%zu outstanding\n", c->idx, n, want);
 		exit(1);
 	}
-	if (memcmp(rx, c->msg + c->recvd, (size_t)n) != 0) {
-		fprintf(stderr, "loadgen: connection %d message %llu: echo "
-			"differs from what was sent\n",
-			c->idx, (unsigned long long)c->seq);
-		exit(1);
+	while (off < (size_t)n) {
+		unsigned char *m = c->msg + (c->seq_recv % inflight) * msg_size;
+		size_t k = msg_size - c->recvd;
+		uint64_t now;
+
+		if (k > (size_t)n - off)
+			k = (size_t)n - off;
+		if (memcmp(rx + off, m + c->recvd, k) != 0) {
+			fprintf(stderr, "loadgen: connection %d message %llu: "
+				"echo differs from what was sent\n",
+				c->idx, (unsigned long long)c->seq_recv);
+			exit(1);
+		}
+		off += k;
+		c->recvd += k;
+		if (c->recvd < msg_size)
+			break;
+		now = bench_now_ns();
+		if (now >= measure_from && now < measure_to) {
+			hist_add(&hist, now - c->start_ns[c->seq_recv % inflight]);
+			(*done)++;
+		}
+		c->seq_recv++;
+		c->recvd = 0;
+		freed = true;
 	}
-	c->recvd += (size_t)n;
-	if (c->recvd < msg_size)
-		return;
-	now = bench_now_ns();
-	if (now >= measure_from && now < measure_to) {
-		hist_add(&hist, now - c->start_ns);
-		(*done)++;
-	}
-	if (now < measure_to)
-		start_msg(ep, c, now);
+	if (freed)
+		push(ep, c, measure_to);
 }
 
 static int connect_one(int port)
@@ -266,7 +296,7 @@ static void raise_nofile(int conns)
 static void usage(void)
 {
 	fprintf(stderr, "usage: aux_loadgen -p PORT -c CONNS -d SECONDS "
-			"[-s SIZE] [-C CPU]\n");
+			"[-s SIZE] [-n INFLIGHT] [-C CPU]\n");
 	exit(2);
 }
 
@@ -278,18 +308,20 @@ int main(int argc, char **argv)
 	struct epoll_event events[MAX_EVENTS];
 	struct conn *cs;
 
-	while ((opt = getopt(argc, argv, "p:c:d:s:C:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:c:d:s:n:C:")) != -1) {
 		switch (opt) {
 		case 'p': port = atoi(optarg); break;
 		case 'c': conns = atoi(optarg); break;
 		case 'd': secs = atof(optarg); break;
 		case 's': msg_size = (size_t)atol(optarg); break;
+		case 'n': inflight = (unsigned)atoi(optarg); break;
 		case 'C': cpu = atoi(optarg); break;
 		default: usage();
 		}
 	}
 	if (port <= 0 || port > 65535 || conns <= 0 || conns > 100000 ||
-	    secs <= 0 || secs > 3600 || msg_size == 0 || msg_size > (1u << 24))
+	    secs <= 0 || secs > 3600 || msg_size == 0 || msg_size > (1u << 24) ||
+	    inflight == 0 || inflight > 64)
 		usage();
 	if (cpu >= 0)
 		bench_pin(cpu);
@@ -305,9 +337,10 @@ int main(int argc, char **argv)
 		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &cs[i] };
 
 		cs[i].idx = i;
-		cs[i].msg = malloc(msg_size);
+		cs[i].msg = malloc(msg_size * inflight);
+		cs[i].start_ns = calloc(inflight, sizeof(uint64_t));
 		cs[i].fd = connect_one(port);
-		if (!cs[i].msg || cs[i].fd < 0 ||
+		if (!cs[i].msg || !cs[i].start_ns || cs[i].fd < 0 ||
 		    epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0) {
 			fprintf(stderr, "loadgen: connection %d to 127.0.0.1:%d: "
 				"%s\n", i, port, strerror(errno));
@@ -320,7 +353,7 @@ int main(int argc, char **argv)
 	measure_from = t0 + WARMUP_NS;
 	measure_to = measure_from + (uint64_t)(secs * 1e9);
 	for (int i = 0; i < conns; i++)
-		start_msg(ep, &cs[i], t0);
+		push(ep, &cs[i], measure_to);
 
 	for (;;) {
 		uint64_t now = bench_now_ns();
@@ -340,7 +373,7 @@ int main(int argc, char **argv)
 			struct conn *c = events[i].data.ptr;
 
 			if (c->fd >= 0 && (events[i].events & EPOLLOUT))
-				push(ep, c);
+				push(ep, c, measure_to);
 			if (c->fd >= 0 &&
 			    (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
 				pull(ep, c, measure_from, measure_to, &done);
@@ -364,6 +397,7 @@ int main(int argc, char **argv)
 		if (cs[i].fd >= 0)
 			close(cs[i].fd);
 		free(cs[i].msg);
+		free(cs[i].start_ns);
 	}
 	free(cs);
 	close(ep);

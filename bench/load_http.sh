@@ -3,8 +3,10 @@
 # `return 200 "hello, world!\n"`) under wrk -t1 -c100 with keep-alive.
 # Figures per server: requests/s, p99 latency, and requests per second of
 # server CPU time (utime + stime from /proc/PID/stat), which says how much of
-# a core each request costs whatever the client managed to drive. Rounds
-# interleave the servers; each figure comes from the median-rps round.
+# a core each request costs whatever the client managed to drive. halo runs
+# twice: as shipped (receive bundles off) and with -B (bundles on), for the
+# feature's own row (on over off). Rounds interleave the servers; each figure
+# comes from the median-rps round.
 # Rows halo_jN: examples/http -j N (a group of N loops), against -j 1, its
 # threads free to use every CPU (wrk's too, on a small machine).
 #   env: HTTP_SECS (5) per round, HTTP_ROUNDS (3), HTTP_CONNS (100),
@@ -27,7 +29,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 servers=
 if [ -x "$halo" ]; then
-	servers=halo
+	servers="halo halo_bundle"
 	for j in $jobs; do servers="$servers halo_j$j"; done
 else
 	jobs=
@@ -93,6 +95,8 @@ start_one() {
 	halo_j*) # every CPU this script may use (ON_SERVER_CPU pins to one)
 		start_server ${ON_SERVER_CPU:+taskset -c 0-$(($(nproc) - 1))} \
 			"$halo" "$port" -j "${1#halo_j}" ;;
+	halo_bundle)
+		start_server "$halo" "$port" -B ;;
 	nginx)
 		nginx_conf > "$tmp/nginx.conf"
 		start_server nginx -p "$tmp" -e "$tmp/nginx-error.log" \
@@ -190,5 +194,14 @@ if median_of halo; then
 			halo_j1 "$h_eff" 1
 	done
 	[ -n "$jobs" ] && emit http machine cpus "$(nproc)" cpus
+	if median_of halo_bundle; then
+		emit http "halo_bundle_$case" rps "$rps" req/s nginx "$n_rps" 1
+		emit http "halo_bundle_$case" req_per_cpu_s "$eff" req/cpu-s \
+			nginx "$n_eff" 1
+		emit http "recv_bundle_on_over_off_$case" rps "$rps" req/s \
+			halo "$h_rps" 1
+		emit http "recv_bundle_on_over_off_$case" req_per_cpu_s "$eff" \
+			req/cpu-s halo "$h_eff" 1
+	fi
 fi
 exit $fail

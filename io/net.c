@@ -170,6 +170,42 @@ halo_fut *halo_send_at(halo_loop *loop, int fd, const void *buf, size_t len,
 	return &op->fut;
 }
 
+/* SEND_ZC: the first CQE carries the byte count and, with F_MORE, says a
+ * notification follows once the kernel let go of the pages; the future
+ * completes only then, with the count kept from the first. */
+#define ZC_GOT_RES 1u
+
+static void send_zc_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	if (!(flags & IORING_CQE_F_NOTIF)) {
+		op->meta.u64[0] = (uint64_t)(int64_t)res;
+		op->aux |= ZC_GOT_RES;
+		if (!(flags & IORING_CQE_F_MORE))
+			io_finish(op, res);
+		return;
+	}
+	io_finish(op, (op->aux & ZC_GOT_RES) ? (int32_t)(int64_t)op->meta.u64[0]
+					     : res);
+}
+
+halo_fut *halo_send_zc_at(halo_loop *loop, int fd, const void *buf, size_t len,
+			  int flags, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	halo_op *op;
+
+	if (!(loop->features & HALO_FEAT_SEND_ZC))
+		return halo_send_at(loop, fd, buf, len, flags, file, line);
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	op = io_op_start(loop, file, line, &sqe);
+	if (!op)
+		return NULL;
+	io_uring_prep_send_zc(sqe, fd, buf, len, flags, 0);
+	op->on_cqe = send_zc_cqe;
+	return &op->fut;
+}
+
 halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
 			   size_t len, int flags, const char *file, int line)
 {
@@ -182,31 +218,47 @@ halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
 struct msg_meta {
 	struct msghdr msg;
 	struct iovec iov[4];
-	struct msghdr *user; /* recvmsg: where the results go back */
+	union {
+		struct msghdr *user; /* recvmsg: where the results go back */
+		int32_t zc_res; /* SENDMSG_ZC: the byte count, until notified */
+	};
 };
 _Static_assert(sizeof(struct msg_meta) <= HALO_OP_META, "msg_meta too big");
+
+/* op->aux bits above the iovec count (at most IOV_MAX): a SENDMSG_ZC, and
+ * one whose byte count came and is kept in msg_meta.zc_res until its
+ * notification. */
+#define MSG_ZC (1u << 14)
+#define MSG_ZC_GOT_RES (1u << 15)
+#define MSG_IOV_N(op) ((op)->aux & IO_AUX_OWN_MASK & ~(MSG_ZC | MSG_ZC_GOT_RES))
 
 static void msg_cqe(halo_op *op, int32_t res, uint32_t flags)
 {
 	struct msg_meta *m = (struct msg_meta *)&op->meta;
+	bool is_zc = op->aux & MSG_ZC;
 
+	if (is_zc && !(flags & IORING_CQE_F_NOTIF)) {
+		m->zc_res = res;
+		op->aux |= MSG_ZC_GOT_RES;
+	} else if (is_zc && (op->aux & MSG_ZC_GOT_RES)) {
+		res = m->zc_res; /* the notification: the pages are free */
+	}
 	if (flags & IORING_CQE_F_MORE)
 		return;
-	if (m->user && res >= 0 && !(op->fut.flags & FUT_NOPPED)) {
+	if (!is_zc && m->user && res >= 0 && !(op->fut.flags & FUT_NOPPED)) {
 		m->user->msg_namelen = m->msg.msg_namelen;
 		m->user->msg_controllen = m->msg.msg_controllen;
 		m->user->msg_flags = m->msg.msg_flags;
 	}
 	if (op->ctx) {
 		halo_mem_free(op->fut.loop, op->ctx,
-			      (op->aux & IO_AUX_OWN_MASK) *
-				      sizeof(struct iovec));
+			      MSG_IOV_N(op) * sizeof(struct iovec));
 		op->ctx = NULL;
 	}
 	io_finish(op, res);
 }
 
-static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
+static halo_fut *msg_start(halo_loop *loop, bool is_recv, bool is_zc, int fd,
 			   const struct msghdr *msg, int flags,
 			   const char *file, int line)
 {
@@ -233,6 +285,8 @@ static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
 	}
 	m->msg.msg_iov = iov;
 	op->on_cqe = msg_cqe;
+	if (is_zc)
+		op->aux |= MSG_ZC; /* after the copy, which sets the count */
 	sqe = halo__op_sqe(op);
 	if (!sqe) {
 		if (op->ctx)
@@ -243,6 +297,8 @@ static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
 	}
 	if (is_recv)
 		io_uring_prep_recvmsg(sqe, fd, &m->msg, (unsigned)flags);
+	else if (is_zc)
+		io_uring_prep_sendmsg_zc(sqe, fd, &m->msg, (unsigned)flags);
 	else
 		io_uring_prep_sendmsg(sqe, fd, &m->msg, (unsigned)flags);
 	return &op->fut;
@@ -251,13 +307,21 @@ static halo_fut *msg_start(halo_loop *loop, bool is_recv, int fd,
 halo_fut *halo_sendmsg_at(halo_loop *loop, int fd, const struct msghdr *msg,
 			  int flags, const char *file, int line)
 {
-	return msg_start(loop, false, fd, msg, flags, file, line);
+	return msg_start(loop, false, false, fd, msg, flags, file, line);
+}
+
+halo_fut *halo_sendmsg_zc_at(halo_loop *loop, int fd, const struct msghdr *msg,
+			     int flags, const char *file, int line)
+{
+	bool is_zc = loop->features & HALO_FEAT_SEND_ZC;
+
+	return msg_start(loop, false, is_zc, fd, msg, flags, file, line);
 }
 
 halo_fut *halo_recvmsg_at(halo_loop *loop, int fd, struct msghdr *msg,
 			  int flags, const char *file, int line)
 {
-	return msg_start(loop, true, fd, msg, flags, file, line);
+	return msg_start(loop, true, false, fd, msg, flags, file, line);
 }
 
 halo_fut *halo_shutdown_at(halo_loop *loop, int fd, int how, const char *file,
@@ -291,6 +355,7 @@ struct halo_bufring {
 	void (*on_idle)(halo_bufring *br, void *arg);
 	void *on_idle_arg;
 	halo_op **owner;  /* per bid: the recv that handed it out, or NULL */
+	uint16_t *pos;	  /* per bid: the ring slot it was last put in */
 	halo_op *starved; /* recvs parked on -ENOBUFS, oldest first */
 	halo_op *starved_tail;
 };
@@ -323,8 +388,9 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 	if (br->ring == MAP_FAILED)
 		goto fail_br;
 	br->owner = calloc(nbufs, sizeof(*br->owner));
-	if (!br->owner)
-		goto fail_ring;
+	br->pos = calloc(nbufs, sizeof(*br->pos));
+	if (!br->owner || !br->pos)
+		goto fail_owner;
 	if (posix_memalign((void **)&br->mem, 4096, nbufs * buf_size))
 		goto fail_owner;
 	memset(&reg, 0, sizeof(reg));
@@ -335,10 +401,12 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 	if (r < 0)
 		goto fail_mem;
 	io_uring_buf_ring_init(br->ring);
-	for (unsigned i = 0; i < nbufs; i++)
+	for (unsigned i = 0; i < nbufs; i++) {
 		io_uring_buf_ring_add(br->ring, br->mem + i * buf_size,
 				      (unsigned)buf_size, (unsigned short)i,
 				      (int)br->mask, (int)i);
+		br->pos[i] = (uint16_t)i;
+	}
 	io_uring_buf_ring_advance(br->ring, (int)nbufs);
 	br->avail = nbufs;
 	return br;
@@ -346,7 +414,7 @@ fail_mem:
 	free(br->mem);
 fail_owner:
 	free(br->owner);
-fail_ring:
+	free(br->pos);
 	munmap(br->ring, br->ring_bytes);
 fail_br:
 	free(br);
@@ -400,6 +468,7 @@ int halo_bufring_free(halo_bufring *br)
 
 	free(br->mem);
 	free(br->owner);
+	free(br->pos);
 	munmap(br->ring, br->ring_bytes);
 	free(br);
 	return r;
@@ -421,6 +490,7 @@ enum {
 	MS_CANCELLING = 32,
 	MS_CAPPED = 64, /* the armed recv carries a byte cap */
 	MS_UNHOOKED = 128, /* no longer counted in br->handles */
+	MS_BUNDLE = 256,   /* armed with IORING_RECVSEND_BUNDLE */
 };
 
 struct recv_ms {
@@ -435,6 +505,8 @@ struct recv_ms {
 	unsigned held; /* buffers handed out, not yet given back */
 	unsigned held_peak;
 	unsigned max_held;
+	uint64_t cqes; /* CQEs with data */
+	uint64_t bufs; /* buffers they filled */
 };
 _Static_assert(sizeof(struct recv_ms) <= HALO_OP_META, "recv_ms too big");
 
@@ -453,6 +525,8 @@ static bool recv_arm(halo_op *op)
 	if (!sqe)
 		return false;
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	if (s->state & MS_BUNDLE)
+		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = br->bgid;
 	io_apply_fixed(op, sqe);
@@ -569,6 +643,7 @@ static void ring_put(halo_bufring *br, uint16_t bid)
 {
 	halo_op *op;
 
+	br->pos[bid] = (uint16_t)(br->ring->tail & br->mask);
 	io_uring_buf_ring_add(br->ring, halo_bufring_buf(br, bid),
 			      (unsigned)br->buf_size, bid, (int)br->mask, 0);
 	io_uring_buf_ring_advance(br->ring, 1);
@@ -700,6 +775,61 @@ static bool recv_goes_on(halo_op *op, int32_t res)
 	return false;
 }
 
+/* How many buffers a CQE's res bytes filled: one, or with a bundle as many
+ * as it takes (the kernel fills a bundle's buffers in order, each whole but
+ * the last). */
+static unsigned cqe_bufs(const struct recv_ms *s, int32_t res)
+{
+	if (res <= 0 || !(s->state & MS_BUNDLE))
+		return 1;
+	return (unsigned)(((size_t)res + s->br->buf_size - 1) /
+			  s->br->buf_size);
+}
+
+/* Buffer i of a bundle that starts with bid: the kernel took a bundle's
+ * buffers from consecutive ring slots, so it is whichever bid halo put i
+ * slots after bid's. Returns going on meanwhile cannot have overwritten that
+ * slot: a slot is written again only after the ring's nbufs buffers all
+ * went round, and the bundle's are still out. */
+static uint16_t bundle_bid(const halo_bufring *br, uint16_t bid, unsigned i)
+{
+	if (!i)
+		return bid;
+	return br->ring->bufs[(br->pos[bid] + i) & br->mask].bid;
+}
+
+/* Hand the n buffers that res bytes filled to the callback, one call each;
+ * after a stop made by one of the calls the rest go back to the ring. */
+static void recv_deliver(halo_op *op, int32_t res, uint16_t bid, unsigned n)
+{
+	struct recv_ms *s = rms_of(op);
+	halo_bufring *br = s->br;
+
+	s->cqes++;
+	s->bufs += n;
+	for (unsigned i = 0; i < n; i++) {
+		uint16_t b = bundle_bid(br, bid, i);
+		int32_t len = res;
+
+		if (n > 1 && (size_t)len > br->buf_size)
+			len = (int32_t)br->buf_size;
+		res -= len;
+		if (s->state & (MS_STOPPED | MS_ENDED)) {
+			ring_put(br, b);
+			continue;
+		}
+		hold(op, b);
+		recv_call(op, len, halo_bufring_buf(br, b), b);
+	}
+}
+
+/* Give back the n buffers of a CQE nobody is to see. */
+static void recv_drop(halo_bufring *br, uint16_t bid, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		ring_put(br, bundle_bid(br, bid, i));
+}
+
 static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 {
 	struct recv_ms *s = rms_of(op);
@@ -708,13 +838,12 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	bool more = flags & IORING_CQE_F_MORE;
 	bool has_buf = flags & IORING_CQE_F_BUFFER;
 	uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+	unsigned n = has_buf ? cqe_bufs(s, res) : 0;
 
-	if (has_buf)
-		br->avail--;
+	br->avail -= n;
 	if ((s->state & (MS_STOPPED | MS_ENDED)) ||
 	    (loop->closing && res > 0)) {
-		if (has_buf)
-			ring_put(br, bid);
+		recv_drop(br, bid, n);
 		if (!more && !(s->state & MS_ENDED))
 			recv_end(op, res);
 		return;
@@ -724,13 +853,11 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	if (res > 0) {
 		if (s->state & MS_CAPPED)
 			br->mshot_cap = 1;
-		hold(op, bid);
-		recv_call(op, res, halo_bufring_buf(br, bid), bid);
+		recv_deliver(op, res, bid, n);
 		recv_settle(op);
 		return;
 	}
-	if (has_buf)
-		ring_put(br, bid);
+	recv_drop(br, bid, n);
 	if (more)
 		return;
 	if (!loop->closing && recv_goes_on(op, res)) {
@@ -748,11 +875,12 @@ halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
 				      const halo_recv_ms_opts *opts, int *err)
 {
 	unsigned max_held = opts ? opts->max_held : 0;
+	unsigned flags = opts ? opts->flags : 0;
 	struct recv_ms *s;
 	halo_op *op;
 	int r = -EINVAL;
 
-	if (!br || !cb)
+	if (!br || !cb || (flags & ~(unsigned)HALO_RECV_MS_BUNDLE))
 		goto fail;
 	if (fd < 0) {
 		r = -EBADF;
@@ -776,6 +904,9 @@ halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
 	s->br = br;
 	s->fd = fd;
 	s->max_held = max_held;
+	if ((flags & HALO_RECV_MS_BUNDLE) &&
+	    (loop->features & HALO_FEAT_RECV_BUNDLE))
+		s->state |= MS_BUNDLE;
 	op->on_cqe = recv_ms_cqe;
 	halo_fut_consume(&op->fut);
 	op->fut.flags |= FUT_UNOWNED; /* a handle outlives its fiber */
@@ -833,6 +964,9 @@ void halo_recv_ms_stats(const halo_recv_ms *h, halo_recv_stats *out)
 	out->held_peak = s->held_peak;
 	out->max_held = s->max_held;
 	out->is_paused = !!(s->state & MS_PAUSED);
+	out->is_bundle = !!(s->state & MS_BUNDLE);
+	out->cqes = s->cqes;
+	out->bufs = s->bufs;
 	out->is_capped = s->max_held != HALO_RECV_MS_UNLIMITED &&
 			 s->br->mshot_cap > 0;
 }

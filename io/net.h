@@ -76,6 +76,19 @@ HALO_API halo_fut *halo_send_at(halo_loop *loop, int fd, const void *buf,
 #define halo_send(loop, fd, buf, len, flags)                                   \
 	halo_send_at((loop), (fd), (buf), (len), (flags), __FILE__, __LINE__)
 
+/* Zero-copy send (SEND_ZC) of up to len bytes of buf: the kernel sends from
+ * buf's pages instead of copying them. The result is the byte count or
+ * -errno, and the future completes only once the kernel's notification says
+ * it let go of buf: then, and not at the byte count, buf may be reused.
+ * Without HALO_FEAT_SEND_ZC it is a plain send (same contract). On loopback
+ * the kernel copies anyway and zero-copy costs more (see README); it pays
+ * for large sends to a real NIC. */
+HALO_API halo_fut *halo_send_zc_at(halo_loop *loop, int fd, const void *buf,
+				   size_t len, int flags, const char *file,
+				   int line);
+#define halo_send_zc(loop, fd, buf, len, flags)                                \
+	halo_send_zc_at((loop), (fd), (buf), (len), (flags), __FILE__, __LINE__)
+
 /* Send all len bytes, resubmitting the remainder after partial sends, with
  * MSG_NOSIGNAL added to flags (a closed peer gives -EPIPE, not SIGPIPE). The
  * result is len or -errno; buf must stay valid until done. */
@@ -101,6 +114,17 @@ HALO_API halo_fut *halo_recvmsg_at(halo_loop *loop, int fd,
 				   const char *file, int line);
 #define halo_recvmsg(loop, fd, msg, flags)                                     \
 	halo_recvmsg_at((loop), (fd), (msg), (flags), __FILE__, __LINE__)
+
+/* sendmsg(2) as a zero-copy send (SENDMSG_ZC), as halo_sendmsg() copies
+ * its metadata: the result is the byte count or -errno, and the future
+ * completes only at the kernel's notification, once it let go of the data
+ * buffers, which may be reused then. Without HALO_FEAT_SEND_ZC it is
+ * halo_sendmsg() (same contract). */
+HALO_API halo_fut *halo_sendmsg_zc_at(halo_loop *loop, int fd,
+				      const struct msghdr *msg, int flags,
+				      const char *file, int line);
+#define halo_sendmsg_zc(loop, fd, msg, flags)                                  \
+	halo_sendmsg_zc_at((loop), (fd), (msg), (flags), __FILE__, __LINE__)
 
 /* shutdown(2) with how = SHUT_RD, SHUT_WR or SHUT_RDWR. Result 0 or -errno.
  * (Close a socket with halo_close() from io/file.h.) */
@@ -184,8 +208,9 @@ HALO_API int halo_accept_ms_stop(halo_accept_ms *h);
 typedef struct halo_recv_ms halo_recv_ms;
 
 /* Called for each piece of data: res > 0 bytes at data, which is buffer bid
- * of the ring; the handle holds the buffer until the callback's owner gives
- * it back with halo_bufring_return() (now or later). res == 0: the peer
+ * of the ring (with bundles, one call per buffer of the bundle, in order);
+ * the handle holds the buffer until the callback's owner gives it back with
+ * halo_bufring_return() (now or later). res == 0: the peer
  * closed (EOF); res < 0: -errno (e.g. -ECONNRESET). After a call with
  * res <= 0 the handle is gone: make no call on h, but give back the buffers
  * it handed out, which stay valid (halo keeps the handle's count alive until
@@ -223,10 +248,18 @@ typedef void (*halo_recv_ms_cb)(halo_recv_ms *h, int res, void *data,
  *
  * max_held: 0 means HALO_RECV_MS_HELD_DEFAULT, or half the ring if that is
  * fewer (at least 1); HALO_RECV_MS_UNLIMITED never pauses (the ring is the
- * only bound); other values must not exceed the ring's size. */
+ * only bound); other values must not exceed the ring's size.
+ *
+ * flags: HALO_RECV_MS_BUNDLE asks for bundles where the loop has them
+ * (HALO_FEAT_RECV_BUNDLE): one CQE then covers every buffer the data in the
+ * socket fills, instead of one CQE per buffer. The callback still sees one
+ * call per buffer, and max_held counts buffers either way. */
 typedef struct halo_recv_ms_opts {
 	unsigned max_held;
+	unsigned flags;
 } halo_recv_ms_opts;
+
+#define HALO_RECV_MS_BUNDLE (1u << 0)
 
 /* Counters of a multishot recv, read with halo_recv_ms_stats(). */
 typedef struct halo_recv_stats {
@@ -239,6 +272,9 @@ typedef struct halo_recv_stats {
 	int is_paused;	    /* over the limit, waiting for returns */
 	int is_capped;	    /* the kernel stops it at the limit by itself
 			       (byte cap, Linux 6.17+); 0 until data showed it */
+	int is_bundle;	    /* armed with bundles */
+	uint64_t cqes;	    /* CQEs that carried data */
+	uint64_t bufs;	    /* buffers they filled (> cqes: bundles) */
 } halo_recv_stats;
 
 /* Receive from fd with one multishot RECV picking buffers from br, until

@@ -709,7 +709,10 @@ static int64_t conn_fiber(halo_loop *loop, void *arg)
 
 static void conn_open(halo_server *s, int fd)
 {
-	halo_recv_ms_opts ro = {.max_held = s->o.max_held};
+	halo_recv_ms_opts ro = {
+		.max_held = s->o.max_held,
+		.flags = s->o.recv_bundle ? HALO_RECV_MS_BUNDLE : 0,
+	};
 	int one = 1, err = 0;
 	halo_conn *c;
 

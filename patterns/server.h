@@ -77,6 +77,9 @@ typedef struct halo_server_opts {
 	uint16_t bgid;	      /* buffer group of the ring, default 0 */
 	unsigned max_held;    /* receive buffers one connection may hold
 				 before its receive pauses, default 16 */
+	int recv_bundle;      /* receive in bundles (one CQE for several
+				 buffers) where the loop has
+				 HALO_FEAT_RECV_BUNDLE */
 	size_t max_out;	      /* queued output above which writers wait,
 				 default 256 KiB */
 	size_t max_in;	      /* unconsumed input kept for on_data, default

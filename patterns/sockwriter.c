@@ -92,6 +92,7 @@ static int flush_hook(halo_loop *loop, void *arg)
 	halo_sw *sw = arg;
 	struct msghdr msg;
 	unsigned cnt = 0;
+	size_t total = 0;
 	halo_fut *op;
 
 	if (sw->inflight || !sw->n)
@@ -102,11 +103,18 @@ static int flush_hook(halo_loop *loop, void *arg)
 
 		sw->iov[cnt].iov_base = (char *)s->buf + off;
 		sw->iov[cnt].iov_len = s->len - off;
+		total += s->len - off;
 	}
 	memset(&msg, 0, sizeof(msg));
 	msg.msg_iov = sw->iov;
 	msg.msg_iovlen = cnt;
-	op = halo_sendmsg(loop, sw->fd, &msg, MSG_NOSIGNAL);
+	if (sw->zc_min && total >= sw->zc_min &&
+	    (halo_loop_features(loop) & HALO_FEAT_SEND_ZC)) {
+		op = halo_sendmsg_zc(loop, sw->fd, &msg, MSG_NOSIGNAL);
+		sw->stats.zc += op != NULL;
+	} else {
+		op = halo_sendmsg(loop, sw->fd, &msg, MSG_NOSIGNAL);
+	}
 	if (!op) {
 		/* Retrying every tick would spin for as long as memory stays
 		 * short, and dropping the queued sends while later ones go
@@ -132,6 +140,7 @@ int halo_sw_init(halo_sw *sw, halo_loop *loop, int fd, const halo_sw_opts *opts)
 	if (fd < 0)
 		return -EINVAL;
 	sw->max_iov = opts && opts->max_iov ? opts->max_iov : DEFAULT_IOV;
+	sw->zc_min = opts ? opts->zc_min : 0;
 	if (sw->max_iov > MAX_IOV)
 		sw->max_iov = MAX_IOV;
 	sw->loop = loop;

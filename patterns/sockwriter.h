@@ -18,6 +18,11 @@ extern "C" {
 
 typedef struct halo_sw_opts {
 	unsigned max_iov; /* iovecs per sendmsg, default 64 (at most 1024) */
+	size_t zc_min;	  /* a sendmsg of at least this many bytes goes
+			     zero-copy (halo_sendmsg_zc: its sends complete at
+			     the kernel's notification); 0: never, the
+			     default, as zero-copy never won on loopback here
+			     (README) */
 } halo_sw_opts;
 
 typedef struct halo_sw_stats {
@@ -25,6 +30,7 @@ typedef struct halo_sw_stats {
 	uint64_t syscalls; /* sendmsg operations */
 	uint64_t partial;  /* sendmsg results shorter than asked */
 	uint64_t bytes;	   /* bytes written */
+	uint64_t zc;	   /* sendmsg operations that went zero-copy */
 } halo_sw_stats;
 
 struct halo__sw_send {
@@ -39,6 +45,7 @@ typedef struct halo_sw {
 	halo_hook hook;
 	int fd;
 	unsigned max_iov;
+	size_t zc_min;
 	struct halo__sw_send *q; /* ring of sends, grown by doubling */
 	size_t head, n, cap;
 	size_t head_off; /* bytes of the front send already written */

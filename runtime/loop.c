@@ -256,6 +256,7 @@ static unsigned probe_features(halo_loop *loop)
 	 * halo_bufs_* uses) came with resource tags, 5.13. */
 	if (loop->ring_features & IORING_FEAT_RSRC_TAGS)
 		f |= HALO_FEAT_FIXED_BUFS;
+	f |= halo_uring_probe_net(&loop->ring);
 	return f;
 }
 

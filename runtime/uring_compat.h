@@ -12,6 +12,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "loop.h"
+
 /* Setup flags and features newer than liburing 2.3. */
 #ifndef IORING_SETUP_NO_SQARRAY
 #define IORING_SETUP_NO_SQARRAY (1U << 16)
@@ -52,6 +54,54 @@
 #define IORING_ENTER_REGISTERED_RING (1U << 4)
 #endif
 #define HALO_LIBURING_INT_FLAG_REG_RING 1
+
+/* Receive/send bundles (6.10): with IOSQE_BUFFER_SELECT, one recv CQE covers
+ * several consecutive ring buffers (its buffer id is the first's, res spans
+ * them); the kernel says it has them in the setup's features word. */
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4)
+#endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
+#endif
+/* Incremental buffer consumption (6.12): a buffer ring registered with
+ * IOU_PBUF_RING_INC hands out a buffer piece by piece; a CQE with
+ * IORING_CQE_F_BUF_MORE leaves the rest of its buffer in the ring. */
+/* io_uring_buf_reg.flags, which liburing 2.3 spells pad. */
+#define HALO_IOU_PBUF_RING_MMAP 1u
+#define HALO_IOU_PBUF_RING_INC 2u
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+
+/* The network features the kernel of ring has, as HALO_FEAT_* bits: bundles
+ * from the setup's features word, SEND_ZC from the opcode probe, INC from
+ * registering a one-entry ring with the flag (and dropping it again; bgid
+ * 65535, before any user ring exists). */
+static inline unsigned halo_uring_probe_net(struct io_uring *ring)
+{
+	struct io_uring_buf_reg reg;
+	struct io_uring_probe *probe;
+	unsigned f = 0;
+
+	if (ring->features & IORING_FEAT_RECVSEND_BUNDLE)
+		f |= HALO_FEAT_RECV_BUNDLE | HALO_FEAT_SEND_BUNDLE;
+	probe = io_uring_get_probe_ring(ring);
+	if (probe) {
+		if (io_uring_opcode_supported(probe, IORING_OP_SEND_ZC))
+			f |= HALO_FEAT_SEND_ZC;
+		io_uring_free_probe(probe);
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_entries = 1;
+	reg.bgid = 65535;
+	reg.pad = HALO_IOU_PBUF_RING_MMAP | HALO_IOU_PBUF_RING_INC; /* flags */
+	if (io_uring_register_buf_ring(ring, &reg, 0) == 0) {
+		f |= HALO_FEAT_PBUF_INC;
+		io_uring_unregister_buf_ring(ring, 65535);
+	}
+	return f;
+}
 
 /* Make the SQEs prepared so far visible to the kernel; returns how many the
  * kernel has not consumed yet. liburing 2.3 keeps this step private. */

@@ -120,7 +120,7 @@ static int serve_group(long port, unsigned j, int handoff, int sfd)
 int main(int argc, char **argv)
 {
 	halo_loop_opts lo = {.sq_entries = 4096, .max_inflight = 16384};
-	halo_server_opts so = {.fiber = echo, .ring_bufs = 4096};
+	halo_server_opts so = {.fiber = echo, .ring_bufs = 4096, .recv_bundle = 1};
 	struct signalfd_siginfo si;
 	halo_loop loop;
 	halo_server *s;

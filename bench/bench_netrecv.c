@@ -1,0 +1,185 @@
+/* Multishot recv with bundles against without, on one loopback TCP stream:
+ * a thread on the other cpu writes 64 KiB chunks as fast as the socket takes
+ * them while halo receives into a ring of 4 KiB buffers and gives each back
+ * at once. Reported: throughput and bytes per receiver CPU-second, bundles
+ * on over off, and the buffers per data CQE (the CQEs bundles save), median
+ * of interleaved rounds with the range on stderr. */
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+#include "halo.h"
+
+#define ROUNDS 5
+#define RING_N 256
+#define BUF_SZ 4096
+
+static volatile int stop_flag;
+
+static void *flood(void *arg)
+{
+	static char buf[64 << 10];
+	int fd = *(int *)arg;
+
+	bench_pin(1);
+	memset(buf, 'r', sizeof(buf));
+	while (!stop_flag && send(fd, buf, sizeof(buf), MSG_NOSIGNAL) > 0)
+		;
+	shutdown(fd, SHUT_WR);
+	return NULL;
+}
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_THREAD, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
+		   1000000000ull +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
+}
+
+struct sink {
+	halo_bufring *br;
+	uint64_t bytes;
+	int ended;
+	halo_recv_stats st;
+};
+
+static void on_data(halo_recv_ms *h, int res, void *data, uint16_t bid,
+		    void *arg)
+{
+	struct sink *s = arg;
+
+	(void)data;
+	if (res <= 0) {
+		s->ended = 1;
+		return;
+	}
+	halo_recv_ms_stats(h, &s->st);
+	s->bytes += (uint64_t)res;
+	halo_bufring_return(s->br, bid);
+}
+
+struct result {
+	double gbps, bytes_per_cpu_s, bufs_per_cqe;
+};
+
+static struct result run(int bundle, double secs)
+{
+	halo_loop_opts lo = {.features_off =
+				 bundle ? 0 : HALO_FEAT_RECV_BUNDLE};
+	halo_recv_ms_opts ro = {.flags = HALO_RECV_MS_BUNDLE};
+	int lfd = halo_net_listen("127.0.0.1", 0, NULL), a, b, err = 0;
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sink s = {0};
+	uint64_t t0, c0, deadline;
+	struct result r;
+	halo_recv_ms *h;
+	halo_loop loop;
+	pthread_t th;
+
+	if (halo_loop_init(&loop, &lo) < 0)
+		exit(1);
+	sa.sin_port = htons((uint16_t)halo_net_local_port(lfd));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || connect(a, (struct sockaddr *)&sa, sizeof(sa)))
+		exit(1);
+	b = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	close(lfd);
+	s.br = halo_bufring_new(&loop, 1, RING_N, BUF_SZ, &err);
+	h = s.br ? halo_recv_ms_start_opts(&loop, b, s.br, on_data, &s, &ro,
+					   &err)
+		 : NULL;
+	if (!h) {
+		fprintf(stderr, "netrecv: %d\n", err);
+		exit(1);
+	}
+	stop_flag = 0;
+	pthread_create(&th, NULL, flood, &a);
+	t0 = bench_now_ns();
+	c0 = thread_cpu_ns();
+	deadline = t0 + (uint64_t)(secs * 1e9);
+	while (bench_now_ns() < deadline)
+		halo_loop_run_once(&loop);
+	r.gbps = (double)s.bytes / (double)(bench_now_ns() - t0);
+	r.bytes_per_cpu_s =
+	    (double)s.bytes / ((double)(thread_cpu_ns() - c0) / 1e9);
+	r.bufs_per_cqe = s.st.cqes ? (double)s.st.bufs / (double)s.st.cqes : 0;
+	stop_flag = 1;
+	while (!s.ended)
+		halo_loop_run_once(&loop);
+	pthread_join(th, NULL);
+	halo_bufring_free(s.br);
+	close(a);
+	close(b);
+	if (halo_loop_close(&loop))
+		exit(1);
+	return r;
+}
+
+static int cmp(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+int main(void)
+{
+	double secs = 0.5 * bench_scale();
+	double t[2][ROUNDS], e[2][ROUNDS], q[2][ROUNDS];
+	halo_loop probe;
+	int has;
+
+	bench_pin(0);
+	if (halo_loop_init(&probe, NULL) < 0)
+		return 1;
+	has = !!(halo_loop_features(&probe) & HALO_FEAT_RECV_BUNDLE);
+	halo_loop_close(&probe);
+	if (!has) {
+		fprintf(stderr,
+			"netrecv: no recv bundles on this kernel: skipped\n");
+		return 0;
+	}
+	bench_progress("netrecv",
+		       "one TCP stream into %d x %d-byte buffers, "
+		       "bundles on and off, %d rounds",
+		       RING_N, BUF_SZ, ROUNDS);
+	for (int i = 0; i < ROUNDS; i++) {
+		for (int on = 1; on >= 0; on--) {
+			struct result r = run(on, secs);
+
+			t[on][i] = r.gbps;
+			e[on][i] = r.bytes_per_cpu_s;
+			q[on][i] = r.bufs_per_cqe;
+		}
+	}
+	for (int on = 0; on < 2; on++) {
+		qsort(t[on], ROUNDS, sizeof(double), cmp);
+		qsort(e[on], ROUNDS, sizeof(double), cmp);
+		qsort(q[on], ROUNDS, sizeof(double), cmp);
+		bench_progress("netrecv",
+			       "  bundles %s: %.2f..%.2f GB/s, "
+			       "%.3g..%.3g B/cpu-s, %.1f..%.1f buffers/CQE",
+			       on ? "on" : "off", t[on][0], t[on][ROUNDS - 1],
+			       e[on][0], e[on][ROUNDS - 1], q[on][0],
+			       q[on][ROUNDS - 1]);
+	}
+	bench_emit("netrecv", "recv_bundle_on_over_off", "throughput",
+		   t[1][ROUNDS / 2], "GB/s", "bundle_off", t[0][ROUNDS / 2], 1);
+	bench_emit("netrecv", "recv_bundle_on_over_off", "bytes_per_cpu_s",
+		   e[1][ROUNDS / 2], "B/cpu-s", "bundle_off", e[0][ROUNDS / 2],
+		   1);
+	bench_emit("netrecv", "recv_bundle_on_over_off", "buffers_per_cqe",
+		   q[1][ROUNDS / 2], "buf/CQE", "bundle_off", q[0][ROUNDS / 2],
+		   1);
+	return 0;
+}
