@@ -446,7 +446,8 @@ static int tick(halo_loop *loop, bool may_block)
 
 	loop->stats.ticks++;
 	loop->woken = 0;
-	run_ready(loop);
+	if (loop->ready_head || loop->later_head)
+		run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
 	to_submit = sq_unconsumed(loop);

@@ -91,20 +91,12 @@ struct io_uring_sqe *halo__loop_sqe_nocqe(halo_loop *loop)
 	return sqe;
 }
 
-static inline void op_finish(halo_op *op, int32_t res)
+/* Everything but a plain success: a cancel asked for or NOPped, an error,
+ * or a future some other path completed already. */
+static void op_finish_slow(halo_op *op, int32_t res)
 {
 	halo_fut *f = &op->fut;
 
-	/* The common case first, in one test of state and flags: a pending
-	 * op nobody cancelled that succeeded. */
-	if (likely(f->state == HALO_FUT_PENDING &&
-		   !(f->flags & (FUT_NOPPED | FUT_CANCEL_REQ)) && res >= 0)) {
-		f->state = HALO_FUT_OK;
-		f->result = res;
-		if (f->waiters)
-			halo__fut_queue(f);
-		return;
-	}
 	if (!halo__fut_pending(f))
 		return;
 	if (f->flags & FUT_NOPPED)
@@ -115,6 +107,34 @@ static inline void op_finish(halo_op *op, int32_t res)
 		halo__fut_complete(f, HALO_FUT_ERROR, res);
 	else
 		halo__fut_complete(f, HALO_FUT_OK, res);
+}
+
+/* state and flags side by side, so that the common case (pending, nobody
+ * cancelled it) is one 16-bit load and one test. */
+_Static_assert(offsetof(halo_fut, flags) == offsetof(halo_fut, state) + 1,
+	       "state and flags must be adjacent");
+_Static_assert(HALO_FUT_PENDING == 0, "pending must be 0");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define STATE_FLAGS(state, flags) ((uint16_t)((state) | (flags) << 8))
+#else
+#define STATE_FLAGS(state, flags) ((uint16_t)((state) << 8 | (flags)))
+#endif
+
+static inline void op_finish(halo_op *op, int32_t res)
+{
+	halo_fut *f = &op->fut;
+	uint16_t sf;
+
+	memcpy(&sf, &f->state, sizeof(sf));
+	if (likely(!(sf & STATE_FLAGS(0xff, FUT_NOPPED | FUT_CANCEL_REQ)) &&
+		   res >= 0)) {
+		f->state = HALO_FUT_OK;
+		f->result = res;
+		if (f->waiters)
+			halo__fut_queue(f);
+		return;
+	}
+	op_finish_slow(op, res);
 }
 
 void halo__op_finish(halo_op *op, int32_t res)
@@ -161,21 +181,42 @@ int halo__op_cancel(halo_op *op)
 	return 0;
 }
 
-unsigned halo__reap(halo_loop *loop)
+/* One CQE of op: complete it on its last CQE (or hand every CQE to its
+ * on_cqe), then drop the kernel's reference. */
+static inline __attribute__((always_inline)) void
+reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+
+	if (likely(!op->on_cqe)) {
+		if (unlikely(more))
+			return;
+		op_finish(op, cqe->res);
+	} else {
+		op->on_cqe(op, cqe->res, cqe->flags);
+		if (more)
+			return;
+	}
+	/* The op's last CQE: the kernel lets go of it. */
+	if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
+		halo__fiber_op_ended(op);
+	loop->stats.inflight--;
+	halo__fut_unref(&op->fut);
+}
+
+/* The CQEs from head to tail; hist is a constant in each instance, so that
+ * the loop without histograms tests nothing for them per CQE. */
+static inline __attribute__((always_inline)) void
+reap_range(halo_loop *loop, unsigned head, unsigned tail, bool hist)
 {
 	struct io_uring *ring = &loop->ring;
-	unsigned head, tail, n = 0, mask = ring->cq.ring_mask;
+	unsigned mask = ring->cq.ring_mask;
 
-	/* One acquire load of the tail for the whole batch; liburing's
-	 * for_each reloads it per CQE. */
-	tail = io_uring_smp_load_acquire(ring->cq.ktail);
-	for (head = *ring->cq.khead; head != tail; head++) {
-		struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
+	for (; head != tail; head++) {
+		const struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
 		uint64_t ud = cqe->user_data;
 		halo_op *op;
-		bool more;
 
-		n++;
 		if (unlikely(ud < HALO__UD_RESERVED)) {
 			if (ud == 0)
 				loop->internal_inflight--;
@@ -188,26 +229,30 @@ unsigned halo__reap(halo_loop *loop)
 			loop->stats.stale_cqes++;
 			continue;
 		}
-		more = cqe->flags & IORING_CQE_F_MORE;
-		if (unlikely(loop->hist))
+		if (hist)
 			halo__hist_cqe(loop, op);
-		if (likely(!op->on_cqe)) {
-			if (unlikely(more))
-				continue;
-			op_finish(op, cqe->res);
-		} else {
-			op->on_cqe(op, cqe->res, cqe->flags);
-			if (more)
-				continue;
-		}
-		/* The op's last CQE: the kernel lets go of it. */
-		if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
-			halo__fiber_op_ended(op);
-		loop->stats.inflight--;
-		halo__fut_unref(&op->fut);
+		reap_op(loop, op, cqe);
 	}
+}
+
+unsigned halo__reap(halo_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+	unsigned head = *ring->cq.khead, tail, n;
+
+	/* One acquire load of the tail for the whole batch; liburing's
+	 * for_each reloads it per CQE. */
+	tail = io_uring_smp_load_acquire(ring->cq.ktail);
+	n = tail - head;
 	if (n) {
-		io_uring_cq_advance(ring, n);
+		if (unlikely(loop->hist))
+			reap_range(loop, head, tail, true);
+		else
+			reap_range(loop, head, tail, false);
+		/* The slots are free for the kernel once we read them all:
+		 * publish the tail we stopped at, as io_uring_cq_advance
+		 * would after adding n. */
+		io_uring_smp_store_release(ring->cq.khead, tail);
 		loop->stats.cqes_reaped += n;
 	}
 	if (unlikely(IO_URING_READ_ONCE(*ring->sq.kflags) &
