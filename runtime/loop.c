@@ -256,6 +256,10 @@ static unsigned probe_features(halo_loop *loop)
 	 * halo_bufs_* uses) came with resource tags, 5.13. */
 	if (loop->ring_features & IORING_FEAT_RSRC_TAGS)
 		f |= HALO_FEAT_FIXED_BUFS;
+	/* IOPOLL rings are 5.1, older than halo's floor: whether they work
+	 * depends on the device, learnt from the first direct op (file.c). */
+	if (loop->opts.iopoll)
+		f |= HALO_FEAT_IOPOLL;
 	f |= halo_uring_probe_net(&loop->ring);
 	return f;
 }
@@ -422,6 +426,14 @@ static inline unsigned sq_unconsumed(const halo_loop *loop)
 	return sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
 }
 
+/* Ops the main ring's enter can wait for: the polled ring's are counted in
+ * stats.inflight too, but only a poll of their own ring finds them. */
+static inline uint64_t main_inflight(const halo_loop *loop)
+{
+	return loop->stats.inflight -
+	       (unlikely(loop->iopoll != NULL) ? loop->iopoll->inflight : 0);
+}
+
 static bool has_work(const halo_loop *loop)
 {
 	return loop->ready_head || loop->later_head || loop->stats.inflight ||
@@ -457,7 +469,9 @@ static int tick(halo_loop *loop, bool may_block)
 			     loop->hooks_busy;
 		uint64_t timeout = UINT64_MAX;
 		unsigned wait_nr = 0;
-		bool io = to_submit || loop->stats.inflight ||
+		bool polled = unlikely(loop->iopoll != NULL) &&
+			      halo__iopoll_busy(loop);
+		bool io = to_submit || main_inflight(loop) ||
 			  loop->internal_inflight || loop->cq_overflowed;
 
 		if (!ready) {
@@ -472,16 +486,24 @@ static int tick(halo_loop *loop, bool may_block)
 			if (io && wait_nr && loop->opts.busy_poll_ns &&
 			    busy_polling(loop, to_submit))
 				wait_nr = 0; /* no sleep, no wakeup to pay for */
+			/* No interrupt wakes a sleep in the main ring for a
+			 * polled op: the tick spins instead, one poll pass
+			 * each, until the last polled op ended. */
+			if (polled)
+				wait_nr = 0;
 		}
+		if (polled && (r = halo__iopoll_enter(loop)) < 0)
+			return r;
 		/* Only timers and ready work: nothing for the kernel to do. */
 		if (io || wait_nr) {
 			r = halo__enter(loop, wait_nr, timeout);
 			if (r < 0)
 				return r;
-			if (halo__reap(loop) && loop->opts.busy_poll_ns)
-				loop->busy_until_ns =
-					halo_now_ns() + loop->opts.busy_poll_ns;
 		}
+		if ((polled || io || wait_nr) && halo__reap(loop) &&
+		    loop->opts.busy_poll_ns)
+			loop->busy_until_ns =
+				halo_now_ns() + loop->opts.busy_poll_ns;
 		if (loop->timers.n) {
 			halo__timers_expire(loop, halo_now_ns());
 		}
@@ -594,9 +616,10 @@ static void drain_kernel(halo_loop *loop)
 
 	while ((loop->stats.inflight || loop->internal_inflight) &&
 	       halo_now_ns() < give_up) {
+		bool polled = loop->iopoll && halo__iopoll_busy(loop);
 		struct io_uring_sqe *sqe;
 
-		if (loop->stats.inflight) {
+		if (main_inflight(loop)) {
 			sqe = halo__loop_sqe_nocqe(loop);
 			if (sqe) {
 				io_uring_prep_cancel64(sqe, 0,
@@ -604,7 +627,12 @@ static void drain_kernel(halo_loop *loop)
 				halo__skip_success(loop, sqe);
 			}
 		}
-		if (halo__enter(loop, 1, 100000000ull) < 0)
+		/* Polled ops cannot be cancelled; they end by themselves,
+		 * found by polling, so the main ring must not sleep then. */
+		if (polled && halo__iopoll_enter(loop) < 0)
+			break;
+		if ((main_inflight(loop) || loop->internal_inflight) &&
+		    halo__enter(loop, polled ? 0 : 1, 100000000ull) < 0)
 			break;
 		halo__reap(loop);
 	}
@@ -621,6 +649,7 @@ int halo_loop_close(halo_loop *loop)
 	halo__stacks_close(loop);
 	halo__stall_close(loop);
 	halo__hist_close(loop);
+	halo__iopoll_close(loop);
 	io_uring_queue_exit(&loop->ring);
 	halo__pools_close(loop);
 	return leaked;

@@ -138,7 +138,9 @@ int halo__op_cancel(halo_op *op)
 		halo__fut_complete(&op->fut, HALO_FUT_CANCELLED, -ECANCELED);
 		return 0;
 	}
-	if (op->sqe && op->sq_epoch == loop->sq_epoch) {
+	if (op->sqe && op->sq_epoch == (unlikely(op->fut.flags & FUT_IOPOLL)
+					    ? loop->iopoll->sq_epoch
+					    : loop->sq_epoch)) {
 		/* Still in our half of the SQ: the kernel has not seen it, so
 		 * turn it into a NOP that keeps the tag and the link flags; the
 		 * future completes as CANCELLED on the NOP's CQE and the buffer
@@ -153,6 +155,15 @@ int halo__op_cancel(halo_op *op)
 		op->fut.flags |= FUT_NOPPED;
 		return 0;
 	}
+	if (op->fut.flags & FUT_IOPOLL) {
+		/* On the polled ring, and the kernel has it: ASYNC_CANCEL is
+		 * refused there (-EINVAL), and one sent on the main ring does
+		 * not find it. Nothing to ask, then: a polled op is a device
+		 * transfer that ends in microseconds, and the future completes
+		 * on its CQE (with its result: the cancel came too late), never
+		 * before the kernel let go of the buffer. */
+		return 0;
+	}
 	sqe = halo__loop_sqe_nocqe(loop);
 	if (!sqe)
 		return -EBUSY;
@@ -161,9 +172,12 @@ int halo__op_cancel(halo_op *op)
 	return 0;
 }
 
-unsigned halo__reap(halo_loop *loop)
+/* Reap ring's CQEs; polled says it is the polled ring, whose ops are
+ * counted there too and whose SQEs the histograms never stamped. Inlined
+ * twice, so that each copy tests polled at compile time. */
+static inline __attribute__((always_inline)) unsigned
+reap_ring(halo_loop *loop, struct io_uring *ring, bool polled)
 {
-	struct io_uring *ring = &loop->ring;
 	unsigned head, tail, n = 0, mask = ring->cq.ring_mask;
 
 	/* One acquire load of the tail for the whole batch; liburing's
@@ -189,7 +203,7 @@ unsigned halo__reap(halo_loop *loop)
 			continue;
 		}
 		more = cqe->flags & IORING_CQE_F_MORE;
-		if (unlikely(loop->hist))
+		if (unlikely(loop->hist) && !polled)
 			halo__hist_cqe(loop, op);
 		if (likely(!op->on_cqe)) {
 			if (unlikely(more))
@@ -204,19 +218,33 @@ unsigned halo__reap(halo_loop *loop)
 		if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
 			halo__fiber_op_ended(op);
 		loop->stats.inflight--;
+		if (polled)
+			loop->iopoll->inflight--;
 		halo__fut_unref(&op->fut);
 	}
 	if (n) {
 		io_uring_cq_advance(ring, n);
 		loop->stats.cqes_reaped += n;
 	}
-	if (unlikely(IO_URING_READ_ONCE(*ring->sq.kflags) &
-		     IORING_SQ_CQ_OVERFLOW)) {
+	/* The polled ring is entered with GETEVENTS in every tick that has
+	 * ops on it, which flushes an overflow; only the main ring's wait
+	 * needs to know. */
+	if (!polled && unlikely(IO_URING_READ_ONCE(*ring->sq.kflags) &
+				IORING_SQ_CQ_OVERFLOW)) {
 		/* NODROP kept the extra CQEs in the kernel; the next enter
 		 * with GETEVENTS flushes them into the ring. */
 		loop->stats.cq_overflows++;
 		loop->cq_overflowed = 1;
 	}
+	return n;
+}
+
+unsigned halo__reap(halo_loop *loop)
+{
+	unsigned n = reap_ring(loop, &loop->ring, false);
+
+	if (unlikely(loop->iopoll != NULL))
+		n += reap_ring(loop, &loop->iopoll->ring, true);
 	return n;
 }
 
