@@ -238,8 +238,10 @@ int halo__op_cancel(halo_op *op);
 /* A CQE whose user_data is a group's reserved tag (group.c). */
 void halo__group_cqe(halo_loop *loop, uint64_t ud, int32_t res);
 
-/* Reap every CQE that is ready; returns how many. */
+/* Reap every CQE that is ready on the main ring (the polled ring's, which
+ * the loop must have); returns how many. */
 unsigned halo__reap(halo_loop *loop);
+unsigned halo__reap_iopoll(halo_loop *loop);
 
 /* Hand the SQ to the kernel; wait for wait_nr CQEs or until timeout_ns
  * (UINT64_MAX: no timeout). Returns >= 0 or -errno for a ring failure. */

@@ -451,6 +451,27 @@ static bool busy_polling(halo_loop *loop, unsigned to_submit)
 	return now < loop->busy_until_ns;
 }
 
+/* Step 3 for the polled ring, when the loop has one: submit its SQEs, make
+ * one poll pass and reap what it found. While it has ops in flight the tick
+ * must not sleep in the main ring (no interrupt would wake it for them), so
+ * it spins: one poll pass per tick, a core busy until the last polled op
+ * ended, which is the price IOPOLL asks everywhere (fio --hipri pays it
+ * too). Returns 1 while polled ops are in flight (the caller then enters
+ * the main ring without waiting, and only for its own work), 0 when there
+ * are none, -errno if the ring failed. */
+static int iopoll_tick(halo_loop *loop)
+{
+	int r;
+
+	if (!halo__iopoll_busy(loop))
+		return 0;
+	r = halo__iopoll_enter(loop);
+	if (r < 0)
+		return r;
+	halo__reap_iopoll(loop);
+	return 1;
+}
+
 static int tick(halo_loop *loop, bool may_block)
 {
 	unsigned to_submit;
@@ -469,9 +490,7 @@ static int tick(halo_loop *loop, bool may_block)
 			     loop->hooks_busy;
 		uint64_t timeout = UINT64_MAX;
 		unsigned wait_nr = 0;
-		bool polled = unlikely(loop->iopoll != NULL) &&
-			      halo__iopoll_busy(loop);
-		bool io = to_submit || main_inflight(loop) ||
+		bool io = to_submit || loop->stats.inflight ||
 			  loop->internal_inflight || loop->cq_overflowed;
 
 		if (!ready) {
@@ -486,24 +505,24 @@ static int tick(halo_loop *loop, bool may_block)
 			if (io && wait_nr && loop->opts.busy_poll_ns &&
 			    busy_polling(loop, to_submit))
 				wait_nr = 0; /* no sleep, no wakeup to pay for */
-			/* No interrupt wakes a sleep in the main ring for a
-			 * polled op: the tick spins instead, one poll pass
-			 * each, until the last polled op ended. */
-			if (polled)
-				wait_nr = 0;
 		}
-		if (polled && (r = halo__iopoll_enter(loop)) < 0)
-			return r;
+		if (unlikely(loop->iopoll != NULL) &&
+		    (r = iopoll_tick(loop)) != 0) {
+			if (r < 0)
+				return r;
+			wait_nr = 0; /* spin: see iopoll_tick */
+			io = to_submit || main_inflight(loop) ||
+			     loop->internal_inflight || loop->cq_overflowed;
+		}
 		/* Only timers and ready work: nothing for the kernel to do. */
 		if (io || wait_nr) {
 			r = halo__enter(loop, wait_nr, timeout);
 			if (r < 0)
 				return r;
+			if (halo__reap(loop) && loop->opts.busy_poll_ns)
+				loop->busy_until_ns =
+					halo_now_ns() + loop->opts.busy_poll_ns;
 		}
-		if ((polled || io || wait_nr) && halo__reap(loop) &&
-		    loop->opts.busy_poll_ns)
-			loop->busy_until_ns =
-				halo_now_ns() + loop->opts.busy_poll_ns;
 		if (loop->timers.n) {
 			halo__timers_expire(loop, halo_now_ns());
 		}
@@ -635,6 +654,8 @@ static void drain_kernel(halo_loop *loop)
 		    halo__enter(loop, polled ? 0 : 1, 100000000ull) < 0)
 			break;
 		halo__reap(loop);
+		if (polled)
+			halo__reap_iopoll(loop);
 	}
 }
 

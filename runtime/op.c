@@ -241,11 +241,12 @@ reap_ring(halo_loop *loop, struct io_uring *ring, bool polled)
 
 unsigned halo__reap(halo_loop *loop)
 {
-	unsigned n = reap_ring(loop, &loop->ring, false);
+	return reap_ring(loop, &loop->ring, false);
+}
 
-	if (unlikely(loop->iopoll != NULL))
-		n += reap_ring(loop, &loop->iopoll->ring, true);
-	return n;
+unsigned halo__reap_iopoll(halo_loop *loop)
+{
+	return reap_ring(loop, &loop->iopoll->ring, true);
 }
 
 int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)

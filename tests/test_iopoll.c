@@ -365,6 +365,54 @@ START_TEST(test_close_with_direct_ops_in_flight)
 }
 END_TEST
 
+/* A fiber reads into its own stack, once waiting for the data, once
+ * returning with the reads in flight: its stack is reused only after the
+ * kernel let go of them. */
+static int64_t fiber_reads(halo_loop *l, void *arg)
+{
+	char buf[4][BS] __attribute__((aligned(BS)));
+	int wait = *(int *)arg;
+
+	for (int b = 0; b < 4; b++) {
+		halo_fut *f = halo_read_direct(l, fd, buf[b], BS,
+					       (int64_t)b * BS);
+
+		if (!f)
+			return -ENOMEM;
+		if (!wait) {
+			halo_fut_detach(f);
+			continue;
+		}
+		if (halo_fut_wait(f) != BS)
+			return -EIO;
+		if (memcmp(buf[b], src + b * BS, BS))
+			return -EILSEQ;
+		halo_fut_release(f);
+	}
+	if (!wait)
+		halo_yield(l); /* let the reads reach the kernel */
+	return 0;
+}
+
+START_TEST(test_fiber_stack_outlives_its_direct_reads)
+{
+	if (no_direct_here())
+		return;
+	for (int wait = 1; wait >= 0; wait--) {
+		halo_fut *fb;
+		halo_stats st;
+
+		init_polled(0);
+		fb = halo_spawn(&loop, fiber_reads, &wait);
+		ck_assert_ptr_nonnull(fb);
+		ck_assert_int_eq(halo_fut_join(fb), 0);
+		halo_loop_stats(&loop, &st);
+		ck_assert_uint_eq(st.inflight, 0);
+		tu_loop_close(&loop);
+	}
+}
+END_TEST
+
 /* The polled path itself: only on a device with poll queues. */
 START_TEST(test_polled_reads_on_a_device_with_poll_queues)
 {
@@ -420,6 +468,7 @@ Suite *iopoll_suite(void)
 	tcase_add_test(
 	    tc, test_cancel_after_submit_is_cancelled_or_done_never_torn);
 	tcase_add_test(tc, test_close_with_direct_ops_in_flight);
+	tcase_add_test(tc, test_fiber_stack_outlives_its_direct_reads);
 	tcase_add_test(tc, test_polled_reads_on_a_device_with_poll_queues);
 	suite_add_tcase(s, tc);
 	return s;
