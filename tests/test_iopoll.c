@@ -240,8 +240,9 @@ START_TEST(test_cancel_before_submit_never_touches_buffer)
 	memset(buf, 0xAA, BS);
 	f = halo_read_direct(&loop, fd, buf, BS, 0);
 	ck_assert_int_eq(halo_fut_cancel(f), 0);
-	ck_assert_int_eq(halo_fut_join(f), -ECANCELED);
+	ck_assert_int_eq(halo_fut_wait(f), -ECANCELED);
 	ck_assert_int_eq(halo_fut_status(f), HALO_FUT_CANCELLED);
+	halo_fut_release(f);
 	for (int i = 0; i < BS; i++)
 		ck_assert_int_eq((unsigned char)buf[i], 0xAA);
 	ck_assert_uint_eq(retries(), 0);
@@ -278,7 +279,7 @@ START_TEST(test_cancel_in_kernel_waits_for_the_polled_cqe)
 	ck_assert_int_ge(halo__iopoll_enter(&loop), 1); /* submitted only */
 	ck_assert_int_eq(halo_fut_cancel(f), 0);
 	ck_assert(halo_fut_status(f) == HALO_FUT_PENDING);
-	res = halo_fut_join(f);
+	res = halo_fut_wait(f);
 	if (dir_device_polls()) {
 		ck_assert_int_eq(res, BS);
 		ck_assert_int_eq(memcmp(buf, src + 2 * BS, BS), 0);
@@ -290,6 +291,7 @@ START_TEST(test_cancel_in_kernel_waits_for_the_polled_cqe)
 		ck_assert_uint_eq(retries(), 0);
 		ck_assert(!(halo_loop_features(&loop) & HALO_FEAT_IOPOLL));
 	}
+	halo_fut_release(f);
 	halo_buf_free(buf);
 	tu_loop_close(&loop);
 }
@@ -318,7 +320,7 @@ START_TEST(test_cancel_after_submit_is_cancelled_or_done_never_torn)
 		ck_assert(r == 0 || r == -EALREADY);
 	}
 	for (int b = 0; b < NBLK; b++) {
-		int64_t res = halo_fut_join(f[b]);
+		int64_t res = halo_fut_wait(f[b]);
 
 		if (halo_fut_status(f[b]) == HALO_FUT_CANCELLED) {
 			ck_assert_int_eq(res, -ECANCELED);
@@ -329,6 +331,7 @@ START_TEST(test_cancel_after_submit_is_cancelled_or_done_never_torn)
 			ck_assert_int_eq(res, BS);
 			ck_assert_int_eq(memcmp(buf[b], src + b * BS, BS), 0);
 		}
+		halo_fut_release(f[b]);
 	}
 	for (int b = 0; b < NBLK; b++)
 		halo_buf_free(buf[b]);
