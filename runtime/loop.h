@@ -226,7 +226,8 @@ HALO_API int halo_loop_post_embedded(halo_loop *loop, halo_post *p,
 HALO_API int halo_post_is_queued(const halo_post *p);
 
 /* The HALO_FEAT_* bits active on loop: probed at init, minus those
- * switched off. */
+ * switched off. HALO_FEAT_IOPOLL also goes off for good when a device
+ * refuses polled I/O or the polled ring cannot be set up (io/file.h). */
 HALO_API unsigned halo_loop_features(const halo_loop *loop);
 
 /* The name of one HALO_FEAT_* bit ("recv_bundle", ...), or NULL for a bit
