@@ -365,7 +365,7 @@ int halo_files_use_fixed(halo_fut *f)
 {
 	halo_op *op = (halo_op *)f;
 
-	if (f->kind != FUT_OP)
+	if (f->kind != FUT_OP || (f->flags & FUT_IOPOLL))
 		return -EINVAL;
 	if (!op->sqe || op->sq_epoch != f->loop->sq_epoch ||
 	    !halo__fut_pending(f))
@@ -373,6 +373,120 @@ int halo_files_use_fixed(halo_fut *f)
 	op->sqe->flags |= IOSQE_FIXED_FILE;
 	op->aux |= IO_AUX_FIXED;
 	return 0;
+}
+
+/* A direct read or write, in op->meta: what it takes to run it again on
+ * the main ring when the polled ring refuses it. */
+struct direct_rw {
+	void *buf;
+	int64_t off;
+	uint32_t len;
+	int fd;
+	uint8_t opcode; /* IORING_OP_READ or _WRITE */
+};
+
+static void direct_prep(halo_op *op, struct io_uring_sqe *sqe)
+{
+	struct direct_rw *d = (struct direct_rw *)&op->meta;
+
+	io_uring_prep_rw(d->opcode, sqe, d->fd, d->buf, d->len, (__u64)d->off);
+}
+
+/* The polled ring refused because of the file, not the device: a file
+ * without O_DIRECT says -EOPNOTSUPP there as well. */
+static bool is_buffered(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl >= 0 && !(fl & O_DIRECT);
+}
+
+static void direct_cqe(halo_op *op, int32_t res, uint32_t flags)
+{
+	struct direct_rw *d = (struct direct_rw *)&op->meta;
+	halo_loop *loop = op->fut.loop;
+	struct io_uring_sqe *sqe;
+
+	(void)flags;
+	if (res != -EOPNOTSUPP || !(op->fut.flags & FUT_IOPOLL) ||
+	    (op->fut.flags & FUT_NOPPED)) {
+		io_finish(op, res);
+		return;
+	}
+	/* The device (or the file) cannot do polled I/O. The block layer
+	 * refuses a polled bio before it reaches the device, so no byte
+	 * moved; a direct I/O that failed halfway would be retried whole,
+	 * which rewrites the same bytes at the same offset. */
+	op->fut.flags &= (uint8_t)~FUT_IOPOLL;
+	if (!is_buffered(d->fd))
+		halo__iopoll_off(loop);
+	if ((op->fut.flags & FUT_CANCEL_REQ) || (op->aux & IO_AUX_EXPIRED) ||
+	    loop->closing) {
+		/* Nothing in flight and nothing done: stop here. */
+		io_finish(op, -ECANCELED);
+		return;
+	}
+	sqe = halo__op_sqe(op);
+	if (!sqe) {
+		io_finish(op, -EBUSY);
+		return;
+	}
+	direct_prep(op, sqe);
+	loop->stats.iopoll_retries++;
+}
+
+static halo_fut *rw_direct(halo_loop *loop, uint8_t opcode, int fd, void *buf,
+			   size_t len, int64_t off, const char *file, int line)
+{
+	struct io_uring_sqe *sqe;
+	struct direct_rw *d;
+	halo_op *op;
+
+	if (len > UINT32_MAX)
+		len = UINT32_MAX;
+	if (!(loop->features & HALO_FEAT_IOPOLL)) {
+		op = io_op_start(loop, file, line, &sqe);
+		if (!op)
+			return NULL;
+		io_uring_prep_rw(opcode, sqe, fd, buf, (unsigned)len,
+				 (__u64)off);
+		return &op->fut;
+	}
+	op = halo__op_new(loop, file, line);
+	if (!op)
+		return NULL;
+	d = (struct direct_rw *)&op->meta;
+	d->buf = buf;
+	d->off = off;
+	d->len = (uint32_t)len;
+	d->fd = fd;
+	d->opcode = opcode;
+	sqe = halo__iopoll_sqe(op);
+	if (sqe) {
+		op->on_cqe = direct_cqe;
+	} else {
+		sqe = halo__op_sqe(op);
+		if (!sqe) {
+			halo__op_abort(op);
+			return NULL;
+		}
+	}
+	direct_prep(op, sqe);
+	return &op->fut;
+}
+
+halo_fut *halo_read_direct_at(halo_loop *loop, int fd, void *buf, size_t len,
+			      int64_t off, const char *file, int line)
+{
+	return rw_direct(loop, IORING_OP_READ, fd, buf, len, off, file, line);
+}
+
+halo_fut *halo_write_direct_at(halo_loop *loop, int fd, const void *buf,
+			       size_t len, int64_t off, const char *file,
+			       int line)
+{
+	return rw_direct(loop, IORING_OP_WRITE, fd, (void *)buf, len, off, file,
+			 line);
 }
 
 void *halo_buf_alloc_aligned(size_t size, size_t align)

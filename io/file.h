@@ -134,7 +134,8 @@ HALO_API int halo_files_unregister(halo_loop *loop);
  * whose index was passed as its fd (IOSQE_FIXED_FILE); helpers that resubmit
  * keep the flag. Works for read, write, readv, writev, the full/all helpers,
  * fsync, fallocate, recv, send and poll. Returns 0, or -EALREADY if f's SQE
- * has already gone to the kernel, -EINVAL if f is not an I/O operation. */
+ * has already gone to the kernel, -EINVAL if f is not an I/O operation or
+ * is on the polled ring (halo_read_direct()). */
 HALO_API int halo_files_use_fixed(halo_fut *f);
 
 /* Registered (fixed) buffers: memory the kernel maps and pins once, so
@@ -186,6 +187,39 @@ HALO_API halo_fut *halo_write_fixed_at(halo_bufs *b, unsigned idx, int fd,
 #define halo_write_fixed(b, idx, fd, buf, len, off)                            \
 	halo_write_fixed_at((b), (idx), (fd), (buf), (len), (off), __FILE__,   \
 			    __LINE__)
+
+/* An O_DIRECT read (write) of len bytes at off into (from) buf, as
+ * halo_read() (halo_write()) does, on the loop's polled ring when it has
+ * one: with opts.iopoll set, the first direct op sets up a second ring with
+ * IORING_SETUP_IOPOLL, whose completions the tick finds by polling the
+ * device instead of waiting for its interrupt (a core spins while polled
+ * ops are in flight; see README). That needs a block device with poll
+ * queues (NVMe with poll_queues, /sys/block/<dev>/queue/io_poll = 1). Where
+ * the device refuses (-EOPNOTSUPP) the op runs again on the main ring,
+ * transparently, and the loop sends later direct ops there too
+ * (HALO_FEAT_IOPOLL goes off; halo_stats.iopoll_retries counts such ops);
+ * so does a loop whose polled ring cannot be set up, or without the option
+ * or the feature. fd must be open with O_DIRECT, and buf, len and off block
+ * aligned (halo_buf_alloc_aligned()); a file without O_DIRECT works, at the
+ * cost of the retry, and leaves the feature on. The result is the byte
+ * count or -errno; buf must stay valid until the future is done. A polled
+ * op the kernel already holds cannot be cancelled: halo_fut_cancel()
+ * returns 0 and the future completes with the op's own result, once the
+ * device is done with buf. Registered files (halo_files_use_fixed()) belong
+ * to the main ring and are refused for a polled op. */
+HALO_API halo_fut *halo_read_direct_at(halo_loop *loop, int fd, void *buf,
+				       size_t len, int64_t off,
+				       const char *file, int line);
+#define halo_read_direct(loop, fd, buf, len, off)                              \
+	halo_read_direct_at((loop), (fd), (buf), (len), (off), __FILE__,       \
+			    __LINE__)
+HALO_API halo_fut *halo_write_direct_at(halo_loop *loop, int fd,
+					const void *buf, size_t len,
+					int64_t off, const char *file,
+					int line);
+#define halo_write_direct(loop, fd, buf, len, off)                             \
+	halo_write_direct_at((loop), (fd), (buf), (len), (off), __FILE__,      \
+			     __LINE__)
 
 /* Allocate size bytes aligned to align (a power of two, at least the device's
  * logical block size, 4096 is safe) for O_DIRECT I/O: with O_DIRECT, buffer

@@ -43,6 +43,7 @@ enum {
 				    halo_fiber_disown) */
 	FUT_FAILS_AT_EXPIRY = 1u << 6, /* a delayed failure: its timer
 					  completes it as ERROR */
+	FUT_IOPOLL = 1u << 7, /* an op whose SQE is on the polled ring */
 };
 
 /* fut->kind */
@@ -237,12 +238,57 @@ int halo__op_cancel(halo_op *op);
 /* A CQE whose user_data is a group's reserved tag (group.c). */
 void halo__group_cqe(halo_loop *loop, uint64_t ud, int32_t res);
 
-/* Reap every CQE that is ready; returns how many. */
+/* Reap every CQE that is ready on the main ring (the polled ring's, which
+ * the loop must have); returns how many. */
 unsigned halo__reap(halo_loop *loop);
+unsigned halo__reap_iopoll(halo_loop *loop);
 
 /* Hand the SQ to the kernel; wait for wait_nr CQEs or until timeout_ns
  * (UINT64_MAX: no timeout). Returns >= 0 or -errno for a ring failure. */
 int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns);
+
+/* --- the polled ring (iopoll.c) --- */
+
+/* A second ring set up with IORING_SETUP_IOPOLL (loop.opts.iopoll), made at
+ * the first direct op and closed by halo_loop_close(). Its ops are counted
+ * in loop->stats.inflight too; inflight here says how many of them the
+ * main ring's enter would wait for in vain. */
+struct halo__iopoll {
+	struct io_uring ring;
+	uint64_t sq_epoch; /* bumps each time its SQ is handed over */
+	uint64_t inflight; /* its ops whose last CQE is not reaped yet */
+};
+
+/* An SQE on the polled ring, tagged with op as halo__op_sqe() tags one on
+ * the main ring (op gains a kernel reference and FUT_IOPOLL). Sets the ring
+ * up at the first call. NULL, with nothing changed, when the loop has no
+ * polled ring to offer (option off, feature off or switched off, setup
+ * failed, SQ full and the kernel short of room): use the main ring then. */
+struct io_uring_sqe *halo__iopoll_sqe(halo_op *op);
+
+/* Submit the polled ring's SQEs and make one pass over the device's poll
+ * queues: never sleeps. Returns >= 0, or -errno if the ring failed. */
+int halo__iopoll_enter(halo_loop *loop);
+
+/* Close the polled ring, if made; after every op on it ended. */
+void halo__iopoll_close(halo_loop *loop);
+
+/* The polled ring has SQEs to submit or ops in flight: the tick must not
+ * sleep in the main ring, and must enter the polled one. */
+static inline bool halo__iopoll_busy(const halo_loop *loop)
+{
+	const struct halo__iopoll *p = loop->iopoll;
+
+	return p && (p->inflight ||
+		     p->ring.sq.sqe_tail != IO_URING_READ_ONCE(*p->ring.sq.khead));
+}
+
+/* The device refused polled I/O: new direct ops go to the main ring, and
+ * halo_loop_features() stops reporting HALO_FEAT_IOPOLL. */
+static inline void halo__iopoll_off(halo_loop *loop)
+{
+	loop->features &= ~HALO_FEAT_IOPOLL;
+}
 
 /* --- timers (timer.c) --- */
 void halo__timers_init(halo_loop *loop);

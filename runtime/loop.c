@@ -256,6 +256,10 @@ static unsigned probe_features(halo_loop *loop)
 	 * halo_bufs_* uses) came with resource tags, 5.13. */
 	if (loop->ring_features & IORING_FEAT_RSRC_TAGS)
 		f |= HALO_FEAT_FIXED_BUFS;
+	/* IOPOLL rings are 5.1, older than halo's floor: whether they work
+	 * depends on the device, learnt from the first direct op (file.c). */
+	if (loop->opts.iopoll)
+		f |= HALO_FEAT_IOPOLL;
 	f |= halo_uring_probe_net(&loop->ring);
 	return f;
 }
@@ -422,6 +426,14 @@ static inline unsigned sq_unconsumed(const halo_loop *loop)
 	return sq->sqe_tail - IO_URING_READ_ONCE(*sq->khead);
 }
 
+/* Ops the main ring's enter can wait for: the polled ring's are counted in
+ * stats.inflight too, but only a poll of their own ring finds them. */
+static inline uint64_t main_inflight(const halo_loop *loop)
+{
+	return loop->stats.inflight -
+	       (unlikely(loop->iopoll != NULL) ? loop->iopoll->inflight : 0);
+}
+
 static bool has_work(const halo_loop *loop)
 {
 	return loop->ready_head || loop->later_head || loop->stats.inflight ||
@@ -437,6 +449,27 @@ static bool busy_polling(halo_loop *loop, unsigned to_submit)
 	if (to_submit)
 		loop->busy_until_ns = now + loop->opts.busy_poll_ns;
 	return now < loop->busy_until_ns;
+}
+
+/* Step 3 for the polled ring, when the loop has one: submit its SQEs, make
+ * one poll pass and reap what it found. While it has ops in flight the tick
+ * must not sleep in the main ring (no interrupt would wake it for them), so
+ * it spins: one poll pass per tick, a core busy until the last polled op
+ * ended, which is the price IOPOLL asks everywhere (fio --hipri pays it
+ * too). Returns 1 while polled ops are in flight (the caller then enters
+ * the main ring without waiting, and only for its own work), 0 when there
+ * are none, -errno if the ring failed. */
+static int iopoll_tick(halo_loop *loop)
+{
+	int r;
+
+	if (!halo__iopoll_busy(loop))
+		return 0;
+	r = halo__iopoll_enter(loop);
+	if (r < 0)
+		return r;
+	halo__reap_iopoll(loop);
+	return 1;
 }
 
 static int tick(halo_loop *loop, bool may_block)
@@ -473,6 +506,14 @@ static int tick(halo_loop *loop, bool may_block)
 			if (io && wait_nr && loop->opts.busy_poll_ns &&
 			    busy_polling(loop, to_submit))
 				wait_nr = 0; /* no sleep, no wakeup to pay for */
+		}
+		if (unlikely(loop->iopoll != NULL) &&
+		    (r = iopoll_tick(loop)) != 0) {
+			if (r < 0)
+				return r;
+			wait_nr = 0; /* spin: see iopoll_tick */
+			io = to_submit || main_inflight(loop) ||
+			     loop->internal_inflight || loop->cq_overflowed;
 		}
 		/* Only timers and ready work: nothing for the kernel to do. */
 		if (io || wait_nr) {
@@ -595,9 +636,10 @@ static void drain_kernel(halo_loop *loop)
 
 	while ((loop->stats.inflight || loop->internal_inflight) &&
 	       halo_now_ns() < give_up) {
+		bool polled = loop->iopoll && halo__iopoll_busy(loop);
 		struct io_uring_sqe *sqe;
 
-		if (loop->stats.inflight) {
+		if (main_inflight(loop)) {
 			sqe = halo__loop_sqe_nocqe(loop);
 			if (sqe) {
 				io_uring_prep_cancel64(sqe, 0,
@@ -605,9 +647,16 @@ static void drain_kernel(halo_loop *loop)
 				halo__skip_success(loop, sqe);
 			}
 		}
-		if (halo__enter(loop, 1, 100000000ull) < 0)
+		/* Polled ops cannot be cancelled; they end by themselves,
+		 * found by polling, so the main ring must not sleep then. */
+		if (polled && halo__iopoll_enter(loop) < 0)
+			break;
+		if ((main_inflight(loop) || loop->internal_inflight) &&
+		    halo__enter(loop, polled ? 0 : 1, 100000000ull) < 0)
 			break;
 		halo__reap(loop);
+		if (polled)
+			halo__reap_iopoll(loop);
 	}
 }
 
@@ -622,6 +671,7 @@ int halo_loop_close(halo_loop *loop)
 	halo__stacks_close(loop);
 	halo__stall_close(loop);
 	halo__hist_close(loop);
+	halo__iopoll_close(loop);
 	io_uring_queue_exit(&loop->ring);
 	halo__pools_close(loop);
 	return leaked;

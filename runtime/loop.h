@@ -40,6 +40,11 @@ typedef struct halo_loop_opts {
 				    before it handles the first (needs
 				    HALO_FEAT_MIN_WAIT, 6.12); 0: the
 				    environment's HALO_MIN_WAIT_US, or off */
+	unsigned iopoll;	 /* nonzero: halo_read_direct() and
+				    halo_write_direct() go to a second ring
+				    set up with IORING_SETUP_IOPOLL (at the
+				    first such call), where the device has
+				    poll queues; see io/file.h. 0: off */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */
@@ -59,7 +64,8 @@ typedef struct halo_loop_opts {
 #define HALO_FEAT_NO_SQARRAY (1u << 5)	/* ring without the SQ index array */
 #define HALO_FEAT_MIN_WAIT (1u << 6)	/* enter's minimum-wait timeout, 6.12 */
 #define HALO_FEAT_FIXED_BUFS (1u << 7)	/* registered buffers, READ/WRITE_FIXED */
-#define HALO_FEAT_IOPOLL (1u << 8)	/* a polled ring for O_DIRECT */
+#define HALO_FEAT_IOPOLL (1u << 8)	/* a polled ring for O_DIRECT (opts.iopoll);
+					   cleared when the device refuses */
 #define HALO_FEAT_MSG_RING (1u << 9)	/* IORING_OP_MSG_RING between loops */
 #define HALO_FEAT_ALL ((1u << 10) - 1)
 
@@ -85,6 +91,8 @@ typedef struct halo_stats {
 	unsigned ring_flags;	   /* IORING_SETUP_* the ring runs with */
 	uint64_t stalls;	   /* stalls the detector reported */
 	uint64_t stall_max_ns;	   /* the longest of them */
+	uint64_t iopoll_retries;   /* direct ops the polled ring refused
+				      (-EOPNOTSUPP) and the main ring ran */
 } halo_stats;
 
 /* A prepare hook runs in step 2 of every tick, after the ready queue and
@@ -122,6 +130,7 @@ struct halo_loop {
 	/* Read per callback and per CQE: beside the ready queue. */
 	struct halo__stall *stall; /* stall detector; NULL when off */
 	struct halo__hist *hist;   /* histograms; NULL when off */
+	struct halo__iopoll *iopoll; /* the polled ring, once made */
 	halo_timer_heap timers;
 	uint64_t sq_epoch;     /* bumps each time the SQ is handed over */
 	uint64_t busy_until_ns; /* busy polling: spin, don't sleep, until */
@@ -217,7 +226,8 @@ HALO_API int halo_loop_post_embedded(halo_loop *loop, halo_post *p,
 HALO_API int halo_post_is_queued(const halo_post *p);
 
 /* The HALO_FEAT_* bits active on loop: probed at init, minus those
- * switched off. */
+ * switched off. HALO_FEAT_IOPOLL also goes off for good when a device
+ * refuses polled I/O or the polled ring cannot be set up (io/file.h). */
 HALO_API unsigned halo_loop_features(const halo_loop *loop);
 
 /* The name of one HALO_FEAT_* bit ("recv_bundle", ...), or NULL for a bit

@@ -158,7 +158,9 @@ int halo__op_cancel(halo_op *op)
 		halo__fut_complete(&op->fut, HALO_FUT_CANCELLED, -ECANCELED);
 		return 0;
 	}
-	if (op->sqe && op->sq_epoch == loop->sq_epoch) {
+	if (op->sqe && op->sq_epoch == (unlikely(op->fut.flags & FUT_IOPOLL)
+					    ? loop->iopoll->sq_epoch
+					    : loop->sq_epoch)) {
 		/* Still in our half of the SQ: the kernel has not seen it, so
 		 * turn it into a NOP that keeps the tag and the link flags; the
 		 * future completes as CANCELLED on the NOP's CQE and the buffer
@@ -173,6 +175,15 @@ int halo__op_cancel(halo_op *op)
 		op->fut.flags |= FUT_NOPPED;
 		return 0;
 	}
+	if (op->fut.flags & FUT_IOPOLL) {
+		/* On the polled ring, and the kernel has it: ASYNC_CANCEL is
+		 * refused there (-EINVAL), and one sent on the main ring does
+		 * not find it. Nothing to ask, then: a polled op is a device
+		 * transfer that ends in microseconds, and the future completes
+		 * on its CQE (with its result: the cancel came too late), never
+		 * before the kernel let go of the buffer. */
+		return 0;
+	}
 	sqe = halo__loop_sqe_nocqe(loop);
 	if (!sqe)
 		return -EBUSY;
@@ -182,9 +193,11 @@ int halo__op_cancel(halo_op *op)
 }
 
 /* One CQE of op: complete it on its last CQE (or hand every CQE to its
- * on_cqe), then drop the kernel's reference. */
+ * on_cqe), then drop the kernel's reference. polled: the op is on the
+ * polled ring, which counts its ops too. */
 static inline __attribute__((always_inline)) void
-reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
+reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe,
+	bool polled)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 
@@ -201,15 +214,19 @@ reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
 	if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
 		halo__fiber_op_ended(op);
 	loop->stats.inflight--;
+	if (polled)
+		loop->iopoll->inflight--;
 	halo__fut_unref(&op->fut);
 }
 
-/* The CQEs from head to tail; hist is a constant in each instance, so that
- * the loop without histograms tests nothing for them per CQE. */
+/* ring's CQEs from head to tail; hist and polled are constants in each
+ * instance, so that the main ring's loop without histograms tests nothing
+ * for them per CQE. The polled ring's SQEs are never stamped for the
+ * histograms. */
 static inline __attribute__((always_inline)) void
-reap_range(halo_loop *loop, unsigned head, unsigned tail, bool hist)
+reap_range(halo_loop *loop, struct io_uring *ring, unsigned head,
+	   unsigned tail, bool hist, bool polled)
 {
-	struct io_uring *ring = &loop->ring;
 	unsigned mask = ring->cq.ring_mask;
 
 	for (; head != tail; head++) {
@@ -231,13 +248,14 @@ reap_range(halo_loop *loop, unsigned head, unsigned tail, bool hist)
 		}
 		if (hist)
 			halo__hist_cqe(loop, op);
-		reap_op(loop, op, cqe);
+		reap_op(loop, op, cqe, polled);
 	}
 }
 
-unsigned halo__reap(halo_loop *loop)
+/* Reap every CQE ring holds now; returns how many. */
+static inline __attribute__((always_inline)) unsigned
+reap_ring(halo_loop *loop, struct io_uring *ring, bool polled)
 {
-	struct io_uring *ring = &loop->ring;
 	unsigned head = *ring->cq.khead, tail, n;
 
 	/* One acquire load of the tail for the whole batch; liburing's
@@ -245,24 +263,39 @@ unsigned halo__reap(halo_loop *loop)
 	tail = io_uring_smp_load_acquire(ring->cq.ktail);
 	n = tail - head;
 	if (n) {
-		if (unlikely(loop->hist))
-			reap_range(loop, head, tail, true);
+		if (polled)
+			reap_range(loop, ring, head, tail, false, true);
+		else if (unlikely(loop->hist))
+			reap_range(loop, ring, head, tail, true, false);
 		else
-			reap_range(loop, head, tail, false);
+			reap_range(loop, ring, head, tail, false, false);
 		/* The slots are free for the kernel once we read them all:
 		 * publish the tail we stopped at, as io_uring_cq_advance
 		 * would after adding n. */
 		io_uring_smp_store_release(ring->cq.khead, tail);
 		loop->stats.cqes_reaped += n;
 	}
-	if (unlikely(IO_URING_READ_ONCE(*ring->sq.kflags) &
-		     IORING_SQ_CQ_OVERFLOW)) {
+	/* The polled ring is entered with GETEVENTS in every tick that has
+	 * ops on it, which flushes an overflow; only the main ring's wait
+	 * needs to know. */
+	if (!polled && unlikely(IO_URING_READ_ONCE(*ring->sq.kflags) &
+				IORING_SQ_CQ_OVERFLOW)) {
 		/* NODROP kept the extra CQEs in the kernel; the next enter
 		 * with GETEVENTS flushes them into the ring. */
 		loop->stats.cq_overflows++;
 		loop->cq_overflowed = 1;
 	}
 	return n;
+}
+
+unsigned halo__reap(halo_loop *loop)
+{
+	return reap_ring(loop, &loop->ring, false);
+}
+
+unsigned halo__reap_iopoll(halo_loop *loop)
+{
+	return reap_ring(loop, &loop->iopoll->ring, true);
 }
 
 int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)

@@ -103,6 +103,38 @@ static inline unsigned halo_uring_probe_net(struct io_uring *ring)
 	return f;
 }
 
+/* A polled ring (IORING_SETUP_IOPOLL, 5.1): its reads and writes complete
+ * without an interrupt, and only an io_uring_enter with GETEVENTS finds them
+ * (the kernel polls the device's completion queue in that call). It accepts
+ * only O_DIRECT reads and writes on a block device with poll queues (NVMe
+ * with poll_queues > 0: /sys/block/<dev>/queue/io_poll reads 1); anywhere
+ * else the op's CQE says -EOPNOTSUPP, and ASYNC_CANCEL is refused on it
+ * (-EINVAL). The kernel has had the flag since 5.1, so setting the ring up
+ * is the whole probe; whether a device polls is learnt from the first op.
+ * SINGLE_ISSUER (6.0) is tried first, plain IOPOLL after -EINVAL; no
+ * DEFER_TASKRUN, which the main ring's tick has no use for here. Returns 0
+ * or -errno (-ENOMEM: the locked-memory limit, as for the main ring). */
+static inline int halo_uring_setup_iopoll(unsigned entries,
+					  struct io_uring *ring)
+{
+	static const unsigned modes[] = {
+		IORING_SETUP_IOPOLL | IORING_SETUP_SINGLE_ISSUER,
+		IORING_SETUP_IOPOLL,
+	};
+	int r = -EINVAL;
+
+	for (unsigned i = 0; i < 2 && r == -EINVAL; i++) {
+		struct io_uring_params p;
+
+		memset(&p, 0, sizeof(p));
+		p.flags = modes[i] | IORING_SETUP_SUBMIT_ALL;
+		r = io_uring_queue_init_params(entries, ring, &p);
+	}
+	if (r == 0)
+		(void)io_uring_register_ring_fd(ring);
+	return r;
+}
+
 /* Make the SQEs prepared so far visible to the kernel; returns how many the
  * kernel has not consumed yet. liburing 2.3 keeps this step private. */
 static inline unsigned halo_uring_flush_sq(struct io_uring *ring)
