@@ -40,6 +40,11 @@ typedef struct halo_loop_opts {
 				    before it handles the first (needs
 				    HALO_FEAT_MIN_WAIT, 6.12); 0: the
 				    environment's HALO_MIN_WAIT_US, or off */
+	size_t send_zc_min;	 /* halo_send_all() of at least this many
+				    bytes goes zero-copy (SEND_ZC, with
+				    HALO_FEAT_SEND_ZC); 0: never, the
+				    default: it lost at every size on
+				    loopback here (README) */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */
