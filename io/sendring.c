@@ -295,7 +295,7 @@ halo_sendring *halo_sendring_new(halo_loop *loop, int fd, uint16_t bgid,
 	o.buf_size = o.buf_size ? o.buf_size : DEFAULT_BUF_SIZE;
 	if (fd < 0 || o.nbufs > 32768 || (o.nbufs & (o.nbufs - 1)) ||
 	    o.buf_size > UINT32_MAX ||
-	    (o.flags & ~(unsigned)HALO_SENDRING_NO_BUNDLE))
+	    (o.flags & ~(unsigned)HALO_SENDRING_BUNDLE))
 		goto fail;
 	r = -ENOMEM;
 	sr = calloc(1, sizeof(*sr));
@@ -313,7 +313,7 @@ halo_sendring *halo_sendring_new(halo_loop *loop, int fd, uint16_t bgid,
 				       (size_t)o.nbufs * o.buf_size))
 		goto fail_sr;
 	if ((loop->features & HALO_FEAT_SEND_BUNDLE) &&
-	    !(o.flags & HALO_SENDRING_NO_BUNDLE)) {
+	    (o.flags & HALO_SENDRING_BUNDLE)) {
 		r = ring_setup(sr);
 		if (r < 0)
 			goto fail_sr;

@@ -1,7 +1,7 @@
-/* The send ring, each test run with send bundles forced off (_i == 0: the
- * sendmsg path) and on where the kernel has them (_i == 1), against a real
- * 127.0.0.1 peer: order across many buffers, backpressure of a full ring,
- * a peer reset mid-send, close with a send in flight. */
+/* The send ring against a real 127.0.0.1 peer, each test run with send
+ * bundles asked for and forced off (_i == 0: the sendmsg path) or on where
+ * the kernel has them (_i == 1): order across many buffers, backpressure of
+ * a full ring, a peer reset mid-send, close with a send in flight. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -78,7 +78,8 @@ static void peer_read(struct peer *p, int flags)
 
 static void sr_new(halo_sendring **sr, int fd, unsigned nbufs, size_t bsz)
 {
-	halo_sendring_opts o = {.nbufs = nbufs, .buf_size = bsz};
+	halo_sendring_opts o = {
+	    .nbufs = nbufs, .buf_size = bsz, .flags = HALO_SENDRING_BUNDLE};
 	halo_sendring_stats st;
 	int err = 0;
 
@@ -319,7 +320,7 @@ START_TEST(test_loop_close_reaps_a_closed_ring)
 }
 END_TEST
 
-START_TEST(test_bad_options_are_einval)
+START_TEST(test_bad_options_are_einval_and_bundles_are_opt_in)
 {
 	halo_sendring_opts o = {.nbufs = 3};
 	int err = 0, a, b;
@@ -334,6 +335,16 @@ START_TEST(test_bad_options_are_einval)
 	ck_assert_int_eq(err, -EINVAL);
 	ck_assert_ptr_null(halo_sendring_new(&loop, -1, 3, NULL, &err));
 	ck_assert_int_eq(err, -EINVAL);
+	{
+		/* Bundles only when asked for. */
+		halo_sendring *sr = halo_sendring_new(&loop, a, 3, NULL, &err);
+		halo_sendring_stats st;
+
+		ck_assert_ptr_nonnull(sr);
+		halo_sendring_stats_get(sr, &st);
+		ck_assert_int_eq(st.is_bundle, 0);
+		ck_assert_uint_eq(halo_sendring_close(sr), 0);
+	}
 	close(a);
 	close(b);
 	tu_loop_close(&loop);
@@ -355,7 +366,8 @@ Suite *sendring_suite(void)
 			    0, 2);
 	tcase_add_loop_test(tc, test_close_with_a_send_in_flight, 0, 2);
 	tcase_add_loop_test(tc, test_loop_close_reaps_a_closed_ring, 0, 2);
-	tcase_add_loop_test(tc, test_bad_options_are_einval, 0, 2);
+	tcase_add_loop_test(
+	    tc, test_bad_options_are_einval_and_bundles_are_opt_in, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
