@@ -117,7 +117,8 @@ static struct result run(halo_loop *loop, size_t size, int is_tick, int mode,
 			if (w == -ENOBUFS)
 				break;
 			if (w < 0) {
-				fprintf(stderr, "write: %d\n", w);
+				fprintf(stderr, "write: %d (mode %d)\n", w,
+					mode);
 				exit(1);
 			}
 			writes++;
@@ -125,8 +126,11 @@ static struct result run(halo_loop *loop, size_t size, int is_tick, int mode,
 		halo_loop_run_once(loop);
 	}
 	f = halo_sendring_flush(sr);
-	if (halo_fut_wait(f) < 0)
+	if (halo_fut_wait(f) < 0) {
+		fprintf(stderr, "flush: %lld (mode %d)\n",
+			(long long)halo_fut_result(f), mode);
 		exit(1);
+	}
 	halo_fut_release(f);
 	for (;;) {
 		halo_sw_stats sst;

@@ -162,6 +162,8 @@ static int consume(halo_sendring *sr, size_t res)
 	return 0;
 }
 
+static void issue(halo_sendring *sr);
+
 static void sent_cqe(halo_op *op, int32_t res, uint32_t flags)
 {
 	halo_sendring *sr = op->ctx;
@@ -188,10 +190,20 @@ static void sent_cqe(halo_op *op, int32_t res, uint32_t flags)
 		(flags >> IORING_CQE_BUFFER_SHIFT) == (sr->head & sr->mask)));
 	(void)flags;
 	r = consume(sr, (size_t)res);
-	if (r < 0)
+	if (r < 0) {
 		fail(sr, r);
-	else
-		wake(sr, 0);
+		return;
+	}
+	wake(sr, 0);
+	/* Send the rest now rather than from the next tick's hook: a loop
+	 * that sees no work in flight and nothing ready would stop (or a
+	 * wait give up) with bytes still queued. */
+	if (!sr->err && !sr->op && !sr->loop->closing) {
+		if (sr->fill)
+			post(sr);
+		if (sr->head != sr->tail)
+			issue(sr);
+	}
 }
 
 static void prep_sendmsg(halo_sendring *sr, struct io_uring_sqe *sqe)

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -150,6 +151,55 @@ START_TEST(test_writes_spanning_many_buffers_arrive_in_order)
 	ck_assert_uint_eq(st.bytes_out, total);
 	ck_assert_uint_gt(st.refused, 0);
 	ck_assert_uint_gt(st.bufs, st.sends); /* sends carry several */
+	ck_assert_uint_eq(halo_sendring_close(sr), 0);
+	close(a);
+	close(p.fd);
+	tu_loop_close(&loop);
+}
+END_TEST
+
+static void *drain(void *arg)
+{
+	struct peer *p = arg;
+
+	while (p->got < (64u << 12))
+		peer_read(p, 0);
+	return NULL;
+}
+
+/* A small send buffer makes every send partial; the rest goes out from the
+ * partial send's CQE, so a wait on the flush drives the loop to the end
+ * instead of finding nothing in flight (-EDEADLK) between two sends. */
+START_TEST(test_flush_wait_rides_partial_sends_to_the_end)
+{
+	unsigned char chunk[4096];
+	int a, small = 4096;
+	halo_sendring_stats st;
+	halo_sendring *sr;
+	struct peer p = {0};
+	halo_fut *fl;
+	pthread_t th;
+
+	loop_with(_i);
+	tcp_pair(&a, &p.fd);
+	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	sr_new(&sr, a, 64, 4096);
+	for (size_t k = 0; k < 64; k++) {
+		for (size_t i = 0; i < sizeof(chunk); i++)
+			chunk[i] = pattern_at(k * sizeof(chunk) + i);
+		ck_assert_int_eq(halo_sendring_write(sr, chunk, sizeof(chunk)),
+				 (int)sizeof(chunk));
+	}
+	ck_assert_int_eq(pthread_create(&th, NULL, drain, &p), 0);
+	fl = halo_sendring_flush(sr);
+	ck_assert_int_eq(halo_fut_wait(fl), 64 << 12);
+	halo_fut_release(fl);
+	pthread_join(th, NULL);
+	ck_assert_uint_eq(p.got, 64u << 12);
+	ck_assert_uint_eq(p.bad_at, 0);
+	halo_sendring_stats_get(sr, &st);
+	if (!st.is_bundle) /* a bundle sends with MSG_WAITALL: one send */
+		ck_assert_uint_gt(st.sends, 1);
 	ck_assert_uint_eq(halo_sendring_close(sr), 0);
 	close(a);
 	close(p.fd);
@@ -363,6 +413,8 @@ Suite *sendring_suite(void)
 	tcase_add_loop_test(tc, test_full_ring_refuses_writes_and_loses_nothing,
 			    0, 2);
 	tcase_add_loop_test(tc, test_peer_reset_mid_send_fails_once_and_frees,
+			    0, 2);
+	tcase_add_loop_test(tc, test_flush_wait_rides_partial_sends_to_the_end,
 			    0, 2);
 	tcase_add_loop_test(tc, test_close_with_a_send_in_flight, 0, 2);
 	tcase_add_loop_test(tc, test_loop_close_reaps_a_closed_ring, 0, 2);
