@@ -376,6 +376,39 @@ START_TEST(test_send_all_zc_completes_after_notification)
 }
 END_TEST
 
+/* A zero-copy send_all to a peer that reset the connection fails with the
+ * socket's error, and only after the kernel let go (nothing in flight). */
+START_TEST(test_send_all_zc_to_a_reset_peer_fails_cleanly)
+{
+	static unsigned char buf[256 << 10];
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	halo_loop_opts o = {.send_zc_min = 1};
+	int a, b;
+	halo_fut *f;
+	int64_t r = 0;
+
+	if (!_i)
+		o.features_off = HALO_FEAT_SEND_ZC;
+	tu_loop_init(&loop, &o);
+	tcp_pair(&a, &b);
+	ck_assert_int_eq(setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)),
+			 0);
+	close(b);
+	usleep(10000);
+	for (int i = 0; i < 4 && r >= 0; i++) {
+		f = halo_send_all(&loop, a, buf, sizeof(buf), 0);
+		ck_assert_ptr_nonnull(f);
+		r = halo_fut_wait(f);
+		ck_assert_uint_eq(tu_inflight(&loop), 0);
+		halo_fut_release(f);
+	}
+	ck_assert_msg(r == -ECONNRESET || r == -EPIPE, "result %lld",
+		      (long long)r);
+	close(a);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 /* A zero-copy send to a peer that reset the connection fails, and still
  * completes only after the kernel let go (nothing left in flight). */
 START_TEST(test_send_zc_to_a_reset_peer_fails_cleanly)
@@ -560,6 +593,8 @@ Suite *netfast_suite(void)
 	tcase_add_loop_test(tc, test_send_zc_to_a_reset_peer_fails_cleanly, 0,
 			    2);
 	tcase_add_loop_test(tc, test_send_all_zc_completes_after_notification,
+			    0, 2);
+	tcase_add_loop_test(tc, test_send_all_zc_to_a_reset_peer_fails_cleanly,
 			    0, 2);
 	tcase_add_loop_test(
 	    tc, test_sockwriter_zero_copy_batches_complete_after_notification,
