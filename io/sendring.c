@@ -164,11 +164,45 @@ static int consume(halo_sendring *sr, size_t res)
 
 static void issue(halo_sendring *sr);
 
+/* What one CQE of the send says: bytes taken, or the socket's error. */
+static void sent_bytes(halo_sendring *sr, int32_t res, uint32_t flags,
+		       bool more)
+{
+	int r;
+
+	if (sr->err || sr->is_closing)
+		return;
+	if (res == -ENOBUFS && sr->is_bundle) {
+		/* A bundle that went on (F_MORE) and found the ring empty:
+		 * it took everything; the next send takes what comes. */
+		return;
+	}
+	if (res < 0 || (res == 0 && !more)) {
+		fail(sr, res < 0 ? res : -EPIPE);
+		return;
+	}
+	assert(!sr->is_bundle || !res ||
+	       ((flags & IORING_CQE_F_BUFFER) &&
+		(flags >> IORING_CQE_BUFFER_SHIFT) == (sr->head & sr->mask)));
+	(void)flags;
+	r = consume(sr, (size_t)res);
+	if (r < 0)
+		fail(sr, r);
+	else
+		wake(sr, 0);
+}
+
+/* A bundle send goes on by itself while the ring has buffers: each round
+ * posts a CQE with F_MORE, and only the one without ends the request (6.10
+ * and later). */
 static void sent_cqe(halo_op *op, int32_t res, uint32_t flags)
 {
 	halo_sendring *sr = op->ctx;
-	int r;
+	bool more = flags & IORING_CQE_F_MORE;
 
+	sent_bytes(sr, res, flags, more);
+	if (more)
+		return;
 	if (halo__fut_pending(&op->fut))
 		halo__op_finish(op, res);
 	halo_fut_release(&op->fut);
@@ -177,28 +211,10 @@ static void sent_cqe(halo_op *op, int32_t res, uint32_t flags)
 		ring_free(sr);
 		return;
 	}
-	if (sr->err)
-		return;
-	if (res <= 0) {
-		/* -ENOBUFS cannot happen: a send starts only with buffers
-		 * queued, and nobody else takes from this group. */
-		fail(sr, res < 0 ? res : -EPIPE);
-		return;
-	}
-	assert(!sr->is_bundle ||
-	       ((flags & IORING_CQE_F_BUFFER) &&
-		(flags >> IORING_CQE_BUFFER_SHIFT) == (sr->head & sr->mask)));
-	(void)flags;
-	r = consume(sr, (size_t)res);
-	if (r < 0) {
-		fail(sr, r);
-		return;
-	}
-	wake(sr, 0);
 	/* Send the rest now rather than from the next tick's hook: a loop
 	 * that sees no work in flight and nothing ready would stop (or a
 	 * wait give up) with bytes still queued. */
-	if (!sr->err && !sr->op && !sr->loop->closing) {
+	if (!sr->err && !sr->loop->closing) {
 		if (sr->fill)
 			post(sr);
 		if (sr->head != sr->tail)

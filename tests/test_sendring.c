@@ -158,6 +158,45 @@ START_TEST(test_writes_spanning_many_buffers_arrive_in_order)
 }
 END_TEST
 
+/* 1024 buffers of 64 bytes queued at once: more than the kernel takes in
+ * one bundle (it imports a few hundred at a time) and as many iovecs as a
+ * sendmsg takes. Every byte arrives, in order, over several sends or one. */
+START_TEST(test_a_thousand_small_buffers_in_one_flush)
+{
+	unsigned char chunk[64];
+	halo_sendring_stats st;
+	halo_sendring *sr;
+	struct peer p = {0};
+	halo_fut *fl;
+	int a;
+
+	loop_with(_i);
+	tcp_pair(&a, &p.fd);
+	sr_new(&sr, a, 1024, 64);
+	for (size_t k = 0; k < 1024; k++) {
+		for (size_t i = 0; i < sizeof(chunk); i++)
+			chunk[i] = pattern_at(k * sizeof(chunk) + i);
+		ck_assert_int_eq(halo_sendring_write(sr, chunk, sizeof(chunk)),
+				 (int)sizeof(chunk));
+	}
+	ck_assert_uint_eq(halo_sendring_room(sr), 0);
+	fl = halo_sendring_flush(sr);
+	ck_assert_int_eq(halo_fut_wait(fl), 64 << 10);
+	halo_fut_release(fl);
+	while (p.got < (64u << 10))
+		peer_read(&p, 0);
+	ck_assert_uint_eq(p.got, 64u << 10);
+	ck_assert_uint_eq(p.bad_at, 0);
+	halo_sendring_stats_get(sr, &st);
+	ck_assert_uint_eq(st.bufs, 1024);
+	ck_assert_uint_eq(halo_sendring_room(sr), 64u << 10);
+	ck_assert_uint_eq(halo_sendring_close(sr), 0);
+	close(a);
+	close(p.fd);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 static void *drain(void *arg)
 {
 	struct peer *p = arg;
@@ -414,6 +453,8 @@ Suite *sendring_suite(void)
 			    0, 2);
 	tcase_add_loop_test(tc, test_peer_reset_mid_send_fails_once_and_frees,
 			    0, 2);
+	tcase_add_loop_test(tc, test_a_thousand_small_buffers_in_one_flush, 0,
+			    2);
 	tcase_add_loop_test(tc, test_flush_wait_rides_partial_sends_to_the_end,
 			    0, 2);
 	tcase_add_loop_test(tc, test_close_with_a_send_in_flight, 0, 2);
