@@ -28,10 +28,11 @@ typedef struct halo_sendring_opts {
 	unsigned flags;	 /* HALO_SENDRING_* */
 } halo_sendring_opts;
 
-/* flags: send with bundles where the loop has them (HALO_FEAT_SEND_BUNDLE).
- * Off by default: on loopback here bundles measured level with the sendmsg
- * path (0.91-1.05x writes per second, README), which already sends every
- * queued buffer in one call. */
+/* flags: send with bundles where the loop has them (HALO_FEAT_SEND_BUNDLE);
+ * a bundle in flight also takes the buffers written while it runs. Off by
+ * default: on loopback here bundles measured level with the sendmsg path
+ * (0.89-1.08x writes per second in floods, README), which already sends
+ * every queued buffer in one call. */
 #define HALO_SENDRING_BUNDLE (1u << 0)
 
 /* Counters of a send ring, read with halo_sendring_stats(). */
