@@ -2,9 +2,11 @@
  * tail) are queued (with bundles: in the kernel's buffer ring, in that
  * order), tail is the open buffer that writes fill, and the rest is free.
  * One send at a time: the kernel empties a bundle's buffers from its ring's
- * head, which is always ours, so the CQE's byte count says how far head
- * moves. The prepare hook closes the open buffer and starts the next send,
- * so the writes of a tick leave together in that tick's io_uring_enter. */
+ * head, which is always ours, so each CQE's byte count (a bundle posts one
+ * per round, with F_MORE but the last) says how far head moves. The prepare
+ * hook closes the open buffer and starts a send if none is in flight, so
+ * the writes of a tick leave together in that tick's io_uring_enter; the
+ * last CQE of a send starts the next one for what is left. */
 #include "sendring.h"
 
 #include <limits.h>
