@@ -15,6 +15,7 @@
 #include "io/http.h"
 #include "io/net.h"
 #include "io/poll.h"
+#include "io/sendring.h"
 #include "io/timeout.h"
 
 #include "patterns/aggregate.h"

@@ -156,8 +156,9 @@ struct rw_all {
 	uint64_t done;
 	int64_t off; /* -1: the file position (and sockets) */
 	int fd;
-	uint8_t opcode; /* IORING_OP_READ, _WRITE or _SEND */
+	uint8_t opcode; /* IORING_OP_READ, _WRITE, _SEND or _SEND_ZC */
 	int msg_flags;
+	int32_t zc_res; /* SEND_ZC: a piece's byte count, until notified */
 };
 
 static void rw_all_prep(halo_op *op, struct io_uring_sqe *sqe)
@@ -175,6 +176,13 @@ static void rw_all_prep(halo_op *op, struct io_uring_sqe *sqe)
 	case IORING_OP_WRITE:
 		io_uring_prep_write(sqe, s->fd, p, n, off);
 		break;
+	case IORING_OP_SEND_ZC:
+		/* MSG_WAITALL: the kernel finishes the piece itself, so that
+		 * a payload usually costs one notification, not one per
+		 * short send. */
+		io_uring_prep_send_zc(sqe, s->fd, p, n,
+				      s->msg_flags | MSG_WAITALL, 0);
+		break;
 	default:
 		io_uring_prep_send(sqe, s->fd, p, n, s->msg_flags);
 		break;
@@ -187,7 +195,17 @@ static void rw_all_cqe(halo_op *op, int32_t res, uint32_t flags)
 	struct rw_all *s = (struct rw_all *)&op->meta;
 	struct io_uring_sqe *sqe;
 
-	(void)flags;
+	if (s->opcode == IORING_OP_SEND_ZC) {
+		/* The piece's count comes first, with F_MORE when a
+		 * notification follows; the next piece, or the completion,
+		 * waits for it: only then is the buffer free. */
+		if (!(flags & IORING_CQE_F_NOTIF)) {
+			s->zc_res = res;
+			if (flags & IORING_CQE_F_MORE)
+				return;
+		}
+		res = s->zc_res;
+	}
 	if (!halo__fut_pending(&op->fut))
 		return;
 	if (res < 0 || (op->fut.flags & FUT_NOPPED)) {

@@ -209,7 +209,12 @@ halo_fut *halo_send_zc_at(halo_loop *loop, int fd, const void *buf, size_t len,
 halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
 			   size_t len, int flags, const char *file, int line)
 {
-	return halo__io_rw_all(loop, IORING_OP_SEND, fd, (void *)buf, len, -1,
+	uint8_t opcode = IORING_OP_SEND;
+
+	if (loop->opts.send_zc_min && len >= loop->opts.send_zc_min &&
+	    (loop->features & HALO_FEAT_SEND_ZC))
+		opcode = IORING_OP_SEND_ZC;
+	return halo__io_rw_all(loop, opcode, fd, (void *)buf, len, -1,
 			       flags | MSG_NOSIGNAL, file, line);
 }
 

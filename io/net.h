@@ -91,7 +91,11 @@ HALO_API halo_fut *halo_send_zc_at(halo_loop *loop, int fd, const void *buf,
 
 /* Send all len bytes, resubmitting the remainder after partial sends, with
  * MSG_NOSIGNAL added to flags (a closed peer gives -EPIPE, not SIGPIPE). The
- * result is len or -errno; buf must stay valid until done. */
+ * result is len or -errno; buf must stay valid until done. At or above the
+ * loop's send_zc_min (halo_loop_opts; 0, the default, is never) and with
+ * HALO_FEAT_SEND_ZC, the pieces go zero-copy (SEND_ZC, MSG_WAITALL) and the
+ * future completes only after the kernel's last notification, when buf may
+ * be reused. */
 HALO_API halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
 				    size_t len, int flags, const char *file,
 				    int line);

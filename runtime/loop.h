@@ -45,6 +45,11 @@ typedef struct halo_loop_opts {
 				    set up with IORING_SETUP_IOPOLL (at the
 				    first such call), where the device has
 				    poll queues; see io/file.h. 0: off */
+	size_t send_zc_min;	 /* halo_send_all() of at least this many
+				    bytes goes zero-copy (SEND_ZC, with
+				    HALO_FEAT_SEND_ZC); 0: never, the
+				    default: it lost at every size on
+				    loopback here (README) */
 } halo_loop_opts;
 
 /* setup_flags: refuse the fast ring modes, to test the fallbacks. */

@@ -313,6 +313,102 @@ START_TEST(test_send_zc_buffer_reused_only_after_notification)
 }
 END_TEST
 
+/* halo_send_all at or above the loop's send_zc_min goes zero-copy: its
+ * future completes only after the last notification (nothing in flight when
+ * it is seen done), the buffer is then overwritten, and the peer still reads
+ * the whole payload intact. Below the threshold it is a plain send. */
+START_TEST(test_send_all_zc_completes_after_notification)
+{
+	size_t len = 4u << 20, got = 0, small = 1000;
+	unsigned char *buf = malloc(len), *in = malloc(len);
+	halo_loop_opts o = {.send_zc_min = 64u << 10};
+	uint64_t cqes0;
+	halo_fut *f;
+	ssize_t n;
+	int a, b;
+
+	if (!_i)
+		o.features_off = HALO_FEAT_SEND_ZC;
+	tu_loop_init(&loop, &o);
+	tcp_pair(&a, &b);
+	for (size_t i = 0; i < len; i++)
+		buf[i] = pattern_at(i);
+	cqes0 = loop.stats.cqes_reaped;
+	f = halo_send_all(&loop, a, buf, len, 0);
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 10000000 && !halo_fut_is_done(f); i++) {
+		halo_loop_run_nowait(&loop);
+		n = recv(b, in + got, len - got, MSG_DONTWAIT);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	ck_assert(halo_fut_is_done(f));
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	ck_assert_int_eq(halo_fut_result(f), (int64_t)len);
+	if (halo_loop_features(&loop) & HALO_FEAT_SEND_ZC)
+		ck_assert_uint_ge(loop.stats.cqes_reaped - cqes0, 2);
+	halo_fut_release(f);
+	memset(buf, 0xee, len); /* the kernel let go: reuse it */
+	while (got < len) {
+		n = recv(b, in + got, len - got, 0);
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < len; i++)
+		if (in[i] != pattern_at(i))
+			ck_abort_msg("byte %zu differs", i);
+	/* Below the threshold: one plain send, one CQE. */
+	memset(buf, 'q', small);
+	cqes0 = loop.stats.cqes_reaped;
+	f = halo_send_all(&loop, a, buf, small, 0);
+	ck_assert_int_eq(halo_fut_wait(f), (int64_t)small);
+	halo_fut_release(f);
+	ck_assert_uint_eq(loop.stats.cqes_reaped - cqes0, 1);
+	for (got = 0; got < small; got += (size_t)n) {
+		n = recv(b, in, small - got, 0);
+		ck_assert_int_gt(n, 0);
+	}
+	close(a);
+	close(b);
+	free(buf);
+	free(in);
+	tu_loop_close(&loop);
+}
+END_TEST
+
+/* A zero-copy send_all to a peer that reset the connection fails with the
+ * socket's error, and only after the kernel let go (nothing in flight). */
+START_TEST(test_send_all_zc_to_a_reset_peer_fails_cleanly)
+{
+	static unsigned char buf[256 << 10];
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	halo_loop_opts o = {.send_zc_min = 1};
+	int a, b;
+	halo_fut *f;
+	int64_t r = 0;
+
+	if (!_i)
+		o.features_off = HALO_FEAT_SEND_ZC;
+	tu_loop_init(&loop, &o);
+	tcp_pair(&a, &b);
+	ck_assert_int_eq(setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)),
+			 0);
+	close(b);
+	usleep(10000);
+	for (int i = 0; i < 4 && r >= 0; i++) {
+		f = halo_send_all(&loop, a, buf, sizeof(buf), 0);
+		ck_assert_ptr_nonnull(f);
+		r = halo_fut_wait(f);
+		ck_assert_uint_eq(tu_inflight(&loop), 0);
+		halo_fut_release(f);
+	}
+	ck_assert_msg(r == -ECONNRESET || r == -EPIPE, "result %lld",
+		      (long long)r);
+	close(a);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 /* A zero-copy send to a peer that reset the connection fails, and still
  * completes only after the kernel let go (nothing left in flight). */
 START_TEST(test_send_zc_to_a_reset_peer_fails_cleanly)
@@ -496,6 +592,10 @@ Suite *netfast_suite(void)
 	    tc, test_send_zc_buffer_reused_only_after_notification, 0, 2);
 	tcase_add_loop_test(tc, test_send_zc_to_a_reset_peer_fails_cleanly, 0,
 			    2);
+	tcase_add_loop_test(tc, test_send_all_zc_completes_after_notification,
+			    0, 2);
+	tcase_add_loop_test(tc, test_send_all_zc_to_a_reset_peer_fails_cleanly,
+			    0, 2);
 	tcase_add_loop_test(
 	    tc, test_sockwriter_zero_copy_batches_complete_after_notification,
 	    0, 2);
