@@ -391,6 +391,7 @@ struct halo_bufring {
 	uint64_t pieces_out;
 	uint64_t pieces_total;
 	uint64_t bufs_used; /* buffers the kernel took (whole or finished) */
+	uint64_t part_bytes; /* what the kernel used of buffers still in it */
 };
 
 /* Make room for at least one more piece: the pool doubles, so it grows a
@@ -518,6 +519,7 @@ void halo_bufring_stats_get(const halo_bufring *br, halo_bufring_stats *out)
 	out->pieces_out = br->pieces_out;
 	out->pieces = br->pieces_total;
 	out->bufs_used = br->bufs_used;
+	out->bytes_free = br->avail * br->buf_size - br->part_bytes;
 }
 
 void *halo_bufring_buf(const halo_bufring *br, uint16_t bid)
@@ -630,7 +632,9 @@ static bool recv_arm(halo_op *op)
 	io_apply_fixed(op, sqe);
 	s->state &= ~(unsigned)MS_CAPPED;
 	/* Not on an incremental ring: the cap counts bytes, max_held pieces
-	 * there, and a cap of whole buffers' bytes may hold many pieces. */
+	 * there, and the CQE that ends a capped recv carries data yet may be
+	 * posted after later CQEs of other recvs, whose pieces' offsets would
+	 * then be wrong (halo adds up a buffer's pieces in CQE order). */
 	if (s->max_held != HALO_RECV_MS_UNLIMITED && br->mshot_cap >= 0 &&
 	    !br->is_inc) {
 		/* The kernel fills buffers for as long as data comes in
@@ -1076,8 +1080,12 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	if (br->is_inc) {
 		has_buf = has_buf && res > 0;
 		n = has_buf && !(flags & IORING_CQE_F_BUF_MORE);
-		if (n)
+		if (n) {
 			br->inc[bid].is_used = true;
+			br->part_bytes -= br->inc[bid].off;
+		} else if (has_buf) {
+			br->part_bytes += (uint32_t)res;
+		}
 	} else {
 		n = has_buf ? cqe_bufs(s, res) : 0;
 	}

@@ -164,10 +164,11 @@ HALO_API halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid,
  * each piece pins at most its buffer, so a recv still pins at most
  * max_held buffers, and a buffer a piece pins serves other recvs meanwhile
  * (the kernel goes on filling its rest). With the feature on, the 6.17 byte
- * cap is not used (it counts bytes, and a cap of whole buffers' bytes may
- * bring many more pieces): a recv pauses with a cancel, as on earlier
- * kernels, and its overshoot is the pieces the kernel received in the tick
- * that reached the limit. Bundles (HALO_RECV_MS_BUNDLE) are refused with
+ * cap is not used: it counts bytes, not pieces, and the CQE that ends a
+ * capped recv may be posted after later CQEs of other recvs, while halo
+ * finds where a piece starts by the order of the buffer's CQEs. A recv
+ * then pauses with a cancel, as on earlier kernels, and its overshoot is
+ * the pieces the kernel received in the tick that reached the limit. Bundles (HALO_RECV_MS_BUNDLE) are refused with
  * -EINVAL on such a ring, feature on or off: the kernel's bundle path dropped
  * BUF_MORE after a retry until mid-2026, which would hand a buffer back to the
  * ring while the kernel still fills it, and one CQE of a 64 KiB buffer already
@@ -204,6 +205,8 @@ typedef struct halo_bufring_stats {
 	uint64_t pieces;     /* pieces handed out in all */
 	uint64_t bufs_used;  /* buffers the kernel took off the ring in all
 				(< pieces when it used them piece by piece) */
+	size_t bytes_free;   /* room for new data: the buffers in the ring,
+				less what the kernel used of a partly used one */
 } halo_bufring_stats;
 
 /* Copy br's counters to out. */

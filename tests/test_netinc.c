@@ -253,8 +253,13 @@ START_TEST(test_small_messages_share_one_large_buffer)
 		 * message or per recv. */
 		ck_assert_uint_le(bs.bufs_used, len / (64 << 10));
 		ck_assert_uint_gt(bs.pieces, 8 * bs.bufs_used);
+		/* The partly used buffer is in the ring, its used part not
+		 * free. */
+		ck_assert_uint_eq(bs.bytes_free,
+				  (8 + bs.bufs_used) * (64u << 10) - len);
 	} else {
 		ck_assert_uint_eq(bs.bufs_used, bs.pieces);
+		ck_assert_uint_eq(bs.bytes_free, 8 * (64u << 10));
 	}
 	run_until_idle();
 	ck_assert_uint_eq(halo_bufring_avail(r.br), 8);
