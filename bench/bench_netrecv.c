@@ -141,7 +141,7 @@ static void on_small(halo_recv_ms *h, int res, void *data, uint16_t bid,
 }
 
 struct small_result {
-	double bytes_per_cpu_s, held_kib, bytes_per_buf;
+	double bytes_per_cpu_s, held_kib, bytes_per_buf, ns_per_piece;
 };
 
 static struct small_result run_small(int inc, double secs)
@@ -156,7 +156,8 @@ static struct small_result run_small(int inc, double secs)
 	static struct small s;
 	struct small_result r;
 	halo_bufring_stats bs;
-	uint64_t t0, c0, deadline, ticks = 0, held = 0, used0, bytes0;
+	uint64_t t0, c0, deadline, ticks = 0, held = 0, used0, bytes0, pieces0;
+	double cpu_ns;
 	halo_loop loop;
 	pthread_t th;
 
@@ -189,6 +190,7 @@ static struct small_result run_small(int inc, double secs)
 	deadline = t0 + (uint64_t)(secs * 1e9);
 	halo_bufring_stats_get(s.br, &bs);
 	used0 = bs.bufs_used;
+	pieces0 = bs.pieces;
 	bytes0 = s.bytes;
 	while (bench_now_ns() < deadline) {
 		halo_loop_run_once(&loop);
@@ -196,9 +198,10 @@ static struct small_result run_small(int inc, double secs)
 		held += nbufs * bsz - bs.bytes_free;
 		ticks++;
 	}
+	cpu_ns = (double)(thread_cpu_ns() - c0);
 	halo_bufring_stats_get(s.br, &bs);
-	r.bytes_per_cpu_s =
-	    (double)(s.bytes - bytes0) / ((double)(thread_cpu_ns() - c0) / 1e9);
+	r.ns_per_piece = cpu_ns / (double)(bs.pieces - pieces0 + 1);
+	r.bytes_per_cpu_s = (double)(s.bytes - bytes0) / (cpu_ns / 1e9);
 	r.held_kib = ticks ? (double)held / (double)ticks / 1024.0 : 0;
 	r.bytes_per_buf =
 	    bs.bufs_used > used0
@@ -286,7 +289,7 @@ static int cmp(const void *x, const void *y)
  * part (see the top of the file). */
 static void bench_inc(double secs)
 {
-	double e[2][ROUNDS], m[2][ROUNDS], u[2][ROUNDS];
+	double e[2][ROUNDS], m[2][ROUNDS], u[2][ROUNDS], c[2][ROUNDS];
 
 	bench_progress("netrecv",
 		       "%d connections, %d-byte messages, %d held, one 1 MiB "
@@ -300,24 +303,29 @@ static void bench_inc(double secs)
 			e[on][i] = r.bytes_per_cpu_s;
 			m[on][i] = r.held_kib;
 			u[on][i] = r.bytes_per_buf;
+			c[on][i] = r.ns_per_piece;
 		}
 	}
 	for (int on = 0; on < 2; on++) {
 		qsort(e[on], ROUNDS, sizeof(double), cmp);
 		qsort(m[on], ROUNDS, sizeof(double), cmp);
 		qsort(u[on], ROUNDS, sizeof(double), cmp);
+		qsort(c[on], ROUNDS, sizeof(double), cmp);
 		bench_progress("netrecv",
 			       "  inc %s: %.3g..%.3g B/cpu-s, ring held "
-			       "%.0f..%.0f KiB, %.0f..%.0f bytes/buffer",
+			       "%.0f..%.0f KiB, %.0f..%.0f bytes/buffer, "
+			       "%.0f..%.0f cpu-ns/piece",
 			       on ? "on" : "off", e[on][0], e[on][ROUNDS - 1],
 			       m[on][0], m[on][ROUNDS - 1], u[on][0],
-			       u[on][ROUNDS - 1]);
+			       u[on][ROUNDS - 1], c[on][0], c[on][ROUNDS - 1]);
 	}
 	bench_emit("netrecv", "recv_inc_on_over_off", "bytes_per_cpu_s",
 		   e[1][ROUNDS / 2], "B/cpu-s", "plain_4k", e[0][ROUNDS / 2],
 		   1);
 	bench_emit("netrecv", "recv_inc_on_over_off", "ring_held",
 		   m[1][ROUNDS / 2], "KiB", "plain_4k", m[0][ROUNDS / 2], 0);
+	bench_emit("netrecv", "recv_inc_on_over_off", "cpu_per_piece",
+		   c[1][ROUNDS / 2], "ns", "plain_4k", c[0][ROUNDS / 2], 0);
 	bench_emit("netrecv", "recv_inc_on_over_off", "bytes_per_buffer",
 		   u[1][ROUNDS / 2], "B/buf", "plain_4k", u[0][ROUNDS / 2], 1);
 }
