@@ -591,6 +591,7 @@ enum {
 	MS_CAPPED = 64, /* the armed recv carries a byte cap */
 	MS_UNHOOKED = 128, /* no longer counted in br->handles */
 	MS_BUNDLE = 256,   /* armed with IORING_RECVSEND_BUNDLE */
+	MS_NOMEM = 512,	   /* stopped by halo: -ENOMEM for the callback */
 };
 
 struct recv_ms {
@@ -1033,6 +1034,24 @@ static void recv_deliver(halo_op *op, int32_t res, uint16_t bid, unsigned n)
 	}
 }
 
+/* Out of memory for a piece's record: stop the recv as halo_recv_ms_stop()
+ * does, and give the callback -ENOMEM once the kernel let go of it (at its
+ * last CQE), so that the handle is over when its owner hears of it. */
+static void recv_nomem(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+
+	s->state |= MS_STOPPED | MS_NOMEM;
+	if (!(s->state & MS_PARKED)) {
+		halo_fut_cancel(&op->fut);
+		return;
+	}
+	op->fut.flags |= FUT_CANCEL_REQ;
+	s->state = (s->state | MS_ENDED) & ~(unsigned)MS_NOMEM;
+	recv_call(op, -ENOMEM, NULL, 0);
+	recv_end(op, -ENOMEM);
+}
+
 /* A CQE of an incremental ring: res bytes where bid's previous piece ended,
  * one piece for the callback. Out of memory for its record, the recv ends
  * with -ENOMEM (the piece's bytes are lost with it). */
@@ -1049,8 +1068,7 @@ static void recv_deliver_inc(halo_op *op, int32_t res, uint16_t bid,
 	assert(br->inc[bid].off <= br->buf_size);
 	if (unlikely(!piece_add(br, bid, off, op))) {
 		inc_settle(br, bid);
-		recv_call(op, -ENOMEM, NULL, 0);
-		halo_recv_ms_stop((halo_recv_ms *)op);
+		recv_nomem(op);
 		return;
 	}
 	hold(op, bid);
@@ -1099,8 +1117,15 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 		} else if (!br->is_inc) {
 			recv_drop(br, bid, n);
 		}
-		if (!more && !(s->state & MS_ENDED))
-			recv_end(op, res);
+		if (more || (s->state & MS_ENDED))
+			return;
+		if (s->state & MS_NOMEM) {
+			s->state = (s->state | MS_ENDED) & ~(unsigned)MS_NOMEM;
+			if (!loop->closing)
+				recv_call(op, -ENOMEM, NULL, 0);
+			res = -ENOMEM;
+		}
+		recv_end(op, res);
 		return;
 	}
 	if (!more) /* the kernel holds nothing of this recv any more */
@@ -1197,6 +1222,11 @@ int halo_recv_ms_stop(halo_recv_ms *h)
 	halo_op *op = (halo_op *)h;
 	struct recv_ms *s = rms_of(op);
 
+	if (s->state & MS_NOMEM) {
+		/* halo stopped it already; now nobody is to hear of it */
+		s->state &= ~(unsigned)MS_NOMEM;
+		return 0;
+	}
 	if (s->state & (MS_STOPPED | MS_ENDED))
 		return -EALREADY;
 	s->state |= MS_STOPPED;

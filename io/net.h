@@ -157,8 +157,11 @@ HALO_API halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid,
  * ring. Give each piece back with halo_bufring_return_piece(br, data); the
  * buffer goes back to the kernel only when the kernel is done with it and
  * every piece of it came back, so a piece stays valid, unchanged, until its
- * own return. Without the feature (old kernel, or forced off) the ring is a
- * plain one: every piece is a whole buffer, and the same calls work.
+ * own return. halo records each piece out in a pool that grows, a few
+ * times while the loop warms up; if it cannot grow, the recv whose piece it
+ * was ends with -ENOMEM (that piece is lost). Without the feature (old
+ * kernel, or forced off) the ring is a plain one: every piece is a whole
+ * buffer, and the same calls work.
  *
  * On such a ring (feature on or off), max_held counts pieces, not buffers:
  * each piece pins at most its buffer, so a recv still pins at most
