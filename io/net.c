@@ -390,7 +390,7 @@ struct halo_bufring {
 	uint32_t piece_free; /* free list head, or NO_PIECE */
 	uint64_t pieces_out;
 	uint64_t pieces_total;
-	uint64_t bufs_used; /* buffers the kernel took (whole or finished) */
+	uint64_t bufs_used;  /* buffers the kernel took (whole or finished) */
 	uint64_t part_bytes; /* what the kernel used of buffers still in it */
 };
 
