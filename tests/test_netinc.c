@@ -504,6 +504,35 @@ START_TEST(test_max_held_counts_pieces)
 }
 END_TEST
 
+/* The loop closes while pieces are out: no callback, no leaked future;
+ * the pieces may still be given back, and the ring freed, afterwards. */
+START_TEST(test_loop_close_with_pieces_out)
+{
+	struct rx r = {.seed = 4, .keep = 1};
+	bool on = loop_with_inc(_i);
+	size_t sent = 0, len = 4 * 100;
+	int a, b, err = 0;
+
+	tcp_pair(&a, &b);
+	r.br = inc_ring(14, 8, 64 << 10, on);
+	ck_assert_ptr_nonnull(
+	    halo_recv_ms_start_opts(&loop, b, r.br, rx_cb, &r, NULL, &err));
+	for (int guard = 0; r.got < len && guard < 100000; guard++) {
+		if (sent < len && sent == r.got)
+			sent = send_some(a, sent, len + 1, 100, r.seed, false);
+		halo_loop_run_nowait(&loop);
+	}
+	ck_assert_uint_eq(r.held_n, 4);
+	ck_assert_int_eq(write(a, "more", 4), 4); /* for a recv in flight */
+	tu_loop_close(&loop);
+	ck_assert_int_eq(r.ended, 0);
+	rx_return_shuffled(&r);
+	halo_bufring_free(r.br);
+	close(a);
+	close(b);
+}
+END_TEST
+
 /* Bundles on a ring made incremental are refused, feature on or off; an
  * unknown ring flag too. */
 START_TEST(test_bundles_on_an_inc_ring_are_einval)
@@ -545,6 +574,7 @@ Suite *netinc_suite(void)
 	    tc, test_end_with_pieces_out_keeps_them_until_returned, 0, 4);
 	tcase_add_loop_test(tc, test_piece_cannot_be_credited_twice, 0, 2);
 	tcase_add_loop_test(tc, test_max_held_counts_pieces, 0, 2);
+	tcase_add_loop_test(tc, test_loop_close_with_pieces_out, 0, 2);
 	tcase_add_loop_test(tc, test_bundles_on_an_inc_ring_are_einval, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
