@@ -343,6 +343,30 @@ halo_fut *halo_shutdown_at(halo_loop *loop, int fd, int how, const char *file,
 
 /* --- provided buffer rings --- */
 
+/* On an incremental ring (HALO_BUFRING_INC with HALO_FEAT_PBUF_INC) the
+ * kernel hands a buffer out piece by piece, each CQE's data starting where
+ * the buffer's previous piece ended (the kernel keeps no offset of its own:
+ * it advances the ring entry's addr and len, so the CQEs of one buffer come
+ * in the order it consumed them). halo keeps, per buffer, how far the kernel
+ * got and which pieces are out; a buffer goes back to the ring when the
+ * kernel is done with it (a CQE without BUF_MORE) and its last piece came
+ * back. Pieces of one buffer may belong to different recvs. */
+#define NO_PIECE UINT32_MAX
+
+struct inc_buf {
+	uint32_t off;	 /* bytes the kernel consumed of it */
+	uint32_t first;	 /* its oldest piece out, or NO_PIECE */
+	uint32_t last;	 /* its newest piece out */
+	uint32_t pieces; /* pieces out */
+	bool is_used;	 /* the kernel is done with it */
+};
+
+struct piece {
+	halo_op *owner; /* the recv that handed it out */
+	uint32_t off;
+	uint32_t next; /* the buffer's next piece, or the free list's */
+};
+
 struct halo_bufring {
 	halo_loop *loop;
 	struct io_uring_buf_ring *ring;
@@ -363,17 +387,61 @@ struct halo_bufring {
 	uint16_t *pos;	  /* per bid: the ring slot it was last put in */
 	halo_op *starved; /* recvs parked on -ENOBUFS, oldest first */
 	halo_op *starved_tail;
+	unsigned flags;	     /* HALO_BUFRING_* asked for */
+	bool is_inc;	     /* the kernel consumes buffers incrementally */
+	struct inc_buf *inc; /* per bid, on an incremental ring */
+	struct piece *piece; /* pieces out and free ones, grown on demand */
+	uint32_t piece_cap;
+	uint32_t piece_free; /* free list head, or NO_PIECE */
+	uint64_t pieces_out;
+	uint64_t pieces_total;
+	uint64_t bufs_used;  /* buffers the kernel took (whole or finished) */
+	uint64_t part_bytes; /* what the kernel used of buffers still in it */
 };
 
-halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
-			       size_t buf_size, int *err)
+/* Make room for at least one more piece: the pool doubles, so it grows a
+ * few times while the loop warms up and no more. Pieces link by index, so
+ * moving the array moves nothing that points into it. */
+static bool piece_grow(halo_bufring *br)
 {
+	uint32_t cap = br->piece_cap ? br->piece_cap * 2 : br->nbufs * 4;
+	struct piece *p;
+
+	if (cap <= br->piece_cap)
+		return false;
+	p = realloc(br->piece, cap * sizeof(*p));
+	if (!p)
+		return false;
+	for (uint32_t i = br->piece_cap; i < cap; i++)
+		p[i].next = i + 1 < cap ? i + 1 : br->piece_free;
+	br->piece_free = br->piece_cap;
+	br->piece = p;
+	br->piece_cap = cap;
+	return true;
+}
+
+static int inc_init(halo_bufring *br)
+{
+	br->inc = calloc(br->nbufs, sizeof(*br->inc));
+	if (!br->inc)
+		return -ENOMEM;
+	for (unsigned i = 0; i < br->nbufs; i++)
+		br->inc[i].first = br->inc[i].last = NO_PIECE;
+	br->piece_free = NO_PIECE;
+	return piece_grow(br) ? 0 : -ENOMEM;
+}
+
+halo_bufring *halo_bufring_new_opts(halo_loop *loop, uint16_t bgid,
+				    unsigned nbufs, size_t buf_size,
+				    const halo_bufring_opts *opts, int *err)
+{
+	unsigned flags = opts ? opts->flags : 0;
 	struct io_uring_buf_reg reg;
 	halo_bufring *br;
 	int r = -ENOMEM;
 
 	if (!nbufs || nbufs > 32768 || (nbufs & (nbufs - 1)) || !buf_size ||
-	    buf_size > UINT32_MAX) {
+	    buf_size > UINT32_MAX || (flags & ~(unsigned)HALO_BUFRING_INC)) {
 		r = -EINVAL;
 		goto fail;
 	}
@@ -381,6 +449,9 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 	if (!br)
 		goto fail;
 	br->loop = loop;
+	br->flags = flags;
+	br->is_inc =
+	    (flags & HALO_BUFRING_INC) && (loop->features & HALO_FEAT_PBUF_INC);
 	br->nbufs = nbufs;
 	br->mask = (unsigned)io_uring_buf_ring_mask(nbufs);
 	br->buf_size = buf_size;
@@ -396,12 +467,16 @@ halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
 	br->pos = calloc(nbufs, sizeof(*br->pos));
 	if (!br->owner || !br->pos)
 		goto fail_owner;
+	if (br->is_inc && inc_init(br) < 0)
+		goto fail_owner;
 	if (posix_memalign((void **)&br->mem, 4096, nbufs * buf_size))
 		goto fail_owner;
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (uint64_t)(uintptr_t)br->ring;
 	reg.ring_entries = nbufs;
 	reg.bgid = bgid;
+	if (br->is_inc)
+		reg.pad = HALO_IOU_PBUF_RING_INC; /* flags, in liburing 2.3 */
 	r = io_uring_register_buf_ring(&loop->ring, &reg, 0);
 	if (r < 0)
 		goto fail_mem;
@@ -420,6 +495,8 @@ fail_mem:
 fail_owner:
 	free(br->owner);
 	free(br->pos);
+	free(br->inc);
+	free(br->piece);
 	munmap(br->ring, br->ring_bytes);
 fail_br:
 	free(br);
@@ -427,6 +504,27 @@ fail:
 	if (err)
 		*err = r;
 	return NULL;
+}
+
+halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid, unsigned nbufs,
+			       size_t buf_size, int *err)
+{
+	return halo_bufring_new_opts(loop, bgid, nbufs, buf_size, NULL, err);
+}
+
+int halo_bufring_is_inc(const halo_bufring *br)
+{
+	return br->is_inc;
+}
+
+void halo_bufring_stats_get(const halo_bufring *br, halo_bufring_stats *out)
+{
+	out->avail = br->avail;
+	out->is_inc = br->is_inc;
+	out->pieces_out = br->pieces_out;
+	out->pieces = br->pieces_total;
+	out->bufs_used = br->bufs_used;
+	out->bytes_free = br->avail * br->buf_size - br->part_bytes;
 }
 
 void *halo_bufring_buf(const halo_bufring *br, uint16_t bid)
@@ -474,6 +572,8 @@ int halo_bufring_free(halo_bufring *br)
 	free(br->mem);
 	free(br->owner);
 	free(br->pos);
+	free(br->inc);
+	free(br->piece);
 	munmap(br->ring, br->ring_bytes);
 	free(br);
 	return r;
@@ -496,6 +596,7 @@ enum {
 	MS_CAPPED = 64, /* the armed recv carries a byte cap */
 	MS_UNHOOKED = 128, /* no longer counted in br->handles */
 	MS_BUNDLE = 256,   /* armed with IORING_RECVSEND_BUNDLE */
+	MS_NOMEM = 512,	   /* stopped by halo: -ENOMEM for the callback */
 };
 
 struct recv_ms {
@@ -536,7 +637,12 @@ static bool recv_arm(halo_op *op)
 	sqe->buf_group = br->bgid;
 	io_apply_fixed(op, sqe);
 	s->state &= ~(unsigned)MS_CAPPED;
-	if (s->max_held != HALO_RECV_MS_UNLIMITED && br->mshot_cap >= 0) {
+	/* Not on an incremental ring: the cap counts bytes, max_held pieces
+	 * there, and the CQE that ends a capped recv carries data yet may be
+	 * posted after later CQEs of other recvs, whose pieces' offsets would
+	 * then be wrong (halo adds up a buffer's pieces in CQE order). */
+	if (s->max_held != HALO_RECV_MS_UNLIMITED && br->mshot_cap >= 0 &&
+	    !br->is_inc) {
 		/* The kernel fills buffers for as long as data comes in
 		 * until it sees a cancel, a tick later: have it stop at the
 		 * limit by itself (whole buffers; partial ones go past it). */
@@ -648,6 +754,10 @@ static void ring_put(halo_bufring *br, uint16_t bid)
 {
 	halo_op *op;
 
+	if (br->is_inc) {
+		br->inc[bid].off = 0;
+		br->inc[bid].is_used = false;
+	}
 	br->pos[bid] = (uint16_t)(br->ring->tail & br->mask);
 	io_uring_buf_ring_add(br->ring, halo_bufring_buf(br, bid),
 			      (unsigned)br->buf_size, bid, (int)br->mask, 0);
@@ -658,13 +768,17 @@ static void ring_put(halo_bufring *br, uint16_t bid)
 		recv_end(op, -EBUSY);
 }
 
-/* bid goes to the callback: the handle holds it, and lives on while it
- * holds any, so that a return after its end touches live memory. */
+/* Buffer bid, or a piece of it, goes to the callback: the handle holds it,
+ * and lives on while it holds any, so that a return after its end touches
+ * live memory. */
 static void hold(halo_op *op, uint16_t bid)
 {
 	struct recv_ms *s = rms_of(op);
 
-	s->br->owner[bid] = op;
+	if (!s->br->is_inc)
+		s->br->owner[bid] = op;
+	s->br->pieces_out++;
+	s->br->pieces_total++;
 	if (s->held++ == 0)
 		op->fut.refs++;
 	if (s->held > s->held_peak)
@@ -690,19 +804,116 @@ static void give_back(halo_op *op)
 	}
 }
 
+/* bid goes back to the ring once the kernel is done with it and no piece
+ * of it is out. */
+static void inc_settle(halo_bufring *br, uint16_t bid)
+{
+	if (br->inc[bid].is_used && !br->inc[bid].pieces)
+		ring_put(br, bid);
+}
+
+/* Record a piece of bid at off, handed out by op. False when out of
+ * memory. */
+static bool piece_add(halo_bufring *br, uint16_t bid, uint32_t off, halo_op *op)
+{
+	struct inc_buf *ib = &br->inc[bid];
+	uint32_t i;
+
+	if (br->piece_free == NO_PIECE && !piece_grow(br))
+		return false;
+	i = br->piece_free;
+	br->piece_free = br->piece[i].next;
+	br->piece[i] =
+	    (struct piece){.owner = op, .off = off, .next = NO_PIECE};
+	if (ib->last == NO_PIECE)
+		ib->first = i;
+	else
+		br->piece[ib->last].next = i;
+	ib->last = i;
+	ib->pieces++;
+	return true;
+}
+
+/* Take bid's piece at off (NO_PIECE: its oldest) off its list; returns the
+ * recv that handed it out, or NULL if no such piece is out. Pieces mostly
+ * come back in order, so the search stops at the first. */
+static halo_op *piece_take(halo_bufring *br, uint16_t bid, uint32_t off)
+{
+	struct inc_buf *ib = &br->inc[bid];
+	uint32_t prev = NO_PIECE;
+
+	for (uint32_t i = ib->first; i != NO_PIECE;
+	     prev = i, i = br->piece[i].next) {
+		struct piece *p = &br->piece[i];
+
+		if (off != NO_PIECE && p->off != off)
+			continue;
+		if (prev == NO_PIECE)
+			ib->first = p->next;
+		else
+			br->piece[prev].next = p->next;
+		if (ib->last == i)
+			ib->last = prev;
+		ib->pieces--;
+		p->next = br->piece_free;
+		br->piece_free = i;
+		return p->owner;
+	}
+	return NULL;
+}
+
+static int inc_return(halo_bufring *br, uint16_t bid, uint32_t off)
+{
+	halo_op *op = piece_take(br, bid, off);
+
+	if (!op)
+		return -EINVAL;
+	br->pieces_out--;
+	inc_settle(br, bid);
+	if (!br->loop->closing)
+		give_back(op);
+	return 0;
+}
+
 void halo_bufring_return(halo_bufring *br, uint16_t bid)
 {
-	halo_op *op = br->owner[bid];
+	halo_op *op;
 
+	if (br->is_inc) {
+		if (unlikely(inc_return(br, bid, NO_PIECE) < 0))
+			assert(!"no piece of this buffer is out");
+		return;
+	}
+	op = br->owner[bid];
 	if (unlikely(!op)) {
 		assert(!"buffer given back twice, or never handed out");
 		return;
 	}
 	br->owner[bid] = NULL;
+	br->pieces_out--;
 	ring_put(br, bid);
 	/* After halo_loop_close() the handles' memory is gone. */
 	if (!br->loop->closing)
 		give_back(op);
+}
+
+int halo_bufring_return_piece(halo_bufring *br, const void *data)
+{
+	const char *p = data;
+	size_t at;
+	uint16_t bid;
+
+	if (!p || p < br->mem ||
+	    p >= br->mem + (size_t)br->nbufs * br->buf_size)
+		return -EINVAL;
+	at = (size_t)(p - br->mem);
+	bid = (uint16_t)(at / br->buf_size);
+	if (br->is_inc)
+		return inc_return(br, bid, (uint32_t)(at % br->buf_size));
+	if (at % br->buf_size || !br->owner[bid])
+		return -EINVAL;
+	halo_bufring_return(br, bid);
+	return 0;
 }
 
 /* Pause: ask the kernel to end the multishot; its last CQE parks the recv.
@@ -828,6 +1039,47 @@ static void recv_deliver(halo_op *op, int32_t res, uint16_t bid, unsigned n)
 	}
 }
 
+/* Out of memory for a piece's record: stop the recv as halo_recv_ms_stop()
+ * does, and give the callback -ENOMEM once the kernel let go of it (at its
+ * last CQE), so that the handle is over when its owner hears of it. */
+static void recv_nomem(halo_op *op)
+{
+	struct recv_ms *s = rms_of(op);
+
+	s->state |= MS_STOPPED | MS_NOMEM;
+	if (!(s->state & MS_PARKED)) {
+		halo_fut_cancel(&op->fut);
+		return;
+	}
+	op->fut.flags |= FUT_CANCEL_REQ;
+	s->state = (s->state | MS_ENDED) & ~(unsigned)MS_NOMEM;
+	recv_call(op, -ENOMEM, NULL, 0);
+	recv_end(op, -ENOMEM);
+}
+
+/* A CQE of an incremental ring: res bytes where bid's previous piece ended,
+ * one piece for the callback. Out of memory for its record, the recv ends
+ * with -ENOMEM (the piece's bytes are lost with it). */
+static void recv_deliver_inc(halo_op *op, int32_t res, uint16_t bid,
+			     unsigned used)
+{
+	struct recv_ms *s = rms_of(op);
+	halo_bufring *br = s->br;
+	uint32_t off = br->inc[bid].off;
+
+	s->cqes++;
+	s->bufs += used;
+	br->inc[bid].off += (uint32_t)res;
+	assert(br->inc[bid].off <= br->buf_size);
+	if (unlikely(!piece_add(br, bid, off, op))) {
+		inc_settle(br, bid);
+		recv_nomem(op);
+		return;
+	}
+	hold(op, bid);
+	recv_call(op, res, halo_bufring_buf(br, bid) + off, bid);
+}
+
 /* Give back the n buffers of a CQE nobody is to see. */
 static void recv_drop(halo_bufring *br, uint16_t bid, unsigned n)
 {
@@ -843,14 +1095,42 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	bool more = flags & IORING_CQE_F_MORE;
 	bool has_buf = flags & IORING_CQE_F_BUFFER;
 	uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
-	unsigned n = has_buf ? cqe_bufs(s, res) : 0;
+	unsigned n;
 
+	/* n: buffers the kernel took off the ring. On an incremental ring a
+	 * piece with BUF_MORE leaves its buffer there, and a CQE without data
+	 * consumed nothing (the kernel commits only what it received). */
+	if (br->is_inc) {
+		has_buf = has_buf && res > 0;
+		n = has_buf && !(flags & IORING_CQE_F_BUF_MORE);
+		if (n) {
+			br->inc[bid].is_used = true;
+			br->part_bytes -= br->inc[bid].off;
+		} else if (has_buf) {
+			br->part_bytes += (uint32_t)res;
+		}
+	} else {
+		n = has_buf ? cqe_bufs(s, res) : 0;
+	}
 	br->avail -= n;
+	br->bufs_used += n;
 	if ((s->state & (MS_STOPPED | MS_ENDED)) ||
 	    (loop->closing && res > 0)) {
-		recv_drop(br, bid, n);
-		if (!more && !(s->state & MS_ENDED))
-			recv_end(op, res);
+		if (br->is_inc && has_buf) {
+			br->inc[bid].off += (uint32_t)res;
+			inc_settle(br, bid);
+		} else if (!br->is_inc) {
+			recv_drop(br, bid, n);
+		}
+		if (more || (s->state & MS_ENDED))
+			return;
+		if (s->state & MS_NOMEM) {
+			s->state = (s->state | MS_ENDED) & ~(unsigned)MS_NOMEM;
+			if (!loop->closing)
+				recv_call(op, -ENOMEM, NULL, 0);
+			res = -ENOMEM;
+		}
+		recv_end(op, res);
 		return;
 	}
 	if (!more) /* the kernel holds nothing of this recv any more */
@@ -858,11 +1138,15 @@ static void recv_ms_cqe(halo_op *op, int32_t res, uint32_t flags)
 	if (res > 0) {
 		if (s->state & MS_CAPPED)
 			br->mshot_cap = 1;
-		recv_deliver(op, res, bid, n);
+		if (br->is_inc)
+			recv_deliver_inc(op, res, bid, n);
+		else
+			recv_deliver(op, res, bid, n);
 		recv_settle(op);
 		return;
 	}
-	recv_drop(br, bid, n);
+	if (!br->is_inc)
+		recv_drop(br, bid, n);
 	if (more)
 		return;
 	if (!loop->closing && recv_goes_on(op, res)) {
@@ -886,6 +1170,10 @@ halo_recv_ms *halo_recv_ms_start_opts(halo_loop *loop, int fd, halo_bufring *br,
 	int r = -EINVAL;
 
 	if (!br || !cb || (flags & ~(unsigned)HALO_RECV_MS_BUNDLE))
+		goto fail;
+	/* Bundles on an incremental ring: refused on every kernel (see
+	 * net.h), so that code behaves alike with the feature on or off. */
+	if ((flags & HALO_RECV_MS_BUNDLE) && (br->flags & HALO_BUFRING_INC))
 		goto fail;
 	if (fd < 0) {
 		r = -EBADF;
@@ -939,6 +1227,11 @@ int halo_recv_ms_stop(halo_recv_ms *h)
 	halo_op *op = (halo_op *)h;
 	struct recv_ms *s = rms_of(op);
 
+	if (s->state & MS_NOMEM) {
+		/* halo stopped it already; now nobody is to hear of it */
+		s->state &= ~(unsigned)MS_NOMEM;
+		return 0;
+	}
 	if (s->state & (MS_STOPPED | MS_ENDED))
 		return -EALREADY;
 	s->state |= MS_STOPPED;
@@ -973,7 +1266,7 @@ void halo_recv_ms_stats(const halo_recv_ms *h, halo_recv_stats *out)
 	out->cqes = s->cqes;
 	out->bufs = s->bufs;
 	out->is_capped = s->max_held != HALO_RECV_MS_UNLIMITED &&
-			 s->br->mshot_cap > 0;
+			 s->br->mshot_cap > 0 && !s->br->is_inc;
 }
 
 /* --- multishot accept --- */

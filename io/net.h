@@ -149,6 +149,77 @@ HALO_API halo_bufring *halo_bufring_new(halo_loop *loop, uint16_t bgid,
 					unsigned nbufs, size_t buf_size,
 					int *err);
 
+/* Options of halo_bufring_new_opts(); zero means default.
+ *
+ * flags: HALO_BUFRING_INC asks for incremental consumption where the loop
+ * has it (HALO_FEAT_PBUF_INC, Linux 6.12): the kernel then fills a buffer
+ * piece by piece, each recv's data starting where the buffer's previous
+ * piece ended, so that one large buffer (say 64 KiB) takes many small
+ * messages instead of one buffer each. A callback then gets a piece: data
+ * points into buffer bid, not at its start, and res bytes of it are the
+ * callback's. Pieces of one buffer may go to different recvs sharing the
+ * ring. Give each piece back with halo_bufring_return_piece(br, data); the
+ * buffer goes back to the kernel only when the kernel is done with it and
+ * every piece of it came back, so a piece stays valid, unchanged, until its
+ * own return. halo records each piece out in a pool that grows, a few
+ * times while the loop warms up; if it cannot grow, the recv whose piece it
+ * was ends with -ENOMEM (that piece is lost). Without the feature (old
+ * kernel, or forced off) the ring is a plain one: every piece is a whole
+ * buffer, and the same calls work.
+ *
+ * On such a ring (feature on or off), max_held counts pieces, not buffers:
+ * each piece pins at most its buffer, so a recv still pins at most
+ * max_held buffers, and a buffer a piece pins serves other recvs meanwhile
+ * (the kernel goes on filling its rest). With the feature on, the 6.17 byte
+ * cap is not used: it counts bytes, not pieces, and the CQE that ends a
+ * capped recv may be posted after later CQEs of other recvs, while halo
+ * finds where a piece starts by the order of the buffer's CQEs. A recv
+ * then pauses with a cancel, as on earlier kernels, and its overshoot is
+ * the pieces the kernel received in the tick that reached the limit. Bundles (HALO_RECV_MS_BUNDLE) are refused with
+ * -EINVAL on such a ring, feature on or off: the kernel's bundle path dropped
+ * BUF_MORE after a retry until mid-2026, which would hand a buffer back to the
+ * ring while the kernel still fills it, and one CQE of a 64 KiB buffer already
+ * covers what a bundle would. */
+typedef struct halo_bufring_opts {
+	unsigned flags;
+} halo_bufring_opts;
+
+#define HALO_BUFRING_INC (1u << 0)
+
+/* halo_bufring_new() with options (NULL: defaults). The same results, and
+ * -EINVAL for an unknown flag. */
+HALO_API halo_bufring *halo_bufring_new_opts(halo_loop *loop, uint16_t bgid,
+					     unsigned nbufs, size_t buf_size,
+					     const halo_bufring_opts *opts,
+					     int *err);
+
+/* 1 if the kernel consumes br's buffers incrementally (HALO_BUFRING_INC
+ * asked and HALO_FEAT_PBUF_INC active), else 0. */
+HALO_API int halo_bufring_is_inc(const halo_bufring *br);
+
+/* Give back the piece that starts at data (the data pointer a callback got;
+ * on a plain ring the buffer's start, the same as halo_bufring_return()).
+ * Returns 0, or -EINVAL if no piece that starts there is out: returned
+ * already, or never handed out; nothing changes then, so a piece cannot be
+ * credited twice. Valid when halo_bufring_return() is. */
+HALO_API int halo_bufring_return_piece(halo_bufring *br, const void *data);
+
+/* Counters of a ring, read with halo_bufring_stats_get(). */
+typedef struct halo_bufring_stats {
+	unsigned avail;	     /* buffers in the ring (a partly used one too) */
+	int is_inc;	     /* incremental consumption active */
+	uint64_t pieces_out; /* pieces (buffers) handed out, not back yet */
+	uint64_t pieces;     /* pieces handed out in all */
+	uint64_t bufs_used;  /* buffers the kernel took off the ring in all
+				(< pieces when it used them piece by piece) */
+	size_t bytes_free;   /* room for new data: the buffers in the ring,
+				less what the kernel used of a partly used one */
+} halo_bufring_stats;
+
+/* Copy br's counters to out. */
+HALO_API void halo_bufring_stats_get(const halo_bufring *br,
+				     halo_bufring_stats *out);
+
 /* The memory of buffer bid. */
 HALO_API void *halo_bufring_buf(const halo_bufring *br, uint16_t bid);
 
@@ -157,10 +228,12 @@ HALO_API size_t halo_bufring_buf_size(const halo_bufring *br);
 
 /* Give buffer bid back to the ring (exactly once per buffer handed to a
  * callback), and so back to the multishot recv that handed it out: the ring
- * knows which one did. The return may resume that recv if it had paused at
- * its limit (see halo_recv_ms_opts), or one that stopped for want of buffers
- * (-ENOBUFS); either re-arms in the tick's next submit. Valid after the
- * handle ended too, until halo_loop_close(). */
+ * knows which one did. On an incremental ring it gives back bid's oldest
+ * piece out, which is the right one when pieces come back in the order they
+ * came; otherwise use halo_bufring_return_piece(). The return may resume that
+ * recv if it had paused at its limit (see halo_recv_ms_opts), or one that
+ * stopped for want of buffers (-ENOBUFS); either re-arms in the tick's next
+ * submit. Valid after the handle ended too, until halo_loop_close(). */
 HALO_API void halo_bufring_return(halo_bufring *br, uint16_t bid);
 
 /* Buffers in the ring now (as far as halo knows). */
@@ -212,7 +285,8 @@ HALO_API int halo_accept_ms_stop(halo_accept_ms *h);
 typedef struct halo_recv_ms halo_recv_ms;
 
 /* Called for each piece of data: res > 0 bytes at data, which is buffer bid
- * of the ring (with bundles, one call per buffer of the bundle, in order);
+ * of the ring (with bundles, one call per buffer of the bundle, in order; on
+ * an incremental ring a piece of bid, see halo_bufring_opts);
  * the handle holds the buffer until the callback's owner gives it back with
  * halo_bufring_return() (now or later). res == 0: the peer
  * closed (EOF); res < 0: -errno (e.g. -ECONNRESET). After a call with
@@ -250,6 +324,9 @@ typedef void (*halo_recv_ms_cb)(halo_recv_ms *h, int res, void *data,
  * size it above the connections' limits plus that overshoot. Pauses are
  * counted in halo_recv_stats and halo_bufring_pauses().
  *
+ * On an incremental ring max_held counts pieces, and no byte cap is used
+ * while the kernel consumes incrementally (see halo_bufring_opts).
+ *
  * max_held: 0 means HALO_RECV_MS_HELD_DEFAULT, or half the ring if that is
  * fewer (at least 1); HALO_RECV_MS_UNLIMITED never pauses (the ring is the
  * only bound); other values must not exceed the ring's size.
@@ -278,7 +355,9 @@ typedef struct halo_recv_stats {
 			       (byte cap, Linux 6.17+); 0 until data showed it */
 	int is_bundle;	    /* armed with bundles */
 	uint64_t cqes;	    /* CQEs that carried data */
-	uint64_t bufs;	    /* buffers they filled (> cqes: bundles) */
+	uint64_t bufs;	    /* buffers they filled (> cqes: bundles; < cqes:
+			       an incremental ring, where a buffer counts
+			       once the kernel is done with it) */
 } halo_recv_stats;
 
 /* Receive from fd with one multishot RECV picking buffers from br, until

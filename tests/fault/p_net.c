@@ -354,6 +354,84 @@ out:
 	close(sv[1]);
 }
 
+/* An incremental ring of 2 buffers: the reader holds every piece, more
+ * than the ring's first piece records, so that they grow; a failed growth
+ * ends the recv with -ENOMEM. (Where the kernel lacks the feature, a plain
+ * ring, and each buffer goes back at once.) */
+struct pieces {
+	halo_bufring *br;
+	size_t got;
+	int bad, end;
+	void *held[32];
+	int held_n;
+};
+
+static void on_piece(halo_recv_ms *h, int res, void *data, uint16_t bid,
+		     void *arg)
+{
+	struct pieces *s = arg;
+	const unsigned char *p = data;
+
+	(void)h;
+	(void)bid;
+	if (res <= 0) {
+		s->end = res == 0 ? 1 : res;
+		return;
+	}
+	for (int i = 0; i < res; i++)
+		s->bad |= p[i] != prog_byte(s->got + (size_t)i);
+	s->got += (size_t)res;
+	if (s->held_n < 32 && halo_bufring_is_inc(s->br))
+		s->held[s->held_n++] = data;
+	else
+		EXPECT(halo_bufring_return_piece(s->br, data), 0);
+}
+
+static void step_inc(halo_loop *loop)
+{
+	static unsigned char src[24 * 64];
+	halo_bufring_opts bo = {.flags = HALO_BUFRING_INC};
+	halo_recv_ms_opts ro = {.max_held = HALO_RECV_MS_UNLIMITED};
+	struct pieces s = {.got = 0};
+	halo_recv_ms *h;
+	int sv[2], err = 0;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		prog_setup_failed("socketpair");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = prog_byte(i);
+	s.br = halo_bufring_new_opts(loop, 3, 2, 4096, &bo, &err);
+	if (!GOT(s.br)) {
+		EXPECT(err, -ENOMEM);
+		goto out;
+	}
+	h = halo_recv_ms_start_opts(loop, sv[0], s.br, on_piece, &s, &ro, &err);
+	if (GOT(h)) {
+		/* One message a tick: a piece each where pieces are used. */
+		for (size_t i = 0; i < sizeof(src) / 64 && !s.end; i++) {
+			if (write(sv[1], src + i * 64, 64) != 64)
+				prog_setup_failed("write");
+			for (int t = 0;
+			     t < 1000 && s.got < (i + 1) * 64 && !s.end; t++)
+				halo_loop_run_once(loop);
+		}
+		shutdown(sv[1], SHUT_WR);
+		for (int t = 0; t < 10000 && !s.end; t++)
+			halo_loop_run_once(loop);
+		if (EXPECT(s.end, 1))
+			EXPECT(s.got, sizeof(src));
+		EXPECT(s.bad, 0);
+	}
+	while (s.held_n)
+		EXPECT(halo_bufring_return_piece(s.br, s.held[--s.held_n]), 0);
+	EXPECT(halo_bufring_free(s.br), 0);
+out:
+	close(sv[0]);
+	close(sv[1]);
+}
+
 /* An accept with a deadline that passes, then one the kernel completes. */
 static void step_accept_deadline(halo_loop *loop)
 {
@@ -396,6 +474,7 @@ int main(int argc, char **argv)
 	    {"accept_ms", step_accept_ms},
 	    {"recv_ms", step_recv_ms},
 	    {"starved", step_starved},
+	    {"inc", step_inc},
 	    {"accept_deadline", step_accept_deadline},
 	};
 
