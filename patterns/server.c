@@ -1,10 +1,13 @@
 /* The connection layer. Each connection holds the ring buffers its
  * multishot recv handed it (linked through the server's bid_next), a carry
  * buffer for input a callback left unconsumed, and an output queue that the
- * prepare hook sends with one send per tick. Deadlines live on four FIFO
- * lists, one per kind: every arm is now + that kind's duration, so each list
- * stays sorted by appending, and one loop timer at the earliest head serves
- * them all. */
+ * prepare hook sends with one send per tick. Deadlines live on four lists,
+ * one per kind, each sorted by key: a connection is filed at its due time
+ * (now + that kind's length, so nearly always at the tail), and moves only
+ * when a new deadline comes before its key; a later one (a renewal, idle
+ * after a write) is noted in the connection and the timer files it again
+ * when the key comes. One loop timer at the earliest head serves them all;
+ * times come from halo_loop_now(), one clock read per tick. */
 #include "server.h"
 
 #include <errno.h>
@@ -46,13 +49,13 @@ struct halo_conn {
 	halo_conn *dl_prev, *dl_next; /* its deadline list */
 	halo_conn *dirty_next;	      /* waiting for the flush hook */
 	halo_conn *zombie_next;	      /* on the server's zombies */
-	uint64_t deadline;
+	uint64_t key; /* its place in list dl: at or before due */
+	uint64_t due; /* when the deadline of its kind comes */
 	int fd;
-	int reason; /* why it closes: 0 or -errno */
-	int rerr;   /* the receive's error, 0 */
+	int reason;	 /* why it closes: 0 or -errno */
+	int rerr;	 /* the receive's error, 0 */
+	uint32_t in_off; /* bytes of in_head already consumed */
 	halo_recv_ms *rh;
-	uint16_t in_head, in_tail; /* held ring buffers, oldest first */
-	uint32_t in_off;	   /* bytes of in_head already consumed */
 	char *carry;		   /* unconsumed input, max_in bytes */
 	size_t carry_len;
 	char *out, *out_old; /* out_old: moved while the kernel read it */
@@ -71,8 +74,11 @@ struct halo_conn {
 	halo_waiter fiber_w;
 	halo_fut *wake; /* what the fiber waits on */
 	void *data;
-	uint8_t dl;
+	uint16_t in_head, in_tail; /* held ring buffers, oldest first */
+	uint8_t dl;		   /* the list it sits on, or DL_NONE */
+	uint8_t kind;		   /* the deadline it is under, or DL_NONE */
 	uint8_t eof, closing, forced, dirty, delivering, fiber_done, finished;
+	uint8_t reading; /* its fiber waits for input, not for the queue */
 };
 _Static_assert(sizeof(struct halo_conn) <= 256, "one connection, 256 bytes");
 
@@ -147,7 +153,8 @@ static void arm_timer(halo_server *s, uint64_t at)
 	halo_fut_add_waiter(s->timer, &s->timer_w);
 }
 
-static void dl_unlink(halo_conn *c)
+/* Take c off the list it sits on. */
+static void dl_unfile(halo_conn *c)
 {
 	struct dl_list *l;
 
@@ -166,21 +173,57 @@ static void dl_unlink(halo_conn *c)
 	c->dl = DL_NONE;
 }
 
+/* c is under no deadline any more. */
+static void dl_unlink(halo_conn *c)
+{
+	dl_unfile(c);
+	c->kind = DL_NONE;
+}
+
+/* Put c on list k at key, in its sorted place: looked for from the tail,
+ * where nearly every key lands (a list takes now + its kind's length). */
+static void dl_file(halo_conn *c, unsigned k, uint64_t key)
+{
+	struct dl_list *l = &c->srv->dl[k];
+	halo_conn *p = l->tail;
+
+	while (p && p->key > key)
+		p = p->dl_prev;
+	c->dl_prev = p;
+	c->dl_next = p ? p->dl_next : l->head;
+	if (c->dl_next)
+		c->dl_next->dl_prev = c;
+	else
+		l->tail = c;
+	if (p)
+		p->dl_next = c;
+	else
+		l->head = c;
+	c->key = key;
+	c->dl = (uint8_t)k;
+}
+
+/* Put c under deadline kind, due at due. c moves only when due comes before
+ * its place (key) in the lists; a later deadline (a renewal, or idle after
+ * a write) is only noted, and the timer files c again when it reaches the
+ * key. So a connection that keeps busy costs no list work per event, and
+ * no deadline is missed: every key is at or before its due time. */
+static void dl_set(halo_conn *c, unsigned kind, uint64_t due)
+{
+	c->kind = (uint8_t)kind;
+	c->due = due;
+	if (c->dl != DL_NONE && c->key <= due)
+		return;
+	dl_unfile(c);
+	dl_file(c, kind, due);
+	arm_timer(c->srv, due);
+}
+
 static void dl_arm(halo_conn *c, unsigned kind)
 {
 	halo_server *s = c->srv;
-	struct dl_list *l = &s->dl[kind];
 
-	dl_unlink(c);
-	c->deadline = halo_now_ns() + s->dl_ns[kind];
-	c->dl = (uint8_t)kind;
-	c->dl_prev = l->tail;
-	if (l->tail)
-		l->tail->dl_next = c;
-	else
-		l->head = c;
-	l->tail = c;
-	arm_timer(s, c->deadline);
+	dl_set(c, kind, halo_loop_now(s->loop) + s->dl_ns[kind]);
 }
 
 /* The deadline for what c is doing now; progress says bytes moved, which
@@ -191,12 +234,12 @@ static void dl_update(halo_conn *c, bool progress)
 	if (c->closing)
 		return;
 	if (queued(c)) {
-		if (c->dl != DL_WRITE || progress)
+		if (c->kind != DL_WRITE || progress)
 			dl_arm(c, DL_WRITE);
 	} else if (c->carry_len) {
-		if (c->dl != DL_HEAD)
+		if (c->kind != DL_HEAD)
 			dl_arm(c, DL_HEAD);
-	} else if (c->dl != DL_IDLE || progress) {
+	} else if (c->kind != DL_IDLE || progress) {
 		dl_arm(c, DL_IDLE);
 	}
 }
@@ -204,7 +247,7 @@ static void dl_update(halo_conn *c, bool progress)
 static void expire(halo_conn *c)
 {
 	halo_server *s = c->srv;
-	unsigned kind = c->dl;
+	unsigned kind = c->kind;
 
 	dl_unlink(c);
 	switch (kind) {
@@ -224,6 +267,8 @@ static void expire(halo_conn *c)
 	conn_close(c, -ETIMEDOUT, true);
 }
 
+/* Each list head whose key has come is either due (expire it) or was
+ * renewed since it was filed (file it again at its due time). */
 static void on_timer(halo_fut *f, void *arg)
 {
 	halo_server *s = arg;
@@ -234,11 +279,18 @@ static void on_timer(halo_fut *f, void *arg)
 	for (unsigned k = 0; k < DL_N; k++) {
 		halo_conn *c;
 
-		while ((c = s->dl[k].head) && c->deadline <= now)
-			expire(c);
-		if (c && c->deadline < next)
-			next = c->deadline;
+		while ((c = s->dl[k].head) && c->key <= now) {
+			if (c->due <= now) {
+				expire(c);
+			} else {
+				dl_unfile(c);
+				dl_file(c, c->kind, c->due);
+			}
+		}
 	}
+	for (unsigned k = 0; k < DL_N; k++)
+		if (s->dl[k].head && s->dl[k].head->key < next)
+			next = s->dl[k].head->key;
 	if (next != UINT64_MAX)
 		arm_timer(s, next);
 }
@@ -336,7 +388,12 @@ static void on_sent(halo_fut *f, void *arg)
 	if (queued(c) && !c->forced)
 		mark_dirty(c);
 	dl_update(c, r > 0);
-	if (queued(c) < s->o.max_out)
+	/* A fiber waiting for input gains nothing from a send: waking it
+	 * would cost two stack switches per request for a read that finds
+	 * nothing. Only a stop, which ends an idle read once the queue is
+	 * out, concerns it. */
+	if (queued(c) < s->o.max_out &&
+	    (!c->reading || (s->stopping && !queued(c))))
 		wake_fiber(c);
 	if (!is_fiber_style(s) && queued(c) <= s->o.max_out / 2)
 		deliver(c, false);
@@ -726,7 +783,7 @@ static void conn_open(halo_server *s, int fd)
 	c->srv = s;
 	c->fd = fd;
 	c->in_head = c->in_tail = NO_BID;
-	c->dl = DL_NONE;
+	c->dl = c->kind = DL_NONE;
 	c->rh = halo_recv_ms_start_opts(s->loop, fd, s->br, on_recv, c, &ro,
 					&err);
 	if (c->rh && is_fiber_style(s)) {
@@ -1188,7 +1245,9 @@ ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len)
 			return c->rerr;
 		if (s->stopping && !queued(c))
 			return -ESHUTDOWN;
+		c->reading = 1;
 		int r = fiber_wait(c);
+		c->reading = 0;
 		if (r < 0)
 			return c->closing ? closed_err(c) : r;
 	}

@@ -28,6 +28,15 @@ uint64_t halo_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t halo_loop_now(halo_loop *loop)
+{
+	if (!loop->now_valid) {
+		loop->now_ns = halo_now_ns();
+		loop->now_valid = 1;
+	}
+	return loop->now_ns;
+}
+
 void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 {
 	va_list ap;
@@ -446,6 +455,7 @@ static int tick(halo_loop *loop, bool may_block)
 
 	loop->stats.ticks++;
 	loop->woken = 0;
+	loop->now_valid = 0;
 	run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
 
@@ -465,6 +475,9 @@ static int tick(halo_loop *loop, bool may_block)
 			if (loop->timers.n) {
 				uint64_t now = halo_now_ns();
 				uint64_t next = halo_timer_next(loop);
+
+				loop->now_ns = now; /* until the enter */
+				loop->now_valid = 1;
 				timeout = next > now ? next - now : 0;
 				if (!timeout)
 					wait_nr = 0;
@@ -476,6 +489,7 @@ static int tick(halo_loop *loop, bool may_block)
 		/* Only timers and ready work: nothing for the kernel to do. */
 		if (io || wait_nr) {
 			r = halo__enter(loop, wait_nr, timeout);
+			loop->now_valid = 0; /* it may have slept */
 			if (r < 0)
 				return r;
 			if (halo__reap(loop) && loop->opts.busy_poll_ns)
@@ -483,7 +497,7 @@ static int tick(halo_loop *loop, bool may_block)
 					halo_now_ns() + loop->opts.busy_poll_ns;
 		}
 		if (loop->timers.n) {
-			halo__timers_expire(loop, halo_now_ns());
+			halo__timers_expire(loop, halo_loop_now(loop));
 		}
 	}
 	return has_work(loop) ? 1 : 0;

@@ -303,6 +303,42 @@ START_TEST(test_deadlines_never_fire_early)
 }
 END_TEST
 
+/* A connection that keeps busy past several idle lengths renews its
+ * deadline without moving in the lists (the timer files it again at its
+ * old key): it must stay open while busy, and close an idle length after
+ * its last request, neither before nor long after. */
+START_TEST(test_renewed_idle_deadline_is_neither_early_nor_lost)
+{
+	halo_server_opts o = {.fiber = echo, .idle_ns = 60 * MS};
+	halo_server_stats st;
+	char buf[8];
+	int fd, eof;
+	uint64_t t_last = 0, t0;
+
+	start(&o);
+	fd = client();
+	t0 = halo_now_ns();
+	/* 20 pings 15 ms apart: 300 ms, five idle lengths. */
+	for (int i = 0; i < 20; i++) {
+		t_last = halo_now_ns();
+		ck_assert_int_eq(tx(fd, "ping", 4), 4);
+		ck_assert_int_eq(collect(fd, buf, 4, 2000, &eof), 4);
+		run_ms(15);
+	}
+	ck_assert_uint_ge(halo_now_ns() - t0, 250 * MS);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.timeouts_idle, 0);
+	ck_assert_uint_eq(st.open, 1);
+	ck_assert_int_eq(collect(fd, buf, sizeof(buf), 3000, &eof), 0);
+	ck_assert(eof);
+	ck_assert_uint_ge(halo_now_ns() - t_last, 60 * MS);
+	ck_assert_uint_lt(halo_now_ns() - t_last, 60 * MS + 500 * MS);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.timeouts_idle, 1);
+	close(fd);
+}
+END_TEST
+
 START_TEST(test_head_deadline_closes_a_slowloris_that_trickles)
 {
 	halo_server_opts o = {.cbs = &any_line_cbs, .idle_ns = 80 * MS,
@@ -818,6 +854,7 @@ Suite *server_suite(void)
 	tcase_add_test(tc, test_callbacks_answer_pipelined_lines_in_order);
 	tcase_add_test(tc, test_idle_deadline_closes_a_silent_reader);
 	tcase_add_test(tc, test_deadlines_never_fire_early);
+	tcase_add_test(tc, test_renewed_idle_deadline_is_neither_early_nor_lost);
 	tcase_add_test(tc, test_head_deadline_closes_a_slowloris_that_trickles);
 	tcase_add_test(tc, test_write_deadline_closes_a_stuck_send);
 	tcase_add_test(tc, test_close_deadline_ends_a_closing_connection_stuck_sending);
