@@ -72,7 +72,7 @@ struct halo_conn {
 	};
 	halo_fut *fiber;
 	halo_waiter fiber_w;
-	halo_fut *wake; /* what the fiber waits on */
+	halo_fut *wake; /* the fiber parked on c, if one is */
 	void *data;
 	uint16_t in_head, in_tail; /* held ring buffers, oldest first */
 	uint8_t dl;		   /* the list it sits on, or DL_NONE */
@@ -356,8 +356,8 @@ static void out_free(halo_conn *c)
 
 static void wake_fiber(halo_conn *c)
 {
-	if (c->wake && !halo_fut_is_done(c->wake))
-		halo_fut_resolve(c->wake, 0, NULL);
+	if (c->wake)
+		halo_fiber_unpark(c->wake, 0);
 }
 
 static void on_sent(halo_fut *f, void *arg)
@@ -1195,14 +1195,8 @@ void halo_server_stats_get(const halo_server *s, halo_server_stats *out)
 /* Suspend c's fiber until something changes for c. */
 static int fiber_wait(halo_conn *c)
 {
-	int64_t r;
+	int64_t r = halo_fiber_park(c->srv->loop, &c->wake);
 
-	c->wake = halo_fut_new(c->srv->loop);
-	if (!c->wake)
-		return -ENOMEM;
-	r = halo_fut_wait(c->wake);
-	halo_fut_release(c->wake);
-	c->wake = NULL;
 	return r < 0 ? (int)r : 0;
 }
 

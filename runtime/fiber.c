@@ -59,6 +59,7 @@ struct halo_fiber {
 	uint8_t draining; /* suspended until owned is empty */
 	uint8_t exiting;  /* fn returned; draining before the end */
 	uint8_t retry_queued;
+	uint8_t parked; /* in halo_fiber_park(), not unparked yet */
 	void *asan_fake;
 #ifdef HALO_TSAN
 	void *tsan_fiber; /* this fiber's context */
@@ -517,6 +518,16 @@ void halo__fiber_cancel(halo_fut *f)
 	if (!fb->started || fb->done || fb->exiting)
 		return; /* resume() sees the request before it starts */
 	cancel_owned(fb);
+	if (fb->parked) {
+		/* As for a future's wait: back once the kernel let go. */
+		fb->parked = 0;
+		fb->wake = -ECANCELED;
+		if (fb->owned)
+			fb->draining = 1;
+		else
+			halo__ready_push(f->loop, &fb->run);
+		return;
+	}
 	if (fb->awaiting &&
 	    halo_fut_remove_waiter(fb->awaiting, &fb->wait)) {
 		/* A future it did not start stays alive for its other
@@ -567,6 +578,37 @@ int halo_sleep(halo_loop *loop, uint64_t ns)
 		halo_fut_cancel(t);
 	halo_fut_release(t);
 	return r < 0 ? (int)r : 0;
+}
+
+int64_t halo_fiber_park(halo_loop *loop, halo_fut **slot)
+{
+	struct halo_fiber *fb = loop->cur_fiber;
+	int64_t r;
+
+	if (!fb)
+		return -EPERM;
+	if (fb->cancel_pending)
+		return cancelled(fb);
+	loop->stats.blocking_waits++;
+	fb->parked = 1;
+	*slot = &fb->fut;
+	r = suspend(fb);
+	*slot = NULL;
+	return r;
+}
+
+int halo_fiber_unpark(halo_fut *f, int64_t v)
+{
+	struct halo_fiber *fb = (struct halo_fiber *)f;
+
+	if (!f || f->kind != FUT_FIBER)
+		return -EINVAL;
+	if (!fb->parked)
+		return -EALREADY;
+	fb->parked = 0;
+	fb->wake = v;
+	halo__ready_push(f->loop, &fb->run);
+	return 0;
 }
 
 int halo_fiber_cancelled(const halo_loop *loop)
