@@ -201,6 +201,7 @@ static int setup_ring(halo_loop *loop)
 static const char *const feature_names[] = {
 	"recv_bundle", "pbuf_inc", "send_bundle", "send_zc", "cqe_skip",
 	"no_sqarray", "min_wait", "fixed_bufs", "iopoll", "msg_ring",
+	"huge_bufs",
 };
 
 const char *halo_feature_name(unsigned bit)
@@ -244,6 +245,21 @@ static unsigned features_off_env(void)
 	return off;
 }
 
+/* Transparent huge pages that madvise(MADV_HUGEPAGE) can ask for: the
+ * kernel has them and they are not switched off ("never"). */
+static bool thp_usable(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char mode[64] = "";
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fgets(mode, sizeof(mode), f) && !strstr(mode, "[never]");
+	fclose(f);
+	return ok;
+}
+
 /* Features the kernel has, found by the probes; what the user switched off
  * is masked out afterwards, so every user of a feature reads one bit. */
 static unsigned probe_features(halo_loop *loop)
@@ -266,6 +282,8 @@ static unsigned probe_features(halo_loop *loop)
 	if (loop->ring_features & IORING_FEAT_RSRC_TAGS)
 		f |= HALO_FEAT_FIXED_BUFS;
 	f |= halo_uring_probe_net(&loop->ring);
+	if (thp_usable())
+		f |= HALO_FEAT_HUGE_BUFS;
 	return f;
 }
 

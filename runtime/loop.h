@@ -61,7 +61,9 @@ typedef struct halo_loop_opts {
 #define HALO_FEAT_FIXED_BUFS (1u << 7)	/* registered buffers, READ/WRITE_FIXED */
 #define HALO_FEAT_IOPOLL (1u << 8)	/* a polled ring for O_DIRECT */
 #define HALO_FEAT_MSG_RING (1u << 9)	/* IORING_OP_MSG_RING between loops */
-#define HALO_FEAT_ALL ((1u << 10) - 1)
+#define HALO_FEAT_HUGE_BUFS (1u << 10)	/* ring buffers on transparent huge
+					   pages (THP not "never") */
+#define HALO_FEAT_ALL ((1u << 11) - 1)
 
 /* Counters that tests and benchmarks read through halo_loop_stats(). */
 typedef struct halo_stats {
