@@ -1207,30 +1207,17 @@ static int closed_err(const halo_conn *c)
 	return c->srv->stopping ? -ESHUTDOWN : -EPIPE;
 }
 
-ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len)
+/* Fiber style: wait until c holds input. Returns 1 when it does, 0 at the
+ * peer's end of stream, or -errno. */
+static int await_input(halo_conn *c)
 {
 	halo_server *s = c->srv;
-	size_t n = 0;
 
-	if (!is_fiber_style(s) || !halo_loop_in_fiber(s->loop))
-		return -EPERM;
 	for (;;) {
-		while (n < len && c->in_head != NO_BID) {
-			uint16_t bid = c->in_head;
-			size_t k = s->bid_len[bid] - c->in_off;
+		int r;
 
-			if (k > len - n)
-				k = len - n;
-			memcpy((char *)buf + n,
-			       (char *)halo_bufring_buf(s->br, bid) + c->in_off,
-			       k);
-			n += k;
-			c->in_off += (uint32_t)k;
-			if (c->in_off == s->bid_len[bid])
-				in_pop(c);
-		}
-		if (n || !len)
-			return (ssize_t)n;
+		if (c->in_head != NO_BID)
+			return 1;
 		if (c->closing)
 			return closed_err(c);
 		if (c->eof)
@@ -1240,10 +1227,71 @@ ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len)
 		if (s->stopping && !queued(c))
 			return -ESHUTDOWN;
 		c->reading = 1;
-		int r = fiber_wait(c);
+		r = fiber_wait(c);
 		c->reading = 0;
 		if (r < 0)
 			return c->closing ? closed_err(c) : r;
+	}
+}
+
+ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len)
+{
+	halo_server *s = c->srv;
+	size_t n = 0;
+	int r;
+
+	if (!is_fiber_style(s) || !halo_loop_in_fiber(s->loop))
+		return -EPERM;
+	if (!len)
+		return 0;
+	r = await_input(c);
+	if (r <= 0)
+		return r;
+	while (n < len && c->in_head != NO_BID) {
+		uint16_t bid = c->in_head;
+		size_t k = s->bid_len[bid] - c->in_off;
+
+		if (k > len - n)
+			k = len - n;
+		memcpy((char *)buf + n,
+		       (char *)halo_bufring_buf(s->br, bid) + c->in_off, k);
+		n += k;
+		c->in_off += (uint32_t)k;
+		if (c->in_off == s->bid_len[bid])
+			in_pop(c);
+	}
+	return (ssize_t)n;
+}
+
+ssize_t halo_conn_peek(halo_conn *c, const void **data)
+{
+	halo_server *s = c->srv;
+	int r;
+
+	if (!is_fiber_style(s) || !halo_loop_in_fiber(s->loop))
+		return -EPERM;
+	r = await_input(c);
+	if (r <= 0)
+		return r;
+	*data = (char *)halo_bufring_buf(s->br, c->in_head) + c->in_off;
+	return (ssize_t)(s->bid_len[c->in_head] - c->in_off);
+}
+
+void halo_conn_consume(halo_conn *c, size_t n)
+{
+	halo_server *s = c->srv;
+
+	if (!is_fiber_style(s))
+		return;
+	while (n && c->in_head != NO_BID) {
+		size_t k = s->bid_len[c->in_head] - c->in_off;
+
+		if (k > n)
+			k = n;
+		c->in_off += (uint32_t)k;
+		n -= k;
+		if (c->in_off == s->bid_len[c->in_head])
+			in_pop(c);
 	}
 }
 

@@ -222,6 +222,68 @@ START_TEST(test_fiber_echo_serves_several_clients)
 }
 END_TEST
 
+/* Fiber echo without a copy: peek at the held input, write it, consume it
+ * in two steps (a partial consume leaves the rest to the next peek). */
+static int64_t peek_echo(halo_conn *c, void *arg)
+{
+	const void *p;
+	ssize_t n;
+	size_t *max_piece = arg;
+
+	while ((n = halo_conn_peek(c, &p)) > 0) {
+		size_t half = (size_t)n / 2;
+
+		if ((size_t)n > *max_piece)
+			*max_piece = (size_t)n;
+		if (halo_conn_write(c, p, half) < 0)
+			break;
+		halo_conn_consume(c, half);
+		n = halo_conn_peek(c, &p); /* the same bytes' second half */
+		if (n <= 0 || halo_conn_write(c, p, (size_t)n) < 0)
+			break;
+		halo_conn_consume(c, (size_t)n);
+	}
+	return 0;
+}
+
+START_TEST(test_fiber_peek_and_consume_echo_every_byte)
+{
+	static char out[100000], in[sizeof(out)];
+	size_t max_piece = 0;
+	halo_server_opts o = {.fiber = peek_echo, .arg = &max_piece,
+			      .buf_size = 1024, .ring_bufs = 64, .max_held = 8};
+	halo_server_stats st;
+	size_t sent = 0, got = 0;
+	int fd, eof = 0;
+
+	for (size_t i = 0; i < sizeof(out); i++)
+		out[i] = (char)(i * 7 + i / 251);
+	start(&o);
+	fd = client();
+	while (got < sizeof(in) && !eof) {
+		ssize_t n;
+
+		if (sent < sizeof(out)) {
+			n = tx(fd, out + sent, sizeof(out) - sent);
+			if (n > 0)
+				sent += (size_t)n;
+		}
+		n = collect(fd, in + got, sizeof(in) - got, 5, &eof);
+		ck_assert_int_ge(n, 0);
+		got += (size_t)n;
+	}
+	ck_assert_uint_eq(got, sizeof(in));
+	ck_assert(memcmp(in, out, sizeof(out)) == 0);
+	ck_assert_uint_le(max_piece, 1024); /* one buffer at most */
+	ck_assert_uint_gt(max_piece, 0);
+	close(fd);
+	until_closed(2000);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.bytes_in, sizeof(out));
+	ck_assert_uint_eq(st.bytes_out, sizeof(out));
+}
+END_TEST
+
 START_TEST(test_callbacks_answer_pipelined_lines_in_order)
 {
 	halo_server_opts o = {.cbs = &line_cbs};
@@ -851,6 +913,7 @@ Suite *server_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, tu_timeout(60));
 	tcase_add_test(tc, test_fiber_echo_serves_several_clients);
+	tcase_add_test(tc, test_fiber_peek_and_consume_echo_every_byte);
 	tcase_add_test(tc, test_callbacks_answer_pipelined_lines_in_order);
 	tcase_add_test(tc, test_idle_deadline_closes_a_silent_reader);
 	tcase_add_test(tc, test_deadlines_never_fire_early);
