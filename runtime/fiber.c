@@ -44,8 +44,16 @@
 
 struct halo_fiber {
 	struct halo_fut fut;
+	/* What a wake and a switch touch, in the cache line after the
+	 * future's head (with its tail: refs, state, kind). */
 	halo_task run; /* resumes the fiber from the ready queue */
 	void *sp;
+	int64_t wake;	 /* what the suspension point returns */
+	uint8_t started, done, cancel_pending;
+	uint8_t draining; /* suspended until owned is empty */
+	uint8_t exiting;  /* fn returned; draining before the end */
+	uint8_t retry_queued;
+	uint8_t parked; /* in halo_fiber_park(), not unparked yet */
 	char *stack; /* lowest usable byte; the guard page lies below */
 	size_t stack_size;
 	halo_fiber_fn fn;
@@ -54,12 +62,6 @@ struct halo_fiber {
 	halo_fut *awaiting;
 	halo_op *owned; /* ops it started that the kernel still holds */
 	halo_task retry; /* re-asks cancels that found no SQE, next tick */
-	int64_t wake;	 /* what the suspension point returns */
-	uint8_t started, done, cancel_pending;
-	uint8_t draining; /* suspended until owned is empty */
-	uint8_t exiting;  /* fn returned; draining before the end */
-	uint8_t retry_queued;
-	uint8_t parked; /* in halo_fiber_park(), not unparked yet */
 	void *asan_fake;
 #ifdef HALO_TSAN
 	void *tsan_fiber; /* this fiber's context */
