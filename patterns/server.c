@@ -44,22 +44,15 @@ struct dl_list {
 };
 
 struct halo_conn {
+	/* Bytes 0-191: what every request touches (receive, read, write,
+	 * send, its completion), three cache lines that are cold again by
+	 * the time a connection's next request comes when there are many. */
 	halo_server *srv;
-	halo_conn *prev, *next;	      /* every open connection */
-	halo_conn *dl_prev, *dl_next; /* its deadline list */
-	halo_conn *dirty_next;	      /* waiting for the flush hook */
-	halo_conn *zombie_next;	      /* on the server's zombies */
-	uint64_t key; /* its place in list dl: at or before due */
-	uint64_t due; /* when the deadline of its kind comes */
-	int fd;
-	int reason;	 /* why it closes: 0 or -errno */
-	int rerr;	 /* the receive's error, 0 */
-	uint32_t in_off; /* bytes of in_head already consumed */
-	halo_recv_ms *rh;
-	char *carry;		   /* unconsumed input, max_in bytes */
-	size_t carry_len;
-	char *out, *out_old; /* out_old: moved while the kernel read it */
-	size_t out_off, out_len, out_cap, out_old_cap;
+	halo_conn *dirty_next; /* waiting for the flush hook */
+	uint64_t key;	       /* its place in list dl: at or before due */
+	uint64_t due;	       /* when the deadline of its kind comes */
+	char *out, *out_old;   /* out_old: moved while the kernel read it */
+	size_t out_off, out_len, out_cap;
 	/* close(2) starts once no send is in flight: they share a slot, which
 	 * keeps a connection in 256 bytes (jemalloc's next class is 320). */
 	union {
@@ -70,15 +63,27 @@ struct halo_conn {
 		halo_waiter send_w;
 		halo_waiter close_w;
 	};
-	halo_fut *fiber;
-	halo_waiter fiber_w;
 	halo_fut *wake; /* the fiber parked on c, if one is */
-	void *data;
+	size_t carry_len;
+	int fd;
+	int rerr;		   /* the receive's error, 0 */
+	uint32_t in_off;	   /* bytes of in_head already consumed */
 	uint16_t in_head, in_tail; /* held ring buffers, oldest first */
+	int reason;		   /* why it closes: 0 or -errno */
 	uint8_t dl;		   /* the list it sits on, or DL_NONE */
 	uint8_t kind;		   /* the deadline it is under, or DL_NONE */
 	uint8_t eof, closing, forced, dirty, delivering, fiber_done, finished;
 	uint8_t reading; /* its fiber waits for input, not for the queue */
+	/* The rest: opening, closing, deadline moves, callbacks' carry. */
+	halo_recv_ms *rh;
+	halo_conn *prev, *next;	      /* every open connection */
+	halo_conn *dl_prev, *dl_next; /* its deadline list */
+	halo_conn *zombie_next;	      /* on the server's zombies */
+	char *carry;		      /* unconsumed input, max_in bytes */
+	size_t out_old_cap;
+	halo_fut *fiber;
+	halo_waiter fiber_w;
+	void *data;
 };
 _Static_assert(sizeof(struct halo_conn) <= 256, "one connection, 256 bytes");
 
