@@ -15,7 +15,8 @@
 #   env: ECHO_SECS (3) per round, ECHO_ROUNDS (3), ECHO_CONNS ("1 50 500"),
 #        ECHO_SIZE (64), ECHO_STREAM ("16384 65536"; "" for none),
 #        ECHO_STREAM_CONNS (50), ECHO_INFLIGHT (4), ECHO_JOBS ("2"; "" for
-#        none), HALO_BUILD,
+#        none), ECHO_SERVERS ("halo epoll uring": a subset to iterate on),
+#        HALO_BUILD,
 #        HALO_BENCH_OUT.
 set -u
 BENCH_NAME=echo
@@ -39,12 +40,12 @@ for b in "$loadgen" "$HALO_BUILD/bench/aux_epoll_echo" \
 		exit 1
 	fi
 done
-servers="halo epoll uring"
+servers=${ECHO_SERVERS:-halo epoll uring}
 if [ ! -x "$halo" ]; then
 	echo "" >&2
 	echo "!!! load_echo: $halo is missing: the halo rows are SKIPPED" >&2
 	echo "" >&2
-	servers="epoll uring"
+	servers=$(echo " $servers " | sed 's/ halo / /')
 	jobs=
 fi
 ping_servers=$servers

@@ -1,10 +1,13 @@
 /* The connection layer. Each connection holds the ring buffers its
  * multishot recv handed it (linked through the server's bid_next), a carry
  * buffer for input a callback left unconsumed, and an output queue that the
- * prepare hook sends with one send per tick. Deadlines live on four FIFO
- * lists, one per kind: every arm is now + that kind's duration, so each list
- * stays sorted by appending, and one loop timer at the earliest head serves
- * them all. */
+ * prepare hook sends with one send per tick. Deadlines live on four lists,
+ * one per kind, each sorted by key: a connection is filed at its due time
+ * (now + that kind's length, so nearly always at the tail), and moves only
+ * when a new deadline comes before its key; a later one (a renewal, idle
+ * after a write) is noted in the connection and the timer files it again
+ * when the key comes. One loop timer at the earliest head serves them all;
+ * times come from halo_loop_now(), one clock read per tick. */
 #include "server.h"
 
 #include <errno.h>
@@ -41,22 +44,15 @@ struct dl_list {
 };
 
 struct halo_conn {
+	/* Bytes 0-191: what every request touches (receive, read, write,
+	 * send, its completion), three cache lines that are cold again by
+	 * the time a connection's next request comes when there are many. */
 	halo_server *srv;
-	halo_conn *prev, *next;	      /* every open connection */
-	halo_conn *dl_prev, *dl_next; /* its deadline list */
-	halo_conn *dirty_next;	      /* waiting for the flush hook */
-	halo_conn *zombie_next;	      /* on the server's zombies */
-	uint64_t deadline;
-	int fd;
-	int reason; /* why it closes: 0 or -errno */
-	int rerr;   /* the receive's error, 0 */
-	halo_recv_ms *rh;
-	uint16_t in_head, in_tail; /* held ring buffers, oldest first */
-	uint32_t in_off;	   /* bytes of in_head already consumed */
-	char *carry;		   /* unconsumed input, max_in bytes */
-	size_t carry_len;
-	char *out, *out_old; /* out_old: moved while the kernel read it */
-	size_t out_off, out_len, out_cap, out_old_cap;
+	halo_conn *dirty_next; /* waiting for the flush hook */
+	uint64_t key;	       /* its place in list dl: at or before due */
+	uint64_t due;	       /* when the deadline of its kind comes */
+	char *out, *out_old;   /* out_old: moved while the kernel read it */
+	size_t out_off, out_len, out_cap;
 	/* close(2) starts once no send is in flight: they share a slot, which
 	 * keeps a connection in 256 bytes (jemalloc's next class is 320). */
 	union {
@@ -67,12 +63,27 @@ struct halo_conn {
 		halo_waiter send_w;
 		halo_waiter close_w;
 	};
+	halo_fut *wake; /* the fiber parked on c, if one is */
+	size_t carry_len;
+	int fd;
+	int rerr;		   /* the receive's error, 0 */
+	uint32_t in_off;	   /* bytes of in_head already consumed */
+	uint16_t in_head, in_tail; /* held ring buffers, oldest first */
+	int reason;		   /* why it closes: 0 or -errno */
+	uint8_t dl;		   /* the list it sits on, or DL_NONE */
+	uint8_t kind;		   /* the deadline it is under, or DL_NONE */
+	uint8_t eof, closing, forced, dirty, delivering, fiber_done, finished;
+	uint8_t reading; /* its fiber waits for input, not for the queue */
+	/* The rest: opening, closing, deadline moves, callbacks' carry. */
+	halo_recv_ms *rh;
+	halo_conn *prev, *next;	      /* every open connection */
+	halo_conn *dl_prev, *dl_next; /* its deadline list */
+	halo_conn *zombie_next;	      /* on the server's zombies */
+	char *carry;		      /* unconsumed input, max_in bytes */
+	size_t out_old_cap;
 	halo_fut *fiber;
 	halo_waiter fiber_w;
-	halo_fut *wake; /* what the fiber waits on */
 	void *data;
-	uint8_t dl;
-	uint8_t eof, closing, forced, dirty, delivering, fiber_done, finished;
 };
 _Static_assert(sizeof(struct halo_conn) <= 256, "one connection, 256 bytes");
 
@@ -147,7 +158,8 @@ static void arm_timer(halo_server *s, uint64_t at)
 	halo_fut_add_waiter(s->timer, &s->timer_w);
 }
 
-static void dl_unlink(halo_conn *c)
+/* Take c off the list it sits on. */
+static void dl_unfile(halo_conn *c)
 {
 	struct dl_list *l;
 
@@ -166,21 +178,57 @@ static void dl_unlink(halo_conn *c)
 	c->dl = DL_NONE;
 }
 
+/* c is under no deadline any more. */
+static void dl_unlink(halo_conn *c)
+{
+	dl_unfile(c);
+	c->kind = DL_NONE;
+}
+
+/* Put c on list k at key, in its sorted place: looked for from the tail,
+ * where nearly every key lands (a list takes now + its kind's length). */
+static void dl_file(halo_conn *c, unsigned k, uint64_t key)
+{
+	struct dl_list *l = &c->srv->dl[k];
+	halo_conn *p = l->tail;
+
+	while (p && p->key > key)
+		p = p->dl_prev;
+	c->dl_prev = p;
+	c->dl_next = p ? p->dl_next : l->head;
+	if (c->dl_next)
+		c->dl_next->dl_prev = c;
+	else
+		l->tail = c;
+	if (p)
+		p->dl_next = c;
+	else
+		l->head = c;
+	c->key = key;
+	c->dl = (uint8_t)k;
+}
+
+/* Put c under deadline kind, due at due. c moves only when due comes before
+ * its place (key) in the lists; a later deadline (a renewal, or idle after
+ * a write) is only noted, and the timer files c again when it reaches the
+ * key. So a connection that keeps busy costs no list work per event, and
+ * no deadline is missed: every key is at or before its due time. */
+static void dl_set(halo_conn *c, unsigned kind, uint64_t due)
+{
+	c->kind = (uint8_t)kind;
+	c->due = due;
+	if (c->dl != DL_NONE && c->key <= due)
+		return;
+	dl_unfile(c);
+	dl_file(c, kind, due);
+	arm_timer(c->srv, due);
+}
+
 static void dl_arm(halo_conn *c, unsigned kind)
 {
 	halo_server *s = c->srv;
-	struct dl_list *l = &s->dl[kind];
 
-	dl_unlink(c);
-	c->deadline = halo_now_ns() + s->dl_ns[kind];
-	c->dl = (uint8_t)kind;
-	c->dl_prev = l->tail;
-	if (l->tail)
-		l->tail->dl_next = c;
-	else
-		l->head = c;
-	l->tail = c;
-	arm_timer(s, c->deadline);
+	dl_set(c, kind, halo_loop_now(s->loop) + s->dl_ns[kind]);
 }
 
 /* The deadline for what c is doing now; progress says bytes moved, which
@@ -191,12 +239,12 @@ static void dl_update(halo_conn *c, bool progress)
 	if (c->closing)
 		return;
 	if (queued(c)) {
-		if (c->dl != DL_WRITE || progress)
+		if (c->kind != DL_WRITE || progress)
 			dl_arm(c, DL_WRITE);
 	} else if (c->carry_len) {
-		if (c->dl != DL_HEAD)
+		if (c->kind != DL_HEAD)
 			dl_arm(c, DL_HEAD);
-	} else if (c->dl != DL_IDLE || progress) {
+	} else if (c->kind != DL_IDLE || progress) {
 		dl_arm(c, DL_IDLE);
 	}
 }
@@ -204,7 +252,7 @@ static void dl_update(halo_conn *c, bool progress)
 static void expire(halo_conn *c)
 {
 	halo_server *s = c->srv;
-	unsigned kind = c->dl;
+	unsigned kind = c->kind;
 
 	dl_unlink(c);
 	switch (kind) {
@@ -224,6 +272,8 @@ static void expire(halo_conn *c)
 	conn_close(c, -ETIMEDOUT, true);
 }
 
+/* Each list head whose key has come is either due (expire it) or was
+ * renewed since it was filed (file it again at its due time). */
 static void on_timer(halo_fut *f, void *arg)
 {
 	halo_server *s = arg;
@@ -234,11 +284,18 @@ static void on_timer(halo_fut *f, void *arg)
 	for (unsigned k = 0; k < DL_N; k++) {
 		halo_conn *c;
 
-		while ((c = s->dl[k].head) && c->deadline <= now)
-			expire(c);
-		if (c && c->deadline < next)
-			next = c->deadline;
+		while ((c = s->dl[k].head) && c->key <= now) {
+			if (c->due <= now) {
+				expire(c);
+			} else {
+				dl_unfile(c);
+				dl_file(c, c->kind, c->due);
+			}
+		}
 	}
+	for (unsigned k = 0; k < DL_N; k++)
+		if (s->dl[k].head && s->dl[k].head->key < next)
+			next = s->dl[k].head->key;
 	if (next != UINT64_MAX)
 		arm_timer(s, next);
 }
@@ -304,8 +361,8 @@ static void out_free(halo_conn *c)
 
 static void wake_fiber(halo_conn *c)
 {
-	if (c->wake && !halo_fut_is_done(c->wake))
-		halo_fut_resolve(c->wake, 0, NULL);
+	if (c->wake)
+		halo_fiber_unpark(c->wake, 0);
 }
 
 static void on_sent(halo_fut *f, void *arg)
@@ -336,7 +393,12 @@ static void on_sent(halo_fut *f, void *arg)
 	if (queued(c) && !c->forced)
 		mark_dirty(c);
 	dl_update(c, r > 0);
-	if (queued(c) < s->o.max_out)
+	/* A fiber waiting for input gains nothing from a send: waking it
+	 * would cost two stack switches per request for a read that finds
+	 * nothing. Only a stop, which ends an idle read once the queue is
+	 * out, concerns it. */
+	if (queued(c) < s->o.max_out &&
+	    (!c->reading || (s->stopping && !queued(c))))
 		wake_fiber(c);
 	if (!is_fiber_style(s) && queued(c) <= s->o.max_out / 2)
 		deliver(c, false);
@@ -726,7 +788,7 @@ static void conn_open(halo_server *s, int fd)
 	c->srv = s;
 	c->fd = fd;
 	c->in_head = c->in_tail = NO_BID;
-	c->dl = DL_NONE;
+	c->dl = c->kind = DL_NONE;
 	c->rh = halo_recv_ms_start_opts(s->loop, fd, s->br, on_recv, c, &ro,
 					&err);
 	if (c->rh && is_fiber_style(s)) {
@@ -1138,14 +1200,8 @@ void halo_server_stats_get(const halo_server *s, halo_server_stats *out)
 /* Suspend c's fiber until something changes for c. */
 static int fiber_wait(halo_conn *c)
 {
-	int64_t r;
+	int64_t r = halo_fiber_park(c->srv->loop, &c->wake);
 
-	c->wake = halo_fut_new(c->srv->loop);
-	if (!c->wake)
-		return -ENOMEM;
-	r = halo_fut_wait(c->wake);
-	halo_fut_release(c->wake);
-	c->wake = NULL;
 	return r < 0 ? (int)r : 0;
 }
 
@@ -1156,30 +1212,17 @@ static int closed_err(const halo_conn *c)
 	return c->srv->stopping ? -ESHUTDOWN : -EPIPE;
 }
 
-ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len)
+/* Fiber style: wait until c holds input. Returns 1 when it does, 0 at the
+ * peer's end of stream, or -errno. */
+static int await_input(halo_conn *c)
 {
 	halo_server *s = c->srv;
-	size_t n = 0;
 
-	if (!is_fiber_style(s) || !halo_loop_in_fiber(s->loop))
-		return -EPERM;
 	for (;;) {
-		while (n < len && c->in_head != NO_BID) {
-			uint16_t bid = c->in_head;
-			size_t k = s->bid_len[bid] - c->in_off;
+		int r;
 
-			if (k > len - n)
-				k = len - n;
-			memcpy((char *)buf + n,
-			       (char *)halo_bufring_buf(s->br, bid) + c->in_off,
-			       k);
-			n += k;
-			c->in_off += (uint32_t)k;
-			if (c->in_off == s->bid_len[bid])
-				in_pop(c);
-		}
-		if (n || !len)
-			return (ssize_t)n;
+		if (c->in_head != NO_BID)
+			return 1;
 		if (c->closing)
 			return closed_err(c);
 		if (c->eof)
@@ -1188,9 +1231,72 @@ ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len)
 			return c->rerr;
 		if (s->stopping && !queued(c))
 			return -ESHUTDOWN;
-		int r = fiber_wait(c);
+		c->reading = 1;
+		r = fiber_wait(c);
+		c->reading = 0;
 		if (r < 0)
 			return c->closing ? closed_err(c) : r;
+	}
+}
+
+ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len)
+{
+	halo_server *s = c->srv;
+	size_t n = 0;
+	int r;
+
+	if (!is_fiber_style(s) || !halo_loop_in_fiber(s->loop))
+		return -EPERM;
+	if (!len)
+		return 0;
+	r = await_input(c);
+	if (r <= 0)
+		return r;
+	while (n < len && c->in_head != NO_BID) {
+		uint16_t bid = c->in_head;
+		size_t k = s->bid_len[bid] - c->in_off;
+
+		if (k > len - n)
+			k = len - n;
+		memcpy((char *)buf + n,
+		       (char *)halo_bufring_buf(s->br, bid) + c->in_off, k);
+		n += k;
+		c->in_off += (uint32_t)k;
+		if (c->in_off == s->bid_len[bid])
+			in_pop(c);
+	}
+	return (ssize_t)n;
+}
+
+ssize_t halo_conn_peek(halo_conn *c, const void **data)
+{
+	halo_server *s = c->srv;
+	int r;
+
+	if (!is_fiber_style(s) || !halo_loop_in_fiber(s->loop))
+		return -EPERM;
+	r = await_input(c);
+	if (r <= 0)
+		return r;
+	*data = (char *)halo_bufring_buf(s->br, c->in_head) + c->in_off;
+	return (ssize_t)(s->bid_len[c->in_head] - c->in_off);
+}
+
+void halo_conn_consume(halo_conn *c, size_t n)
+{
+	halo_server *s = c->srv;
+
+	if (!is_fiber_style(s))
+		return;
+	while (n && c->in_head != NO_BID) {
+		size_t k = s->bid_len[c->in_head] - c->in_off;
+
+		if (k > n)
+			k = n;
+		c->in_off += (uint32_t)k;
+		n -= k;
+		if (c->in_off == s->bid_len[c->in_head])
+			in_pop(c);
 	}
 }
 

@@ -175,6 +175,18 @@ HALO_API void halo_server_stats_get(const halo_server *s,
  * idle), -ECANCELED, -EPERM outside c's fiber. */
 HALO_API ssize_t halo_conn_read(halo_conn *c, void *buf, size_t len);
 
+/* Fiber style: halo_conn_read() without the copy. Waits as it does, then
+ * points *data at the oldest input c holds, in the receive buffer itself,
+ * and returns how many bytes lie there in one piece (at most one buffer's
+ * worth; more may follow), 0 at the peer's end of stream, or -errno as
+ * halo_conn_read(). The bytes stay valid, and are seen again by the next
+ * peek or read, until halo_conn_consume() lets go of them or c closes. */
+HALO_API ssize_t halo_conn_peek(halo_conn *c, const void **data);
+
+/* Fiber style: let go of the first n bytes of c's input (at most what
+ * halo_conn_peek() returned); their buffers go back to the ring. */
+HALO_API void halo_conn_consume(halo_conn *c, size_t n);
+
 /* Queue len bytes of buf (copied) for sending after everything written
  * before. In c's fiber it waits while more than max_out bytes are queued;
  * in a callback it never waits. Returns len, or -errno: the error that

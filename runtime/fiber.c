@@ -44,8 +44,16 @@
 
 struct halo_fiber {
 	struct halo_fut fut;
+	/* What a wake and a switch touch, in the cache line after the
+	 * future's head (with its tail: refs, state, kind). */
 	halo_task run; /* resumes the fiber from the ready queue */
 	void *sp;
+	int64_t wake;	 /* what the suspension point returns */
+	uint8_t started, done, cancel_pending;
+	uint8_t draining; /* suspended until owned is empty */
+	uint8_t exiting;  /* fn returned; draining before the end */
+	uint8_t retry_queued;
+	uint8_t parked; /* in halo_fiber_park(), not unparked yet */
 	char *stack; /* lowest usable byte; the guard page lies below */
 	size_t stack_size;
 	halo_fiber_fn fn;
@@ -54,11 +62,6 @@ struct halo_fiber {
 	halo_fut *awaiting;
 	halo_op *owned; /* ops it started that the kernel still holds */
 	halo_task retry; /* re-asks cancels that found no SQE, next tick */
-	int64_t wake;	 /* what the suspension point returns */
-	uint8_t started, done, cancel_pending;
-	uint8_t draining; /* suspended until owned is empty */
-	uint8_t exiting;  /* fn returned; draining before the end */
-	uint8_t retry_queued;
 	void *asan_fake;
 #ifdef HALO_TSAN
 	void *tsan_fiber; /* this fiber's context */
@@ -517,6 +520,16 @@ void halo__fiber_cancel(halo_fut *f)
 	if (!fb->started || fb->done || fb->exiting)
 		return; /* resume() sees the request before it starts */
 	cancel_owned(fb);
+	if (fb->parked) {
+		/* As for a future's wait: back once the kernel let go. */
+		fb->parked = 0;
+		fb->wake = -ECANCELED;
+		if (fb->owned)
+			fb->draining = 1;
+		else
+			halo__ready_push(f->loop, &fb->run);
+		return;
+	}
 	if (fb->awaiting &&
 	    halo_fut_remove_waiter(fb->awaiting, &fb->wait)) {
 		/* A future it did not start stays alive for its other
@@ -567,6 +580,37 @@ int halo_sleep(halo_loop *loop, uint64_t ns)
 		halo_fut_cancel(t);
 	halo_fut_release(t);
 	return r < 0 ? (int)r : 0;
+}
+
+int64_t halo_fiber_park(halo_loop *loop, halo_fut **slot)
+{
+	struct halo_fiber *fb = loop->cur_fiber;
+	int64_t r;
+
+	if (!fb)
+		return -EPERM;
+	if (fb->cancel_pending)
+		return cancelled(fb);
+	loop->stats.blocking_waits++;
+	fb->parked = 1;
+	*slot = &fb->fut;
+	r = suspend(fb);
+	*slot = NULL;
+	return r;
+}
+
+int halo_fiber_unpark(halo_fut *f, int64_t v)
+{
+	struct halo_fiber *fb = (struct halo_fiber *)f;
+
+	if (!f || f->kind != FUT_FIBER)
+		return -EINVAL;
+	if (!fb->parked)
+		return -EALREADY;
+	fb->parked = 0;
+	fb->wake = v;
+	halo__ready_push(f->loop, &fb->run);
+	return 0;
 }
 
 int halo_fiber_cancelled(const halo_loop *loop)

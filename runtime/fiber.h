@@ -60,6 +60,21 @@ HALO_API int halo_yield(halo_loop *loop);
  * drives the loop. Returns 0, -ECANCELED, or -EDEADLK from a callback. */
 HALO_API int halo_sleep(halo_loop *loop, uint64_t ns);
 
+/* Suspend the running fiber until halo_fiber_unpark() or a cancel: a wait
+ * on no future, for code that keeps its own record of what the fiber waits
+ * for and would otherwise make a promise per wait. While parked, *slot
+ * holds the fiber's future (no reference) for the waker to name; park
+ * clears it on return, so *slot must stay valid until then. Returns the
+ * value given to unpark, -ECANCELED (once the kernel let go of the
+ * operations the fiber owns, as for any wait), -EPERM outside a fiber. */
+HALO_API int64_t halo_fiber_park(halo_loop *loop, halo_fut **slot);
+
+/* Resume fiber f, parked in halo_fiber_park(), from the ready queue: its
+ * park returns v. Never allocates. Returns 0, -EALREADY if f is not parked
+ * (it runs, waits on a future, was unparked already or ended), -EINVAL if
+ * f is not a fiber. */
+HALO_API int halo_fiber_unpark(halo_fut *f, int64_t v);
+
 /* True if the running fiber has been asked to cancel. */
 HALO_API int halo_fiber_cancelled(const halo_loop *loop);
 

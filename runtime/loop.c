@@ -28,6 +28,15 @@ uint64_t halo_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t halo_loop_now(halo_loop *loop)
+{
+	if (!loop->now_valid) {
+		loop->now_ns = halo_now_ns();
+		loop->now_valid = 1;
+	}
+	return loop->now_ns;
+}
+
 void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 {
 	va_list ap;
@@ -192,6 +201,7 @@ static int setup_ring(halo_loop *loop)
 static const char *const feature_names[] = {
 	"recv_bundle", "pbuf_inc", "send_bundle", "send_zc", "cqe_skip",
 	"no_sqarray", "min_wait", "fixed_bufs", "iopoll", "msg_ring",
+	"huge_bufs",
 };
 
 const char *halo_feature_name(unsigned bit)
@@ -235,6 +245,21 @@ static unsigned features_off_env(void)
 	return off;
 }
 
+/* Transparent huge pages that madvise(MADV_HUGEPAGE) can ask for: the
+ * kernel has them and they are not switched off ("never"). */
+static bool thp_usable(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char mode[64] = "";
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fgets(mode, sizeof(mode), f) && !strstr(mode, "[never]");
+	fclose(f);
+	return ok;
+}
+
 /* Features the kernel has, found by the probes; what the user switched off
  * is masked out afterwards, so every user of a feature reads one bit. */
 static unsigned probe_features(halo_loop *loop)
@@ -261,6 +286,8 @@ static unsigned probe_features(halo_loop *loop)
 	if (loop->opts.iopoll)
 		f |= HALO_FEAT_IOPOLL;
 	f |= halo_uring_probe_net(&loop->ring);
+	if (thp_usable())
+		f |= HALO_FEAT_HUGE_BUFS;
 	return f;
 }
 
@@ -479,6 +506,7 @@ static int tick(halo_loop *loop, bool may_block)
 
 	loop->stats.ticks++;
 	loop->woken = 0;
+	loop->now_valid = 0;
 	if (loop->ready_head || loop->later_head)
 		run_ready(loop);
 	loop->hooks_busy = loop->hooks ? run_hooks(loop) : 0;
@@ -499,6 +527,9 @@ static int tick(halo_loop *loop, bool may_block)
 			if (loop->timers.n) {
 				uint64_t now = halo_now_ns();
 				uint64_t next = halo_timer_next(loop);
+
+				loop->now_ns = now; /* until the enter */
+				loop->now_valid = 1;
 				timeout = next > now ? next - now : 0;
 				if (!timeout)
 					wait_nr = 0;
@@ -518,6 +549,7 @@ static int tick(halo_loop *loop, bool may_block)
 		/* Only timers and ready work: nothing for the kernel to do. */
 		if (io || wait_nr) {
 			r = halo__enter(loop, wait_nr, timeout);
+			loop->now_valid = 0; /* it may have slept */
 			if (r < 0)
 				return r;
 			if (halo__reap(loop) && loop->opts.busy_poll_ns)
@@ -525,7 +557,7 @@ static int tick(halo_loop *loop, bool may_block)
 					halo_now_ns() + loop->opts.busy_poll_ns;
 		}
 		if (loop->timers.n) {
-			halo__timers_expire(loop, halo_now_ns());
+			halo__timers_expire(loop, halo_loop_now(loop));
 		}
 	}
 	return has_work(loop) ? 1 : 0;

@@ -72,7 +72,9 @@ typedef struct halo_loop_opts {
 #define HALO_FEAT_IOPOLL (1u << 8)	/* a polled ring for O_DIRECT (opts.iopoll);
 					   cleared when the device refuses */
 #define HALO_FEAT_MSG_RING (1u << 9)	/* IORING_OP_MSG_RING between loops */
-#define HALO_FEAT_ALL ((1u << 10) - 1)
+#define HALO_FEAT_HUGE_BUFS (1u << 10)	/* ring buffers on transparent huge
+					   pages (THP not "never") */
+#define HALO_FEAT_ALL ((1u << 11) - 1)
 
 /* Counters that tests and benchmarks read through halo_loop_stats(). */
 typedef struct halo_stats {
@@ -147,6 +149,8 @@ struct halo_loop {
 	int hooks_busy;
 	int cq_overflowed;
 	int woken; /* a loop-driving wait's future completed this tick */
+	int now_valid;	/* now_ns holds this phase's time (halo_loop_now) */
+	uint64_t now_ns;
 	unsigned features; /* HALO_FEAT_* active on this loop */
 	unsigned ring_features; /* IORING_FEAT_* the kernel reported */
 	struct halo_fiber *cur_fiber;
@@ -241,6 +245,15 @@ HALO_API const char *halo_feature_name(unsigned bit);
 
 /* CLOCK_MONOTONIC now, in nanoseconds. */
 HALO_API uint64_t halo_now_ns(void);
+
+/* CLOCK_MONOTONIC as of the loop's current phase, in nanoseconds: read on
+ * the first call after each wait in io_uring_enter and at the start of each
+ * tick, then the same value until the next of those, so that a tick that
+ * handles many events pays one clock read, not one per event. It trails
+ * halo_now_ns() by at most the time the tick has run since (the reap of a
+ * batch of CQEs, or the ready tasks run so far): for deadlines and
+ * timestamps that tolerate that; use halo_now_ns() for exact time. */
+HALO_API uint64_t halo_loop_now(halo_loop *loop);
 
 /* True when called from a fiber of loop. */
 HALO_API int halo_loop_in_fiber(const halo_loop *loop);

@@ -39,6 +39,52 @@ static int64_t fail_eio(halo_loop *l, void *arg)
 	return -EIO;
 }
 
+struct parker {
+	halo_fut *slot;
+	int64_t got[2];
+};
+
+/* Parks twice; returns how many parks came back. */
+static int64_t park_twice(halo_loop *l, void *arg)
+{
+	struct parker *p = arg;
+
+	p->got[0] = halo_fiber_park(l, &p->slot);
+	if (p->slot)
+		return -EBADMSG; /* park clears the slot */
+	p->got[1] = halo_fiber_park(l, &p->slot);
+	return 2;
+}
+
+/* A parked fiber resumes with unpark's value, once; a second unpark and
+ * an unpark of a fiber that is not parked are refused; a cancel ends a
+ * park with -ECANCELED. */
+START_TEST(test_park_and_unpark)
+{
+	struct parker p = {0};
+	halo_fut *f = halo_spawn(&loop, park_twice, &p);
+
+	ck_assert_int_eq(halo_fiber_unpark(f, 1), -EALREADY); /* not started */
+	while (!p.slot)
+		ck_assert_int_ge(halo_loop_run_once(&loop), 0);
+	ck_assert_ptr_eq(p.slot, f);
+	ck_assert_int_eq(halo_fiber_unpark(p.slot, 7), 0);
+	ck_assert_int_eq(halo_fiber_unpark(f, 8), -EALREADY);
+	while (!p.got[0])
+		ck_assert_int_ge(halo_loop_run_once(&loop), 0);
+	ck_assert_int_eq(p.got[0], 7);
+	while (!p.slot)
+		ck_assert_int_ge(halo_loop_run_once(&loop), 0);
+	ck_assert_int_eq(halo_fut_cancel(f), 0);
+	ck_assert_int_eq(halo_fut_wait(f), -ECANCELED);
+	ck_assert_int_eq(p.got[1], -ECANCELED);
+	ck_assert_ptr_null(p.slot);
+	ck_assert_int_eq(halo_fiber_unpark(f, 1), -EALREADY);
+	ck_assert_int_eq(halo_fiber_park(&loop, &p.slot), -EPERM);
+	halo_fut_release(f);
+}
+END_TEST
+
 START_TEST(test_negative_return_is_error)
 {
 	halo_fut *f = halo_spawn(&loop, fail_eio, NULL);
@@ -370,6 +416,7 @@ Suite *fiber_suite(void)
 	tcase_add_test(tc, test_driving_the_loop_from_a_fiber_is_edeadlk);
 	tcase_add_test(tc, test_100000_fibers_spawned_and_joined);
 	tcase_add_test(tc, test_fiber_awaits_fiber);
+	tcase_add_test(tc, test_park_and_unpark);
 	tcase_add_test(tc, test_close_unmaps_stacks_of_suspended_fibers);
 	tcase_add_test(tc, test_stack_overflow_faults_on_guard_page);
 	suite_add_tcase(s, tc);

@@ -548,6 +548,48 @@ START_TEST(test_close_drains_reads_with_skipped_cancel_cqes)
 }
 END_TEST
 
+struct now_probe {
+	uint64_t a, b;
+};
+
+static void read_now_twice(halo_fut *f, void *arg)
+{
+	struct now_probe *p = arg;
+	halo_loop *l = halo_fut_loop(f);
+	uint64_t spin;
+
+	halo_fut_release(f);
+	p->a = halo_loop_now(l);
+	spin = halo_now_ns() + 2000000ull;
+	while (halo_now_ns() < spin)
+		;
+	p->b = halo_loop_now(l);
+}
+
+/* halo_loop_now(): one value within a phase of a tick, however long the
+ * phase runs, never ahead of the clock, and read again in the next tick. */
+START_TEST(test_loop_now_is_read_once_per_phase)
+{
+	struct now_probe p = {0};
+	halo_loop l;
+	uint64_t t0, c;
+
+	tu_loop_init(&l, NULL);
+	t0 = halo_now_ns();
+	halo_fut_on_done(halo_timer_after(&l, 1000000ull), read_now_twice, &p);
+	while (!p.a)
+		ck_assert_int_ge(halo_loop_run_once(&l), 0);
+	ck_assert_uint_eq(p.a, p.b);
+	ck_assert_uint_ge(p.a, t0 + 1000000ull);
+	ck_assert_uint_le(p.b, halo_now_ns());
+	halo_loop_run_nowait(&l);
+	c = halo_loop_now(&l);
+	ck_assert_uint_ge(c, p.b + 2000000ull);
+	ck_assert_uint_le(c, halo_now_ns());
+	tu_loop_close(&l);
+}
+END_TEST
+
 static void nops_through_small_sq(const halo_loop_opts *o, int want_noarr)
 {
 	halo_loop l;
@@ -667,6 +709,7 @@ Suite *loop_suite(void)
 	tcase_add_test(tc, test_busy_poll_spins_for_its_window_then_sleeps);
 	tcase_add_test(tc, test_tiny_cq_with_10000_nops_loses_nothing);
 	tcase_add_test(tc, test_invalid_options_are_einval);
+	tcase_add_test(tc, test_loop_now_is_read_once_per_phase);
 	tcase_add_test(tc, test_features_are_named_and_can_be_switched_off);
 	tcase_add_test(tc, test_init_without_io_uring_names_the_cause);
 	suite_add_tcase(s, tc);

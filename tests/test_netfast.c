@@ -256,6 +256,63 @@ START_TEST(test_recv_ms_unknown_flag_is_einval)
 }
 END_TEST
 
+/* --- ring buffers on huge pages --- */
+
+/* Whether the mapping that holds addr asks for huge pages (VmFlags "hg",
+ * what madvise(MADV_HUGEPAGE) sets): known at once, unlike whether the
+ * kernel found a huge page to give. */
+static int mapping_wants_huge(const void *addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	int in = 0, hg = -1;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+			continue;
+		}
+		if (in && !strncmp(line, "VmFlags:", 8)) {
+			hg = strstr(line, " hg") != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	ck_assert_int_ge(hg, 0);
+	return hg;
+}
+
+/* A ring of 2 MiB or more asks for huge pages where the feature is on,
+ * none where it is off. Buffers are whole and writable either way. */
+START_TEST(test_bufring_memory_on_huge_pages)
+{
+	halo_bufring *big, *small;
+	int err = 0;
+	int on;
+
+	loop_with(HALO_FEAT_HUGE_BUFS, _i);
+	on = (halo_loop_features(&loop) & HALO_FEAT_HUGE_BUFS) != 0;
+	big = halo_bufring_new(&loop, 8, 1024, 4096, &err);
+	small = halo_bufring_new(&loop, 9, 16, 4096, &err);
+	ck_assert_ptr_nonnull(big);
+	ck_assert_ptr_nonnull(small);
+	memset(halo_bufring_buf(big, 0), 1, 4096);
+	memset(halo_bufring_buf(big, 1023), 1, 4096);
+	ck_assert_int_eq(mapping_wants_huge(halo_bufring_buf(big, 0)), on);
+	ck_assert_int_eq(mapping_wants_huge(halo_bufring_buf(big, 1023)), on);
+	if (!on) /* on, the allocator may place it in a region asked before */
+		ck_assert_int_eq(
+		    mapping_wants_huge(halo_bufring_buf(small, 0)), 0);
+	ck_assert_int_eq(halo_bufring_free(big), 0);
+	ck_assert_int_eq(halo_bufring_free(small), 0);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 /* --- zero-copy send --- */
 
 /* The future of a zero-copy send completes only once the kernel let go of
@@ -588,6 +645,7 @@ Suite *netfast_suite(void)
 	tcase_add_loop_test(tc, test_stop_inside_a_bundle_gives_the_rest_back,
 			    0, 2);
 	tcase_add_loop_test(tc, test_recv_ms_unknown_flag_is_einval, 0, 2);
+	tcase_add_loop_test(tc, test_bufring_memory_on_huge_pages, 0, 2);
 	tcase_add_loop_test(
 	    tc, test_send_zc_buffer_reused_only_after_notification, 0, 2);
 	tcase_add_loop_test(tc, test_send_zc_to_a_reset_peer_fails_cleanly, 0,

@@ -222,6 +222,68 @@ START_TEST(test_fiber_echo_serves_several_clients)
 }
 END_TEST
 
+/* Fiber echo without a copy: peek at the held input, write it, consume it
+ * in two steps (a partial consume leaves the rest to the next peek). */
+static int64_t peek_echo(halo_conn *c, void *arg)
+{
+	const void *p;
+	ssize_t n;
+	size_t *max_piece = arg;
+
+	while ((n = halo_conn_peek(c, &p)) > 0) {
+		size_t half = (size_t)n / 2;
+
+		if ((size_t)n > *max_piece)
+			*max_piece = (size_t)n;
+		if (halo_conn_write(c, p, half) < 0)
+			break;
+		halo_conn_consume(c, half);
+		n = halo_conn_peek(c, &p); /* the same bytes' second half */
+		if (n <= 0 || halo_conn_write(c, p, (size_t)n) < 0)
+			break;
+		halo_conn_consume(c, (size_t)n);
+	}
+	return 0;
+}
+
+START_TEST(test_fiber_peek_and_consume_echo_every_byte)
+{
+	static char out[100000], in[sizeof(out)];
+	size_t max_piece = 0;
+	halo_server_opts o = {.fiber = peek_echo, .arg = &max_piece,
+			      .buf_size = 1024, .ring_bufs = 64, .max_held = 8};
+	halo_server_stats st;
+	size_t sent = 0, got = 0;
+	int fd, eof = 0;
+
+	for (size_t i = 0; i < sizeof(out); i++)
+		out[i] = (char)(i * 7 + i / 251);
+	start(&o);
+	fd = client();
+	while (got < sizeof(in) && !eof) {
+		ssize_t n;
+
+		if (sent < sizeof(out)) {
+			n = tx(fd, out + sent, sizeof(out) - sent);
+			if (n > 0)
+				sent += (size_t)n;
+		}
+		n = collect(fd, in + got, sizeof(in) - got, 5, &eof);
+		ck_assert_int_ge(n, 0);
+		got += (size_t)n;
+	}
+	ck_assert_uint_eq(got, sizeof(in));
+	ck_assert(memcmp(in, out, sizeof(out)) == 0);
+	ck_assert_uint_le(max_piece, 1024); /* one buffer at most */
+	ck_assert_uint_gt(max_piece, 0);
+	close(fd);
+	until_closed(2000);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.bytes_in, sizeof(out));
+	ck_assert_uint_eq(st.bytes_out, sizeof(out));
+}
+END_TEST
+
 START_TEST(test_callbacks_answer_pipelined_lines_in_order)
 {
 	halo_server_opts o = {.cbs = &line_cbs};
@@ -300,6 +362,42 @@ START_TEST(test_deadlines_never_fire_early)
 	halo_server_stats_get(srv, &st);
 	ck_assert_uint_eq(st.timeouts_idle, 5);
 	ck_assert_uint_eq(st.timeouts_head, 5);
+}
+END_TEST
+
+/* A connection that keeps busy past several idle lengths renews its
+ * deadline without moving in the lists (the timer files it again at its
+ * old key): it must stay open while busy, and close an idle length after
+ * its last request, neither before nor long after. */
+START_TEST(test_renewed_idle_deadline_is_neither_early_nor_lost)
+{
+	halo_server_opts o = {.fiber = echo, .idle_ns = 60 * MS};
+	halo_server_stats st;
+	char buf[8];
+	int fd, eof;
+	uint64_t t_last = 0, t0;
+
+	start(&o);
+	fd = client();
+	t0 = halo_now_ns();
+	/* 20 pings 15 ms apart: 300 ms, five idle lengths. */
+	for (int i = 0; i < 20; i++) {
+		t_last = halo_now_ns();
+		ck_assert_int_eq(tx(fd, "ping", 4), 4);
+		ck_assert_int_eq(collect(fd, buf, 4, 2000, &eof), 4);
+		run_ms(15);
+	}
+	ck_assert_uint_ge(halo_now_ns() - t0, 250 * MS);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.timeouts_idle, 0);
+	ck_assert_uint_eq(st.open, 1);
+	ck_assert_int_eq(collect(fd, buf, sizeof(buf), 3000, &eof), 0);
+	ck_assert(eof);
+	ck_assert_uint_ge(halo_now_ns() - t_last, 60 * MS);
+	ck_assert_uint_lt(halo_now_ns() - t_last, 60 * MS + 500 * MS);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.timeouts_idle, 1);
+	close(fd);
 }
 END_TEST
 
@@ -815,9 +913,11 @@ Suite *server_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, tu_timeout(60));
 	tcase_add_test(tc, test_fiber_echo_serves_several_clients);
+	tcase_add_test(tc, test_fiber_peek_and_consume_echo_every_byte);
 	tcase_add_test(tc, test_callbacks_answer_pipelined_lines_in_order);
 	tcase_add_test(tc, test_idle_deadline_closes_a_silent_reader);
 	tcase_add_test(tc, test_deadlines_never_fire_early);
+	tcase_add_test(tc, test_renewed_idle_deadline_is_neither_early_nor_lost);
 	tcase_add_test(tc, test_head_deadline_closes_a_slowloris_that_trickles);
 	tcase_add_test(tc, test_write_deadline_closes_a_stuck_send);
 	tcase_add_test(tc, test_close_deadline_ends_a_closing_connection_stuck_sending);

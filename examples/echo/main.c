@@ -1,10 +1,11 @@
 /* A TCP echo server on halo's connection layer: a fiber per connection
  * writes back what it reads; the layer bounds what each peer holds, closes
  * idle peers and drains on SIGINT/SIGTERM.
- *   echo PORT [-j N] [-a]   (PORT 0: any port)
+ *   echo PORT [-j N] [-a] [-c]   (PORT 0: any port)
  * -j N serves on a group of N loops, one per CPU (runtime/group.h): each
  * loop listens on the port with SO_REUSEPORT, or with -a one loop accepts
- * and hands each connection to the least loaded loop. */
+ * and hands each connection to the least loaded loop. -c serves with
+ * callbacks instead of a fiber per connection. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +14,31 @@
 #include <unistd.h>
 #include "halo.h"
 
+/* Writes back what arrives, straight from the receive buffer: peek instead
+ * of a read into a buffer of its own saves a copy and the stack it needs. */
 static int64_t echo(halo_conn *c, void *arg)
 {
-	char buf[8192];
+	const void *data;
 	ssize_t n;
 
 	(void)arg;
-	while ((n = halo_conn_read(c, buf, sizeof(buf))) > 0)
-		if (halo_conn_write(c, buf, (size_t)n) < 0)
+	while ((n = halo_conn_peek(c, &data)) > 0) {
+		if (halo_conn_write(c, data, (size_t)n) < 0)
 			break;
+		halo_conn_consume(c, (size_t)n);
+	}
 	return 0;
 }
+
+/* Callback style (-c): write back what arrived, all of it consumed. */
+static size_t echo_data(halo_conn *c, const char *data, size_t len, void *arg)
+{
+	(void)arg;
+	halo_conn_write(c, data, len);
+	return len;
+}
+
+static const halo_conn_cbs echo_cbs = {.on_data = echo_data};
 
 /* -j N: one server per loop of the group. */
 struct app {
@@ -70,13 +85,14 @@ static halo_fut *app_stop(halo_group *g, halo_loop *loop, unsigned i,
 	return a->stopped[i];
 }
 
-static int serve_group(long port, unsigned j, int handoff, int sfd)
+static int serve_group(long port, unsigned j, int handoff, int cbs, int sfd)
 {
 	halo_listen_opts lo = {.backlog = 4096, .reuseport = !handoff};
 	halo_group_opts go = {.count = j, .init = app_init,
 			      .on_stop = app_stop};
-	struct app a = {.so = {.fiber = echo, .ring_bufs = 4096,
-			       .handoff = handoff}};
+	struct app a = {.so = {.fiber = cbs ? NULL : echo,
+			       .cbs = cbs ? &echo_cbs : NULL,
+			       .ring_bufs = 4096, .handoff = handoff}};
 	struct signalfd_siginfo si;
 	halo_group *g;
 	int r, real_port;
@@ -127,14 +143,14 @@ int main(int argc, char **argv)
 	sigset_t mask;
 	char *end = NULL;
 	long port = argc >= 2 ? strtol(argv[1], &end, 10) : -1, j = 1;
-	int sfd, err = 0, handoff = 0, opt;
+	int sfd, err = 0, handoff = 0, cbs = 0, opt;
 
 	if (port < 0 || port > 65535 || !end || *end || end == argv[1])
 		goto usage;
 	optind = 2;
-	while ((opt = getopt(argc, argv, "j:a")) != -1) {
-		if (opt == 'a') {
-			handoff = 1;
+	while ((opt = getopt(argc, argv, "j:ac")) != -1) {
+		if (opt == 'a' || opt == 'c') {
+			*(opt == 'a' ? &handoff : &cbs) = 1;
 			continue;
 		}
 		j = opt == 'j' ? strtol(optarg, &end, 10) : -1;
@@ -149,12 +165,16 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	if (sfd >= 0 && j > 1)
-		return serve_group(port, (unsigned)j, handoff, sfd);
+		return serve_group(port, (unsigned)j, handoff, cbs, sfd);
 	if (sfd < 0 || halo_loop_init(&loop, &lo) < 0) {
 		fprintf(stderr, "echo: %s\n", halo_loop_error(&loop));
 		return 1;
 	}
 	so.port = (uint16_t)port;
+	if (cbs) {
+		so.fiber = NULL;
+		so.cbs = &echo_cbs;
+	}
 	if (!(s = halo_server_start(&loop, &so, &err))) {
 		fprintf(stderr, "echo: port %ld: %s\n", port, strerror(-err));
 		return 1;
@@ -166,7 +186,8 @@ int main(int argc, char **argv)
 	halo_server_free(s);
 	return halo_loop_close(&loop) ? 1 : 0;
 usage:
-	fprintf(stderr, "usage: %s PORT [-j loops] [-a]  (PORT 0: any port)\n",
+	fprintf(stderr,
+		"usage: %s PORT [-j loops] [-a] [-c]  (PORT 0: any port)\n",
 		argv[0]);
 	return 2;
 }
