@@ -134,7 +134,11 @@ START_TEST(test_build_names_a_start_half_that_sleeps)
 		{"pricing", start_sleeping, present, &ft[1], 0, 0, 0},
 		{"cart", start_timer, present, &ft[2], 0, 0, 0},
 	};
-	halo_build_report rep = halo_build(&loop, u, 3, NULL);
+	/* 40 ms against the 60 ms sleep: a start half that loses its CPU
+	 * for more than the default 10 ms on a loaded machine would be
+	 * named too. */
+	halo_build_opts o = {.stall_ns = 40 * MS};
+	halo_build_report rep = halo_build(&loop, u, 3, &o);
 
 	ck_assert_int_eq(rep.status, 0);
 	ck_assert_uint_eq(rep.stalled_n, 1);
