@@ -450,6 +450,76 @@ START_TEST(test_close_with_a_send_in_flight)
 }
 END_TEST
 
+struct writer {
+	halo_sendring *sr;
+	int64_t wait_res;
+};
+
+/* Writes the whole ring full from a fiber, then waits for its flush. */
+static int64_t writer_fiber(halo_loop *l, void *arg)
+{
+	struct writer *w = arg;
+	unsigned char chunk[4096];
+	halo_fut *fl;
+
+	(void)l;
+	for (size_t k = 0; k < 32; k++) {
+		for (size_t i = 0; i < sizeof(chunk); i++)
+			chunk[i] = pattern_at(k * sizeof(chunk) + i);
+		if (halo_sendring_write(w->sr, chunk, sizeof(chunk)) < 0)
+			return -EIO;
+	}
+	fl = halo_sendring_flush(w->sr);
+	w->wait_res = halo_fut_wait(fl);
+	halo_fut_release(fl);
+	return 0;
+}
+
+/* A fiber that wrote into the ring is cancelled while its flush waits on a
+ * peer that does not read: the ring's send is no fiber's (it was started
+ * by the loop and outlives the writer), so the fiber ends at once, its
+ * bytes still go out in order once the peer reads, and nothing leaks. */
+START_TEST(test_cancelled_writer_fiber_leaves_the_ring_sending)
+{
+	int a, small = 4096;
+	struct writer w = {0};
+	struct peer p = {0};
+	halo_fut *fb, *fl;
+	pthread_t th;
+
+	loop_with(_i);
+	tcp_pair(&a, &p.fd);
+	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	sr_new(&w.sr, a, 32, 4096);
+	fb = halo_spawn(&loop, writer_fiber, &w);
+	ck_assert_ptr_nonnull(fb);
+	for (int i = 0; i < 50; i++)
+		halo_loop_run_nowait(&loop);
+	ck_assert(!halo_fut_is_done(fb));
+	ck_assert_uint_gt(tu_inflight(&loop), 0); /* the ring's send */
+	halo_fut_cancel(fb);
+	for (int i = 0; i < 1000 && !halo_fut_is_done(fb); i++)
+		halo_loop_run_nowait(&loop);
+	ck_assert_int_eq(halo_fut_status(fb), HALO_FUT_CANCELLED);
+	ck_assert_int_eq(w.wait_res, -ECANCELED);
+	halo_fut_release(fb);
+	ck_assert_uint_gt(tu_inflight(&loop), 0); /* still sending */
+	ck_assert_int_eq(pthread_create(&th, NULL, drain_n, &p), 0);
+	fl = halo_sendring_flush(w.sr);
+	ck_assert_int_eq(halo_fut_wait(fl), 32 << 12);
+	halo_fut_release(fl);
+	shutdown(a, SHUT_WR);
+	pthread_join(th, NULL);
+	ck_assert_uint_eq(p.got, 32u << 12);
+	ck_assert_uint_eq(p.bad_at, 0);
+	ck_assert_uint_eq(halo_sendring_close(w.sr), 0);
+	close(a);
+	close(p.fd);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 /* A ring closed with a send in flight that the loop's close reaps. */
 START_TEST(test_loop_close_reaps_a_closed_ring)
 {
@@ -522,6 +592,8 @@ Suite *sendring_suite(void)
 	tcase_add_loop_test(
 	    tc, test_rounds_after_partial_sends_neither_repeat_nor_skip, 0, 2);
 	tcase_add_loop_test(tc, test_close_with_a_send_in_flight, 0, 2);
+	tcase_add_loop_test(
+	    tc, test_cancelled_writer_fiber_leaves_the_ring_sending, 0, 2);
 	tcase_add_loop_test(tc, test_loop_close_reaps_a_closed_ring, 0, 2);
 	tcase_add_loop_test(
 	    tc, test_bad_options_are_einval_and_bundles_are_opt_in, 0, 2);
