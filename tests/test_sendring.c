@@ -158,6 +158,56 @@ START_TEST(test_writes_spanning_many_buffers_arrive_in_order)
 }
 END_TEST
 
+/* 80000 buffers of 16 bytes through a ring of 16: the kernel's 16-bit ring
+ * tail (and its head) wrap past 65535 while sends are in flight, and the
+ * buffer ids still follow head; every byte arrives, in order. */
+START_TEST(test_ring_tail_wraps_past_16_bits)
+{
+	size_t total = 80000u * 16, off = 0;
+	unsigned char chunk[16];
+	halo_sendring_stats st;
+	halo_sendring *sr;
+	struct peer p = {0};
+	halo_fut *fl;
+	int a;
+
+	loop_with(_i);
+	tcp_pair(&a, &p.fd);
+	sr_new(&sr, a, 16, 16);
+	while (off < total) {
+		int r;
+
+		for (size_t i = 0; i < sizeof(chunk); i++)
+			chunk[i] = pattern_at(off + i);
+		r = halo_sendring_write(sr, chunk, sizeof(chunk));
+		if (r == -ENOBUFS) {
+			halo_loop_run_nowait(&loop);
+			peer_read(&p, MSG_DONTWAIT);
+			continue;
+		}
+		ck_assert_int_eq(r, (int)sizeof(chunk));
+		off += sizeof(chunk);
+	}
+	fl = halo_sendring_flush(sr);
+	while (!halo_fut_is_done(fl)) {
+		halo_loop_run_nowait(&loop);
+		peer_read(&p, MSG_DONTWAIT);
+	}
+	ck_assert_int_eq(halo_fut_result(fl), (int64_t)total);
+	halo_fut_release(fl);
+	while (p.got < total)
+		peer_read(&p, 0);
+	ck_assert_uint_eq(p.got, total);
+	ck_assert_uint_eq(p.bad_at, 0);
+	halo_sendring_stats_get(sr, &st);
+	ck_assert_uint_eq(st.bufs, 80000);
+	ck_assert_uint_eq(halo_sendring_close(sr), 0);
+	close(a);
+	close(p.fd);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 /* 1024 buffers of 64 bytes queued at once: more than the kernel takes in
  * one bundle (it imports a few hundred at a time) and as many iovecs as a
  * sendmsg takes. Every byte arrives, in order, over several sends or one. */
@@ -591,6 +641,7 @@ Suite *sendring_suite(void)
 			    0, 2);
 	tcase_add_loop_test(
 	    tc, test_rounds_after_partial_sends_neither_repeat_nor_skip, 0, 2);
+	tcase_add_loop_test(tc, test_ring_tail_wraps_past_16_bits, 0, 2);
 	tcase_add_loop_test(tc, test_close_with_a_send_in_flight, 0, 2);
 	tcase_add_loop_test(
 	    tc, test_cancelled_writer_fiber_leaves_the_ring_sending, 0, 2);
