@@ -208,6 +208,14 @@ static void rw_all_cqe(halo_op *op, int32_t res, uint32_t flags)
 	}
 	if (!halo__fut_pending(&op->fut))
 		return;
+	if (res == -EOPNOTSUPP && s->opcode == IORING_OP_SEND_ZC &&
+	    !(op->fut.flags & FUT_NOPPED)) {
+		/* A socket whose protocol takes no zero-copy sends (Unix
+		 * sockets): the piece went nowhere; it and the rest go as
+		 * plain sends. */
+		s->opcode = IORING_OP_SEND;
+		goto next;
+	}
 	if (res < 0 || (op->fut.flags & FUT_NOPPED)) {
 		io_finish(op, res);
 		return;
@@ -221,6 +229,7 @@ static void rw_all_cqe(halo_op *op, int32_t res, uint32_t flags)
 		io_finish(op, -EIO); /* a write that makes no progress */
 		return;
 	}
+next:
 	if ((op->fut.flags & FUT_CANCEL_REQ) || (op->aux & IO_AUX_EXPIRED)) {
 		/* Asked to stop between two pieces: nothing is in flight. */
 		io_finish(op, -ECANCELED);

@@ -95,7 +95,8 @@ HALO_API halo_fut *halo_send_zc_at(halo_loop *loop, int fd, const void *buf,
  * loop's send_zc_min (halo_loop_opts; 0, the default, is never) and with
  * HALO_FEAT_SEND_ZC, the pieces go zero-copy (SEND_ZC, MSG_WAITALL) and the
  * future completes only after the kernel's last notification, when buf may
- * be reused. */
+ * be reused; a socket that takes no zero-copy sends (a Unix socket) gets
+ * plain ones, after one refused attempt per call. */
 HALO_API halo_fut *halo_send_all_at(halo_loop *loop, int fd, const void *buf,
 				    size_t len, int flags, const char *file,
 				    int line);

@@ -433,6 +433,49 @@ START_TEST(test_send_all_zc_completes_after_notification)
 }
 END_TEST
 
+/* send_zc_min applies to every socket halo_send_all is given, but only some
+ * protocols take zero-copy sends (TCP and UDP; not Unix sockets, where
+ * SEND_ZC fails with -EOPNOTSUPP): such a socket gets plain sends, and the
+ * whole payload arrives. */
+START_TEST(test_send_all_zc_min_on_a_unix_socket_still_sends)
+{
+	static unsigned char buf[256 << 10], in[sizeof(buf)];
+	halo_loop_opts o = {.send_zc_min = 1};
+	size_t got = 0;
+	halo_fut *f;
+	int sv[2];
+	ssize_t n;
+
+	if (!_i)
+		o.features_off = HALO_FEAT_SEND_ZC;
+	tu_loop_init(&loop, &o);
+	ck_assert_int_eq(
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = pattern_at(i);
+	f = halo_send_all(&loop, sv[0], buf, sizeof(buf), 0);
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 10000000 && !halo_fut_is_done(f); i++) {
+		halo_loop_run_nowait(&loop);
+		n = recv(sv[1], in + got, sizeof(in) - got, MSG_DONTWAIT);
+		if (n > 0)
+			got += (size_t)n;
+	}
+	ck_assert_int_eq(halo_fut_result(f), (int64_t)sizeof(buf));
+	halo_fut_release(f);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	while (got < sizeof(in)) {
+		n = recv(sv[1], in + got, sizeof(in) - got, 0);
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
+	ck_assert_int_eq(memcmp(in, buf, sizeof(buf)), 0);
+	close(sv[0]);
+	close(sv[1]);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 /* A zero-copy send_all to a peer that reset the connection fails with the
  * socket's error, and only after the kernel let go (nothing in flight). */
 START_TEST(test_send_all_zc_to_a_reset_peer_fails_cleanly)
@@ -654,6 +697,8 @@ Suite *netfast_suite(void)
 			    0, 2);
 	tcase_add_loop_test(tc, test_send_all_zc_to_a_reset_peer_fails_cleanly,
 			    0, 2);
+	tcase_add_loop_test(
+	    tc, test_send_all_zc_min_on_a_unix_socket_still_sends, 0, 2);
 	tcase_add_loop_test(
 	    tc, test_sockwriter_zero_copy_batches_complete_after_notification,
 	    0, 2);
