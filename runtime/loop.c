@@ -431,11 +431,13 @@ static void run_ready(halo_loop *loop)
 static int run_hooks(halo_loop *loop)
 {
 	int busy = 0;
-	halo_hook *h, *next;
+	halo_hook *h;
 
+	/* The next hook is kept in the loop, not here: a hook may remove
+	 * (and free) any hook, the one after it included. */
 	loop->in_callback++;
-	for (h = loop->hooks; h; h = next) {
-		next = h->next;
+	for (h = loop->hooks; h; h = loop->hook_next) {
+		loop->hook_next = h->next;
 		if (unlikely(loop->stall) ? halo__stall_hook(loop, h) > 0
 					  : h->fn(loop, h->arg) > 0)
 			busy = 1;
@@ -624,6 +626,8 @@ void halo_loop_prepare_remove(halo_loop *loop, halo_hook *hook)
 		loop->hooks = hook->next;
 	else
 		return;
+	if (loop->hook_next == hook)
+		loop->hook_next = hook->next;
 	if (hook->next)
 		hook->next->prev = hook->prev;
 	hook->next = hook->prev = NULL;

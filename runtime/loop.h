@@ -134,6 +134,8 @@ struct halo_loop {
 	halo_task *ready_head, **ready_tail;
 	halo_task *later_head, **later_tail; /* yields: after this tick's I/O */
 	halo_hook *hooks;
+	halo_hook *hook_next; /* the prepare pass's next hook (a removal of
+				 that hook moves it on) */
 	/* Read per callback and per CQE: beside the ready queue. */
 	struct halo__stall *stall; /* stall detector; NULL when off */
 	struct halo__hist *hist;   /* histograms; NULL when off */

@@ -146,6 +146,48 @@ START_TEST(test_prepare_hook_sqes_ride_the_same_enter)
 }
 END_TEST
 
+struct pair_hooks {
+	halo_hook a, b;
+	int a_calls, b_calls;
+};
+
+static int removes_next_hook(halo_loop *l, void *arg)
+{
+	struct pair_hooks *p = arg;
+
+	p->a_calls++;
+	halo_loop_prepare_remove(l, &p->b);
+	/* What a user who frees the removed hook leaves behind. */
+	memset(&p->b, 0, sizeof(p->b));
+	return 0;
+}
+
+static int counts_calls(halo_loop *l, void *arg)
+{
+	(void)l;
+	((struct pair_hooks *)arg)->b_calls++;
+	return 0;
+}
+
+/* A hook that removes the hook after it, in the same pass: the removed
+ * one does not run, not even this once, and the loop never follows its
+ * (here cleared, as if freed) links. */
+START_TEST(test_prepare_hook_removing_the_next_hook_stops_it_at_once)
+{
+	struct pair_hooks p = {0};
+
+	halo_loop_prepare_add(&loop, &p.a, removes_next_hook, &p);
+	halo_loop_prepare_add(&loop, &p.b, counts_calls, &p);
+	ck_assert_int_ge(halo_loop_run_once(&loop), 0);
+	ck_assert_int_eq(p.a_calls, 1);
+	ck_assert_int_eq(p.b_calls, 0);
+	ck_assert_int_ge(halo_loop_run_once(&loop), 0);
+	ck_assert_int_eq(p.a_calls, 2);
+	ck_assert_int_eq(p.b_calls, 0);
+	halo_loop_prepare_remove(&loop, &p.a);
+}
+END_TEST
+
 static void write_byte(halo_fut *f, void *arg)
 {
 	(void)f;
@@ -691,6 +733,7 @@ Suite *loop_suite(void)
 	tcase_add_test(tc, test_ring_uses_single_issuer_defer_taskrun);
 	tcase_add_test(tc, test_one_enter_for_a_tick_of_100_ops);
 	tcase_add_test(tc, test_prepare_hook_sqes_ride_the_same_enter);
+	tcase_add_test(tc, test_prepare_hook_removing_the_next_hook_stops_it_at_once);
 	tcase_add_test(tc, test_post_runs_later_not_inline);
 	tcase_add_test(tc,
 		       test_embedded_post_needs_no_memory_and_runs_once_per_queueing);
