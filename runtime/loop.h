@@ -187,8 +187,10 @@ HALO_API int halo_loop_close(halo_loop *loop);
  * Returns 0, or -errno if the ring failed. */
 HALO_API int halo_loop_run(halo_loop *loop);
 
-/* Run one tick; block in it only if nothing is ready. Returns 1 if the loop
- * still has work, 0 if it has none, -errno if the ring failed. */
+/* Run one tick; block in it only if nothing is ready, and never while ops
+ * are in flight on the polled ring (opts.iopoll), whose completions only a
+ * poll finds. Returns 1 if the loop still has work, 0 if it has none,
+ * -errno if the ring failed. */
 HALO_API int halo_loop_run_once(halo_loop *loop);
 
 /* Run one tick that never blocks: submit, reap what is there, expire due
