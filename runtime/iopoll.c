@@ -96,6 +96,10 @@ int halo__iopoll_enter(halo_loop *loop)
 	case -EAGAIN: /* kernel short of memory for requests: retry */
 	case -EBUSY:  /* CQ backlog: reap, and the next tick retries */
 		return 0;
+	case -EBADR: /* NODROP could not save a CQE: counted, as on the
+		      * main ring, not an end of the loop */
+		loop->stats.cq_overflows++;
+		return 0;
 	default:
 		return r;
 	}
