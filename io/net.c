@@ -365,6 +365,8 @@ struct piece {
 	halo_op *owner; /* the recv that handed it out */
 	uint32_t off;
 	uint32_t next; /* the buffer's next piece, or the free list's */
+	uint32_t prev; /* the buffer's previous piece, or NO_PIECE */
+	uint16_t bid;
 };
 
 struct halo_bufring {
@@ -393,6 +395,8 @@ struct halo_bufring {
 	struct piece *piece; /* pieces out and free ones, grown on demand */
 	uint32_t piece_cap;
 	uint32_t piece_free; /* free list head, or NO_PIECE */
+	uint32_t *slot;	     /* pieces out by (bid, off): an open-addressed
+				table of 2 * piece_cap, NO_PIECE when empty */
 	uint64_t pieces_out;
 	uint64_t pieces_total;
 	uint64_t bufs_used;  /* buffers the kernel took (whole or finished) */
@@ -425,24 +429,80 @@ static int alloc_bufs(halo_bufring *br, halo_loop *loop)
 	return 0;
 }
 
+/* Where a piece of bid at off is first looked for in br->slot: a return
+ * by address finds its piece in a probe or two however many pieces of the
+ * buffer are out before it (a walk of the buffer's list would pass every
+ * older piece still held, on every return behind them). */
+static uint32_t slot_home(const halo_bufring *br, uint16_t bid, uint32_t off)
+{
+	uint64_t h = (((uint64_t)bid << 32) | off) * 0x9E3779B97F4A7C15ull;
+
+	return (uint32_t)(h >> 32) & (br->piece_cap * 2 - 1);
+}
+
+static void slot_put(halo_bufring *br, uint32_t i)
+{
+	uint32_t mask = br->piece_cap * 2 - 1;
+	uint32_t s = slot_home(br, br->piece[i].bid, br->piece[i].off);
+
+	while (br->slot[s] != NO_PIECE)
+		s = (s + 1) & mask;
+	br->slot[s] = i;
+}
+
+/* Empty slot s, moving back the entries after it that probed past it (the
+ * table has no tombstones, so lookups stop at the first empty slot). */
+static void slot_del(halo_bufring *br, uint32_t s)
+{
+	uint32_t mask = br->piece_cap * 2 - 1;
+
+	for (uint32_t j = (s + 1) & mask; br->slot[j] != NO_PIECE;
+	     j = (j + 1) & mask) {
+		const struct piece *p = &br->piece[br->slot[j]];
+		uint32_t home = slot_home(br, p->bid, p->off);
+
+		/* j's entry may move to s if s lies on its probe path,
+		 * home .. j (cyclically) */
+		if (((j - home) & mask) >= ((j - s) & mask)) {
+			br->slot[s] = br->slot[j];
+			s = j;
+		}
+	}
+	br->slot[s] = NO_PIECE;
+}
+
 /* Make room for at least one more piece: the pool doubles, so it grows a
  * few times while the loop warms up and no more. Pieces link by index, so
- * moving the array moves nothing that points into it. */
+ * moving the array moves nothing that points into it; the table is rebuilt
+ * from the buffers' lists. */
 static bool piece_grow(halo_bufring *br)
 {
 	uint32_t cap = br->piece_cap ? br->piece_cap * 2 : br->nbufs * 4;
+	uint32_t *slot;
 	struct piece *p;
 
-	if (cap <= br->piece_cap)
+	if (cap <= br->piece_cap || cap > (1u << 30))
+		return false;
+	slot = malloc((size_t)cap * 2 * sizeof(*slot));
+	if (!slot)
 		return false;
 	p = realloc(br->piece, cap * sizeof(*p));
-	if (!p)
+	if (!p) {
+		free(slot);
 		return false;
+	}
 	for (uint32_t i = br->piece_cap; i < cap; i++)
 		p[i].next = i + 1 < cap ? i + 1 : br->piece_free;
 	br->piece_free = br->piece_cap;
 	br->piece = p;
 	br->piece_cap = cap;
+	free(br->slot);
+	br->slot = slot;
+	memset(slot, 0xff, (size_t)cap * 2 * sizeof(*slot));
+	for (unsigned b = 0; b < br->nbufs; b++)
+		for (uint32_t i = br->inc[b].first; i != NO_PIECE;
+		     i = p[i].next)
+			slot_put(br, i);
 	return true;
 }
 
@@ -523,6 +583,7 @@ fail_owner:
 	free(br->pos);
 	free(br->inc);
 	free(br->piece);
+	free(br->slot);
 	munmap(br->ring, br->ring_bytes);
 fail_br:
 	free(br);
@@ -600,6 +661,7 @@ int halo_bufring_free(halo_bufring *br)
 	free(br->pos);
 	free(br->inc);
 	free(br->piece);
+	free(br->slot);
 	munmap(br->ring, br->ring_bytes);
 	free(br);
 	return r;
@@ -849,43 +911,54 @@ static bool piece_add(halo_bufring *br, uint16_t bid, uint32_t off, halo_op *op)
 		return false;
 	i = br->piece_free;
 	br->piece_free = br->piece[i].next;
-	br->piece[i] =
-	    (struct piece){.owner = op, .off = off, .next = NO_PIECE};
+	br->piece[i] = (struct piece){
+	    .owner = op, .off = off, .next = NO_PIECE, .prev = ib->last,
+	    .bid = bid};
 	if (ib->last == NO_PIECE)
 		ib->first = i;
 	else
 		br->piece[ib->last].next = i;
 	ib->last = i;
 	ib->pieces++;
+	slot_put(br, i);
 	return true;
 }
 
-/* Take bid's piece at off (NO_PIECE: its oldest) off its list; returns the
- * recv that handed it out, or NULL if no such piece is out. Pieces mostly
- * come back in order, so the search stops at the first. */
+/* Take bid's piece at off (NO_PIECE: its oldest) off its list and the
+ * table; returns the recv that handed it out, or NULL if no such piece is
+ * out. */
 static halo_op *piece_take(halo_bufring *br, uint16_t bid, uint32_t off)
 {
 	struct inc_buf *ib = &br->inc[bid];
-	uint32_t prev = NO_PIECE;
+	uint32_t mask = br->piece_cap * 2 - 1, s, i;
+	struct piece *p;
 
-	for (uint32_t i = ib->first; i != NO_PIECE;
-	     prev = i, i = br->piece[i].next) {
-		struct piece *p = &br->piece[i];
-
-		if (off != NO_PIECE && p->off != off)
-			continue;
-		if (prev == NO_PIECE)
-			ib->first = p->next;
-		else
-			br->piece[prev].next = p->next;
-		if (ib->last == i)
-			ib->last = prev;
-		ib->pieces--;
-		p->next = br->piece_free;
-		br->piece_free = i;
-		return p->owner;
+	if (off == NO_PIECE) {
+		if (ib->first == NO_PIECE)
+			return NULL;
+		off = br->piece[ib->first].off;
 	}
-	return NULL;
+	for (s = slot_home(br, bid, off);; s = (s + 1) & mask) {
+		i = br->slot[s];
+		if (i == NO_PIECE)
+			return NULL;
+		if (br->piece[i].bid == bid && br->piece[i].off == off)
+			break;
+	}
+	slot_del(br, s);
+	p = &br->piece[i];
+	if (p->prev == NO_PIECE)
+		ib->first = p->next;
+	else
+		br->piece[p->prev].next = p->next;
+	if (p->next == NO_PIECE)
+		ib->last = p->prev;
+	else
+		br->piece[p->next].prev = p->prev;
+	ib->pieces--;
+	p->next = br->piece_free;
+	br->piece_free = i;
+	return p->owner;
 }
 
 static int inc_return(halo_bufring *br, uint16_t bid, uint32_t off)
