@@ -9,9 +9,15 @@
 
 #define MS 1000000ull
 
+/* Every report is counted in n; those of 15 ms or more in long_n, and
+ * the longest one is kept. The tests' stalls last 20 ms or more and are
+ * asserted through long_n: on a loaded 2-core machine a short slice that
+ * loses its CPU for a few ms is a real stall too, and may be reported
+ * besides. */
 struct seen {
 	int n;
-	halo_stall last;
+	int long_n;
+	halo_stall last; /* the longest report */
 	char symbol[64];
 	char file[256];
 	char label[64];
@@ -24,6 +30,10 @@ static void collect(halo_loop *l, const halo_stall *s, void *arg)
 
 	(void)l;
 	seen->n++;
+	if (s->duration_ns >= 15 * MS)
+		seen->long_n++;
+	if (seen->n > 1 && s->duration_ns < seen->last.duration_ns)
+		return;
 	seen->last = *s;
 	/* The report's strings live for the call only. */
 	snprintf(seen->symbol, sizeof(seen->symbol), "%s",
@@ -81,7 +91,7 @@ START_TEST(test_stall_callback_sleeping_20ms_is_reported_once_by_name)
 	ck_assert_int_eq(halo_loop_run(&l), 0);
 
 	ck_assert_int_eq(quick, 20);
-	ck_assert_int_eq(seen.n, 1);
+	ck_assert_int_eq(seen.long_n, 1);
 	ck_assert_int_eq(seen.last.kind, HALO_STALL_CALLBACK);
 	ck_assert_ptr_eq(seen.last.fn, (const void *)stall_test_sleepy_cb);
 	ck_assert_str_eq(seen.symbol, "stall_test_sleepy_cb");
@@ -90,7 +100,7 @@ START_TEST(test_stall_callback_sleeping_20ms_is_reported_once_by_name)
 	ck_assert_uint_ge(seen.last.duration_ns, 20 * MS);
 	ck_assert_uint_lt(seen.last.duration_ns, 10000 * MS);
 	halo_loop_stats(&l, &st);
-	ck_assert_uint_eq(st.stalls, 1);
+	ck_assert_uint_eq(st.stalls, (uint64_t)seen.n);
 	ck_assert_uint_eq(st.stall_max_ns, seen.last.duration_ns);
 	tu_loop_close(&l);
 }
@@ -112,7 +122,7 @@ START_TEST(test_stall_long_threshold_reports_within_a_jiffy)
 	open_loop(&l, &seen, 50 * MS);
 	ck_assert_int_eq(halo_loop_post(&l, sleep_80ms_cb, NULL), 0);
 	ck_assert_int_eq(halo_loop_run(&l), 0);
-	ck_assert_int_eq(seen.n, 1);
+	ck_assert_int_eq(seen.long_n, 1);
 	ck_assert_ptr_eq(seen.last.fn, (const void *)sleep_80ms_cb);
 	ck_assert_uint_ge(seen.last.duration_ns, 70 * MS);
 	tu_loop_close(&l);
@@ -152,7 +162,7 @@ START_TEST(test_stall_names_the_slow_waiter_among_several)
 	halo_fut_release(f);
 
 	ck_assert_int_eq(quick, 2);
-	ck_assert_int_eq(seen.n, 1);
+	ck_assert_int_eq(seen.long_n, 1);
 	ck_assert_ptr_eq(seen.last.fn, (const void *)sleepy_waiter);
 	ck_assert_uint_ge(seen.last.duration_ns, 20 * MS);
 	/* A static function has no dynamic symbol: the report names the
@@ -185,7 +195,7 @@ START_TEST(test_stall_fiber_computing_20ms_is_reported_once_with_spawn_site)
 	ck_assert_int_eq(halo_fut_wait(f), 7);
 	halo_fut_release(f);
 
-	ck_assert_int_eq(seen.n, 1);
+	ck_assert_int_eq(seen.long_n, 1);
 	ck_assert_int_eq(seen.last.kind, HALO_STALL_FIBER);
 	ck_assert_str_eq(seen.file, __FILE__);
 	ck_assert_int_eq(seen.last.line, line);
@@ -225,7 +235,7 @@ START_TEST(test_stall_direct_switch_charges_the_right_fiber)
 	halo_fut_release(quick);
 	halo_fut_release(slow);
 
-	ck_assert_int_eq(seen.n, 1);
+	ck_assert_int_eq(seen.long_n, 1);
 	ck_assert_int_eq(seen.last.kind, HALO_STALL_FIBER);
 	ck_assert_int_eq(seen.last.line, slow_line);
 	tu_loop_close(&l);
@@ -255,7 +265,7 @@ START_TEST(test_stall_prepare_hook_is_reported)
 		ck_assert_int_ge(halo_loop_run_once(&l), 0);
 	halo_loop_prepare_remove(&l, &hook);
 
-	ck_assert_int_eq(seen.n, 1);
+	ck_assert_int_eq(seen.long_n, 1);
 	ck_assert_int_eq(seen.last.kind, HALO_STALL_PREPARE);
 	ck_assert_ptr_eq(seen.last.fn, (const void *)sleepy_hook);
 	tu_loop_close(&l);
