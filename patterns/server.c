@@ -227,8 +227,15 @@ static void dl_set(halo_conn *c, unsigned kind, uint64_t due)
 static void dl_arm(halo_conn *c, unsigned kind)
 {
 	halo_server *s = c->srv;
+	/* The close deadline reads the clock itself: a close often comes at
+	 * the end of a callback's or a fiber's work, which the tick's cached
+	 * time predates by however long that work ran, and a close deadline
+	 * cut short by it would force out output the peer was still taking.
+	 * Once per connection, off the per-request path. */
+	uint64_t now = kind == DL_CLOSE ? halo_now_ns()
+					 : halo_loop_now(s->loop);
 
-	dl_set(c, kind, halo_loop_now(s->loop) + s->dl_ns[kind]);
+	dl_set(c, kind, now + s->dl_ns[kind]);
 }
 
 /* The deadline for what c is doing now; progress says bytes moved, which

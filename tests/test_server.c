@@ -509,6 +509,73 @@ START_TEST(test_close_deadline_ends_a_closing_connection_stuck_sending)
 }
 END_TEST
 
+/* A deadline counts from when it is set, however long the tick ran before:
+ * a callback that computes for a while and then closes must still get its
+ * whole close length, not one shortened by the time the tick spent (a
+ * clock read before the work, by another connection's event). */
+static uint64_t slow_closed_at, slow_close_set_at;
+
+static size_t work_then_close(halo_conn *c, const char *d, size_t len,
+			      void *arg)
+{
+	static char big[4 << 20];
+	uint64_t until;
+
+	(void)arg;
+	if (d[0] != 's') {
+		halo_conn_write(c, "ok", 2);
+		return len;
+	}
+	until = halo_now_ns() + 250 * MS; /* the work */
+	while (halo_now_ns() < until)
+		;
+	halo_conn_write(c, big, sizeof(big));
+	slow_close_set_at = halo_now_ns();
+	halo_conn_close(c);
+	return len;
+}
+
+static void note_slow_close(halo_conn *c, int reason, void *arg)
+{
+	(void)c;
+	(void)arg;
+	if (reason == -ETIMEDOUT)
+		slow_closed_at = halo_now_ns();
+}
+
+START_TEST(test_close_deadline_counts_from_the_close_after_long_work)
+{
+	static const halo_conn_cbs cbs = {.on_data = work_then_close,
+					  .on_close = note_slow_close};
+	halo_server_opts o = {.cbs = &cbs, .close_ns = 400 * MS,
+			      .write_ns = 10000 * MS};
+	halo_server_stats st;
+	char buf[2];
+	int fast, slow, eof;
+
+	start(&o);
+	fast = client();
+	slow = slow_client();
+	until_open(2, 2000);
+	slow_closed_at = slow_close_set_at = 0;
+	/* Both requests reach the server in the same reap, the fast first. */
+	ck_assert_int_eq(tx(fast, "f", 1), 1);
+	ck_assert_int_eq(tx(slow, "s", 1), 1);
+	usleep(20000);
+	ck_assert_int_eq(collect(fast, buf, 2, 3000, &eof), 2);
+	close(fast);
+	until_closed(3000);
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.timeouts_close, 1);
+	ck_assert_uint_gt(slow_closed_at, 0);
+	ck_assert_msg(slow_closed_at - slow_close_set_at >= 400 * MS,
+		      "closed %llu ms after the close, before its 400 ms",
+		      (unsigned long long)((slow_closed_at - slow_close_set_at) /
+					   MS));
+	close(slow);
+}
+END_TEST
+
 /* The same deadlines with callbacks: idle while nothing moves, write while
  * a reply no send moves sits in the queue. */
 static size_t reply_big(halo_conn *c, const char *d, size_t len, void *arg)
@@ -921,6 +988,7 @@ Suite *server_suite(void)
 	tcase_add_test(tc, test_head_deadline_closes_a_slowloris_that_trickles);
 	tcase_add_test(tc, test_write_deadline_closes_a_stuck_send);
 	tcase_add_test(tc, test_close_deadline_ends_a_closing_connection_stuck_sending);
+	tcase_add_test(tc, test_close_deadline_counts_from_the_close_after_long_work);
 	tcase_add_test(tc, test_callback_idle_and_write_deadlines);
 	tcase_add_test(tc, test_cap_refuses_above_and_accept_goes_on);
 	tcase_add_test(tc, test_emfile_storm_is_survived_and_service_resumes);
