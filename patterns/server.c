@@ -7,7 +7,7 @@
  * when a new deadline comes before its key; a later one (a renewal, idle
  * after a write) is noted in the connection and the timer files it again
  * when the key comes. One loop timer at the earliest head serves them all;
- * times come from halo_loop_now(), one clock read per tick. */
+ * times come from halo_loop_now(), one clock read per callback that asks. */
 #include "server.h"
 
 #include <errno.h>

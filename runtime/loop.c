@@ -423,6 +423,7 @@ static void run_ready(halo_loop *loop)
 			halo__stall_task(loop, t, task_origin(t));
 		else
 			t->fn(t);
+		loop->now_valid = 0; /* as after an on_cqe (op.c) */
 	}
 	loop->in_callback--;
 }

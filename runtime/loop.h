@@ -251,12 +251,13 @@ HALO_API const char *halo_feature_name(unsigned bit);
 HALO_API uint64_t halo_now_ns(void);
 
 /* CLOCK_MONOTONIC as of the loop's current phase, in nanoseconds: read on
- * the first call after each wait in io_uring_enter and at the start of each
- * tick, then the same value until the next of those, so that a tick that
- * handles many events pays one clock read, not one per event. It trails
- * halo_now_ns() by at most the time the tick has run since (the reap of a
- * batch of CQEs, or the ready tasks run so far): for deadlines and
- * timestamps that tolerate that; use halo_now_ns() for exact time. */
+ * the first call after each wait in io_uring_enter, each ready task (a
+ * callback or a fiber's slice) and each CQE handler, then the same value
+ * until the next of those, so that the steps of one callback that ask for
+ * the time pay one clock read, and no callback sees a time from before
+ * another one's work. Within one callback it trails halo_now_ns() by what
+ * that callback has run since its first call: for deadlines and timestamps
+ * that tolerate that; use halo_now_ns() for exact time. */
 HALO_API uint64_t halo_loop_now(halo_loop *loop);
 
 /* True when called from a fiber of loop. */

@@ -207,6 +207,10 @@ reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe,
 		op_finish(op, cqe->res);
 	} else {
 		op->on_cqe(op, cqe->res, cqe->flags);
+		/* User code may have run for a while: halo_loop_now() reads
+		 * the clock again, so that no deadline set after it counts
+		 * from a time before it. */
+		loop->now_valid = 0;
 		if (more)
 			return;
 	}

@@ -576,6 +576,71 @@ START_TEST(test_close_deadline_counts_from_the_close_after_long_work)
 }
 END_TEST
 
+/* The same for an idle deadline set after another connection's work in
+ * the same reap: a, w and b arrive together; a's reply reads the clock, w
+ * computes for 250 ms, and b's idle deadline (b gets no reply) must count
+ * from b's own request, not from the time a read before w's work. */
+static halo_conn *idle_b;
+static uint64_t idle_b_served_at, idle_b_closed_at;
+
+static size_t work_or_reply(halo_conn *c, const char *d, size_t len,
+			    void *arg)
+{
+	(void)arg;
+	if (d[0] == 'w') {
+		uint64_t until = halo_now_ns() + 250 * MS;
+
+		while (halo_now_ns() < until)
+			;
+		return len;
+	}
+	if (d[0] == 'b') { /* no reply: the idle deadline runs from here */
+		idle_b = c;
+		idle_b_served_at = halo_now_ns();
+		return len;
+	}
+	halo_conn_write(c, "ok", 2);
+	return len;
+}
+
+static void note_idle_b(halo_conn *c, int reason, void *arg)
+{
+	(void)arg;
+	if (c == idle_b && reason == -ETIMEDOUT)
+		idle_b_closed_at = halo_now_ns();
+}
+
+START_TEST(test_idle_deadline_counts_from_its_own_request_after_long_work)
+{
+	static const halo_conn_cbs cbs = {.on_data = work_or_reply,
+					  .on_close = note_idle_b};
+	halo_server_opts o = {.cbs = &cbs, .idle_ns = 400 * MS};
+	int a, w, b;
+
+	start(&o);
+	a = client();
+	w = client();
+	b = client();
+	until_open(3, 2000);
+	idle_b = NULL;
+	idle_b_served_at = idle_b_closed_at = 0;
+	ck_assert_int_eq(tx(a, "a", 1), 1);
+	ck_assert_int_eq(tx(w, "w", 1), 1);
+	ck_assert_int_eq(tx(b, "b", 1), 1);
+	usleep(20000);
+	until_closed(3000);
+	ck_assert_uint_gt(idle_b_served_at, 0);
+	ck_assert_uint_gt(idle_b_closed_at, 0);
+	ck_assert_msg(idle_b_closed_at - idle_b_served_at >= 400 * MS,
+		      "idle-closed %llu ms after its request, before its 400 ms",
+		      (unsigned long long)((idle_b_closed_at -
+					    idle_b_served_at) / MS));
+	close(a);
+	close(w);
+	close(b);
+}
+END_TEST
+
 /* The same deadlines with callbacks: idle while nothing moves, write while
  * a reply no send moves sits in the queue. */
 static size_t reply_big(halo_conn *c, const char *d, size_t len, void *arg)
@@ -989,6 +1054,7 @@ Suite *server_suite(void)
 	tcase_add_test(tc, test_write_deadline_closes_a_stuck_send);
 	tcase_add_test(tc, test_close_deadline_ends_a_closing_connection_stuck_sending);
 	tcase_add_test(tc, test_close_deadline_counts_from_the_close_after_long_work);
+	tcase_add_test(tc, test_idle_deadline_counts_from_its_own_request_after_long_work);
 	tcase_add_test(tc, test_callback_idle_and_write_deadlines);
 	tcase_add_test(tc, test_cap_refuses_above_and_accept_goes_on);
 	tcase_add_test(tc, test_emfile_storm_is_survived_and_service_resumes);
