@@ -401,6 +401,7 @@ struct halo_bufring {
 	uint64_t pieces_total;
 	uint64_t bufs_used;  /* buffers the kernel took (whole or finished) */
 	uint64_t part_bytes; /* what the kernel used of buffers still in it */
+	size_t mem_mapped;   /* bytes of mem mapped for huge pages, else 0 */
 };
 
 #define HUGE_PAGE (2u << 20)
@@ -413,20 +414,40 @@ struct halo_bufring {
 static int alloc_bufs(halo_bufring *br, halo_loop *loop)
 {
 	size_t n = br->nbufs * br->buf_size;
-	bool huge = (loop->features & HALO_FEAT_HUGE_BUFS) && n >= HUGE_PAGE;
+	char *base, *at;
 
-	if (huge)
-		n = (n + HUGE_PAGE - 1) & ~((size_t)HUGE_PAGE - 1);
-	if (posix_memalign((void **)&br->mem, huge ? HUGE_PAGE : 4096, n))
+	if (!(loop->features & HALO_FEAT_HUGE_BUFS) || n < HUGE_PAGE)
+		return posix_memalign((void **)&br->mem, 4096, n) ? -ENOMEM : 0;
+	/* A mapping of its own, aligned by trimming: the hint then marks no
+	 * memory the allocator would later hand to someone else. */
+	n = (n + HUGE_PAGE - 1) & ~((size_t)HUGE_PAGE - 1);
+	base = mmap(NULL, n + HUGE_PAGE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED)
 		return -ENOMEM;
+	at = (char *)(((uintptr_t)base + HUGE_PAGE - 1) &
+		      ~((uintptr_t)HUGE_PAGE - 1));
+	if (at > base)
+		munmap(base, (size_t)(at - base));
+	munmap(at + n, (size_t)(base + HUGE_PAGE - at));
+	br->mem = at;
+	br->mem_mapped = n;
 	/* Only hints: without them the pages are 4 KiB, as before. The ring
 	 * hands out every buffer in turn, so all of it is touched soon
 	 * anyway: fault it in now, not on the receive path (a huge page
 	 * takes a 2 MiB clear, which the first receives into it would pay;
 	 * MADV_POPULATE_WRITE is Linux 5.14). */
-	if (huge && !madvise(br->mem, n, MADV_HUGEPAGE))
+	if (!madvise(br->mem, n, MADV_HUGEPAGE))
 		(void)madvise(br->mem, n, MADV_POPULATE_WRITE);
 	return 0;
+}
+
+static void free_bufs(halo_bufring *br)
+{
+	if (br->mem_mapped)
+		munmap(br->mem, br->mem_mapped);
+	else
+		free(br->mem);
 }
 
 /* Where a piece of bid at off is first looked for in br->slot: a return
@@ -577,7 +598,7 @@ halo_bufring *halo_bufring_new_opts(halo_loop *loop, uint16_t bgid,
 	br->avail = nbufs;
 	return br;
 fail_mem:
-	free(br->mem);
+	free_bufs(br);
 fail_owner:
 	free(br->owner);
 	free(br->pos);
@@ -656,7 +677,7 @@ int halo_bufring_free(halo_bufring *br)
 		return -EBUSY;
 	r = io_uring_unregister_buf_ring(&br->loop->ring, br->bgid);
 
-	free(br->mem);
+	free_bufs(br);
 	free(br->owner);
 	free(br->pos);
 	free(br->inc);
