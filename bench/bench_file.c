@@ -377,7 +377,7 @@ static void feature_rows(double secs)
 
 	fprintf(stderr, "[file] IOPOLL probe on %s: %d (%s)\n", path, ip,
 		ip == BS ? "supported" : strerror(ip < 0 ? -ip : EIO));
-	bench_emit("file", "iopoll_supported", "bool", ip == BS, "", NULL, 0,
+	bench_emit("file", "iopoll_supported", "supported", ip == BS, "bool", NULL, 0,
 		   1);
 	if (ip == BS) {
 		iopoll_rows(secs);
