@@ -27,4 +27,11 @@ void bench_pin(int cpu);
 /* Scale factor for quick runs: $HALO_BENCH_SCALE (default 1.0). */
 double bench_scale(void);
 
+/* CPU time (user + system) of the calling thread, in ns. */
+uint64_t bench_thread_cpu_ns(void);
+
+/* A reader thread's body: pinned to CPU 1, it reads the socket *(int *)arg
+ * until EOF or an error, and throws the bytes away. */
+void *bench_drain(void *arg);
+
 #endif

@@ -45,16 +45,6 @@ static void *flood(void *arg)
 	return NULL;
 }
 
-static uint64_t thread_cpu_ns(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_THREAD, &ru);
-	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
-		   1000000000ull +
-	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
-}
-
 struct sink {
 	halo_bufring *br;
 	uint64_t bytes;
@@ -186,7 +176,7 @@ static struct small_result run_small(int inc, double secs)
 	stop_flag = 0;
 	pthread_create(&th, NULL, small_flood, NULL);
 	t0 = bench_now_ns();
-	c0 = thread_cpu_ns();
+	c0 = bench_thread_cpu_ns();
 	deadline = t0 + (uint64_t)(secs * 1e9);
 	halo_bufring_stats_get(s.br, &bs);
 	used0 = bs.bufs_used;
@@ -198,7 +188,7 @@ static struct small_result run_small(int inc, double secs)
 		held += nbufs * bsz - bs.bytes_free;
 		ticks++;
 	}
-	cpu_ns = (double)(thread_cpu_ns() - c0);
+	cpu_ns = (double)(bench_thread_cpu_ns() - c0);
 	halo_bufring_stats_get(s.br, &bs);
 	r.ns_per_piece = cpu_ns / (double)(bs.pieces - pieces0 + 1);
 	r.bytes_per_cpu_s = (double)(s.bytes - bytes0) / (cpu_ns / 1e9);
@@ -258,13 +248,13 @@ static struct result run(int bundle, double secs)
 	stop_flag = 0;
 	pthread_create(&th, NULL, flood, &a);
 	t0 = bench_now_ns();
-	c0 = thread_cpu_ns();
+	c0 = bench_thread_cpu_ns();
 	deadline = t0 + (uint64_t)(secs * 1e9);
 	while (bench_now_ns() < deadline)
 		halo_loop_run_once(&loop);
 	r.gbps = (double)s.bytes / (double)(bench_now_ns() - t0);
 	r.bytes_per_cpu_s =
-	    (double)s.bytes / ((double)(thread_cpu_ns() - c0) / 1e9);
+	    (double)s.bytes / ((double)(bench_thread_cpu_ns() - c0) / 1e9);
 	r.bufs_per_cqe = s.st.cqes ? (double)s.st.bufs / (double)s.st.cqes : 0;
 	stop_flag = 1;
 	while (!s.ended)

@@ -23,27 +23,6 @@
 #define ROUNDS 5
 #define DEPTH  4
 
-static void *drain(void *arg)
-{
-	static char buf[1 << 20];
-	int fd = *(int *)arg;
-
-	bench_pin(1);
-	while (recv(fd, buf, sizeof(buf), 0) > 0)
-		;
-	return NULL;
-}
-
-static uint64_t thread_cpu_ns(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_THREAD, &ru);
-	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
-		   1000000000ull +
-	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
-}
-
 struct result {
 	double gbps;
 	double bytes_per_cpu_s;
@@ -68,9 +47,9 @@ static struct result run(halo_loop *loop, size_t size, int zc, double secs,
 	b = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	close(lfd);
 	memset(bufs, 'z', DEPTH * ((size + 4095) & ~4095ul));
-	pthread_create(&th, NULL, drain, &b);
+	pthread_create(&th, NULL, bench_drain, &b);
 	t0 = bench_now_ns();
-	c0 = thread_cpu_ns();
+	c0 = bench_thread_cpu_ns();
 	deadline = t0 + (uint64_t)(secs * 1e9);
 	for (;;) {
 		bool go = bench_now_ns() < deadline, busy = false;
@@ -112,7 +91,7 @@ static struct result run(halo_loop *loop, size_t size, int zc, double secs,
 	}
 	r.gbps = (double)bytes / ((double)(bench_now_ns() - t0));
 	r.bytes_per_cpu_s =
-	    (double)bytes / ((double)(thread_cpu_ns() - c0) / 1e9);
+	    (double)bytes / ((double)(bench_thread_cpu_ns() - c0) / 1e9);
 	shutdown(a, SHUT_WR);
 	pthread_join(th, NULL);
 	close(a);

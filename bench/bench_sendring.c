@@ -24,27 +24,6 @@
 #define ROUNDS	 7
 #define PER_TICK 16
 
-static void *drain(void *arg)
-{
-	static char buf[1 << 20];
-	int fd = *(int *)arg;
-
-	bench_pin(1);
-	while (recv(fd, buf, sizeof(buf), 0) > 0)
-		;
-	return NULL;
-}
-
-static uint64_t thread_cpu_ns(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_THREAD, &ru);
-	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
-		   1000000000ull +
-	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
-}
-
 struct result {
 	double writes_per_s;
 	double bytes_per_cpu_s;
@@ -101,9 +80,9 @@ static struct result run(halo_loop *loop, size_t size, int is_tick, int mode,
 		exit(1);
 	}
 	memset(msg, 'm', size);
-	pthread_create(&th, NULL, drain, &b);
+	pthread_create(&th, NULL, bench_drain, &b);
 	t0 = bench_now_ns();
-	c0 = thread_cpu_ns();
+	c0 = bench_thread_cpu_ns();
 	deadline = t0 + (uint64_t)(secs * 1e9);
 	while (bench_now_ns() < deadline) {
 		if (mode == SOCKWRITER) {
@@ -151,7 +130,7 @@ static struct result run(halo_loop *loop, size_t size, int is_tick, int mode,
 		st.sends = sst.syscalls;
 	}
 	r.bytes_per_cpu_s =
-	    (double)st.bytes_out / ((double)(thread_cpu_ns() - c0) / 1e9);
+	    (double)st.bytes_out / ((double)(bench_thread_cpu_ns() - c0) / 1e9);
 	r.bufs_per_send = (double)st.bufs / (double)(st.sends ? st.sends : 1);
 	halo_sendring_close(sr);
 	halo_sw_close(&sw);

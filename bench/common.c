@@ -1,6 +1,8 @@
 #include "bench.h"
 
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,4 +86,25 @@ double bench_scale(void)
 	double v = s ? atof(s) : 1.0;
 
 	return v > 0 ? v : 1.0;
+}
+
+uint64_t bench_thread_cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_THREAD, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
+		   1000000000ull +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
+}
+
+void *bench_drain(void *arg)
+{
+	static char buf[1 << 20];
+	int fd = *(int *)arg;
+
+	bench_pin(1);
+	while (recv(fd, buf, sizeof(buf), 0) > 0)
+		;
+	return NULL;
 }
