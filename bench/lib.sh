@@ -103,16 +103,23 @@ bench_setup() {
 	mkdir -p "$(dirname "$HALO_BENCH_OUT")"
 }
 
-# emit BENCH CASE METRIC VALUE UNIT [BASELINE BASELINE_VALUE HIGHER_IS_BETTER]
+# emit BENCH CASE METRIC VALUE UNIT [BASELINE BASELINE_VALUE HIGHER_IS_BETTER
+#      [PAIRED_RATIO]]
+# The ratio is VALUE over BASELINE_VALUE (inverted when lower is better),
+# unless PAIRED_RATIO is given: the median of the ratios of rounds run side
+# by side (see paired_ratio), which the row then marks "paired":true.
 emit() {
 	awk -v b="$1" -v c="$2" -v m="$3" -v v="$4" -v u="$5" -v bl="${6:-}" \
-		-v bv="${7:-0}" -v hib="${8:-1}" -v out="$HALO_BENCH_OUT" 'BEGIN {
+		-v bv="${7:-0}" -v hib="${8:-1}" -v pr="${9:-}" \
+		-v out="$HALO_BENCH_OUT" 'BEGIN {
 		line = sprintf("{\"bench\":\"%s\",\"case\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"", b, c, m, v, u)
 		show = sprintf("  [%s] %-28s %-18s %12.4g %s", b, c, m, v, u)
 		if (bl != "" && bv > 0 && v > 0) {
-			r = hib ? v / bv : bv / v
+			r = pr != "" ? pr + 0 : (hib ? v / bv : bv / v)
 			line = line sprintf(",\"baseline\":\"%s\",\"baseline_value\":%.6g,\"ratio\":%.4f", bl, bv, r)
-			show = show sprintf("   vs %s %.4g  ratio %.2f", bl, bv, r)
+			if (pr != "")
+				line = line ",\"paired\":true"
+			show = show sprintf("   vs %s %.4g  ratio %.2f%s", bl, bv, r, pr != "" ? " (paired)" : "")
 		}
 		print line "}" >> out
 		print show > "/dev/stderr"
@@ -124,6 +131,22 @@ emit() {
 # utime + stime of process $1, in clock ticks.
 cpu_ticks() {
 	sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+}
+
+# paired_ratio FILE_A FILE_B FIELD HIGHER_IS_BETTER: rounds of two servers
+# run side by side, one line per round in the same order in each file; the
+# median over the rounds of A's field over B's (B's over A's when lower is
+# better). A machine whose speed drifts between rounds moves both sides of
+# a pair alike, so this is steadier than the ratio of the two medians.
+# Prints nothing when the files hold different numbers of rounds.
+paired_ratio() {
+	paste -d ' ' "$1" "$2" | awk -v f="$3" -v hib="$4" '
+		{ n = NF / 2; a = $f; b = $(f + n)
+		  if (NF % 2 || a <= 0 || b <= 0) { bad = 1; exit }
+		  print (hib ? a / b : b / a) }
+		END { if (bad) exit 1 }' >"$tmp/paired" || return 0
+	[ "$(wc -l <"$1")" -eq "$(wc -l <"$2")" ] || return 0
+	median_line "$tmp/paired"
 }
 
 median_line() {

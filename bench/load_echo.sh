@@ -9,10 +9,13 @@
 # noisy neighbour hurts all of them alike; each server's figure is its
 # median-rps round, with that round's p99 and requests per server-CPU-second
 # (the server's utime + stime from /proc/PID/stat over the round); the
-# spread of the rounds is printed as a range.
+# spread of the rounds is printed as a range. A ratio is the median over the
+# rounds of halo's figure over the baseline's in the same round (rows marked
+# "paired"): this VM's speed shifts by up to 1.6x from one round to the
+# next, which moves both servers of a round alike.
 # Rows halo_jN: examples/echo -j N (a group of N loops), against -j 1, its
 # threads free to use every CPU (the client's too, on a small machine).
-#   env: ECHO_SECS (3) per round, ECHO_ROUNDS (3), ECHO_CONNS ("1 50 500"),
+#   env: ECHO_SECS (3) per round, ECHO_ROUNDS (5), ECHO_CONNS ("1 50 500"),
 #        ECHO_SIZE (64), ECHO_STREAM ("16384 65536"; "" for none),
 #        ECHO_STREAM_CONNS (50), ECHO_INFLIGHT (4), ECHO_JOBS ("2"; "" for
 #        none), ECHO_SERVERS ("halo epoll uring": a subset to iterate on),
@@ -23,7 +26,7 @@ BENCH_NAME=echo
 . bench/lib.sh
 
 secs=${ECHO_SECS:-3}
-rounds=${ECHO_ROUNDS:-3}
+rounds=${ECHO_ROUNDS:-5}
 conns_list=${ECHO_CONNS:-1 50 500}
 size=${ECHO_SIZE:-64}
 stream_sizes=${ECHO_STREAM-16384 65536}
@@ -152,10 +155,13 @@ for c in $conns_list; do
 		median_of "halo_j$j" "c$c" || continue
 		j_rps=$rps j_p99=$p99 j_eff=$eff
 		median_of halo "c$c" || continue
-		emit echo "halo_j${j}_c$c" rps "$j_rps" req/s halo_j1 "$rps" 1
-		emit echo "halo_j${j}_c$c" p99_us "$j_p99" us halo_j1 "$p99" 0
+		a=$tmp/halo_j${j}_c$c b=$tmp/halo_c$c
+		emit echo "halo_j${j}_c$c" rps "$j_rps" req/s halo_j1 "$rps" 1 \
+			"$(paired_ratio "$a" "$b" 1 1)"
+		emit echo "halo_j${j}_c$c" p99_us "$j_p99" us halo_j1 "$p99" 0 \
+			"$(paired_ratio "$a" "$b" 2 0)"
 		emit echo "halo_j${j}_c$c" req_per_cpu_s "$j_eff" req/cpu-s \
-			halo_j1 "$eff" 1
+			halo_j1 "$eff" 1 "$(paired_ratio "$a" "$b" 3 1)"
 	done
 	median_of halo "c$c" || continue
 	halo_rps=$rps
@@ -165,12 +171,17 @@ for c in $conns_list; do
 	halo_p999=$p999
 	for base in epoll uring; do
 		median_of $base "c$c" || continue
-		emit echo "halo_c$c" rps "$halo_rps" req/s $base "$rps" 1
-		emit echo "halo_c$c" p50_us "$halo_p50" us $base "$p50" 0
-		emit echo "halo_c$c" p99_us "$halo_p99" us $base "$p99" 0
-		emit echo "halo_c$c" p999_us "$halo_p999" us $base "$p999" 0
+		a=$tmp/halo_c$c b=$tmp/${base}_c$c
+		emit echo "halo_c$c" rps "$halo_rps" req/s $base "$rps" 1 \
+			"$(paired_ratio "$a" "$b" 1 1)"
+		emit echo "halo_c$c" p50_us "$halo_p50" us $base "$p50" 0 \
+			"$(paired_ratio "$a" "$b" 4 0)"
+		emit echo "halo_c$c" p99_us "$halo_p99" us $base "$p99" 0 \
+			"$(paired_ratio "$a" "$b" 2 0)"
+		emit echo "halo_c$c" p999_us "$halo_p999" us $base "$p999" 0 \
+			"$(paired_ratio "$a" "$b" 5 0)"
 		emit echo "halo_c$c" req_per_cpu_s "$halo_eff" req/cpu-s $base \
-			"$eff" 1
+			"$eff" 1 "$(paired_ratio "$a" "$b" 3 1)"
 	done
 done
 stream_servers=
@@ -202,10 +213,13 @@ for sz in $stream_sizes; do
 		median_of $base "s$sz" || continue
 		name=halo_stream$sz
 		[ $base = halo_nobundle ] && name=recv_bundle_on_over_off_stream$sz
-		emit echo "$name" rps "$halo_rps" req/s $base "$rps" 1
-		emit echo "$name" p99_us "$halo_p99" us $base "$p99" 0
+		a=$tmp/halo_s$sz b=$tmp/${base}_s$sz
+		emit echo "$name" rps "$halo_rps" req/s $base "$rps" 1 \
+			"$(paired_ratio "$a" "$b" 1 1)"
+		emit echo "$name" p99_us "$halo_p99" us $base "$p99" 0 \
+			"$(paired_ratio "$a" "$b" 2 0)"
 		emit echo "$name" req_per_cpu_s "$halo_eff" req/cpu-s $base \
-			"$eff" 1
+			"$eff" 1 "$(paired_ratio "$a" "$b" 3 1)"
 	done
 done
 [ -n "$jobs" ] && emit echo machine cpus "$(nproc)" cpus
