@@ -6,8 +6,11 @@
  * (now + that kind's length, so nearly always at the tail), and moves only
  * when a new deadline comes before its key; a later one (a renewal, idle
  * after a write) is noted in the connection and the timer files it again
- * when the key comes. One loop timer at the earliest head serves them all;
- * times come from halo_loop_now(), one clock read per callback that asks. */
+ * when the key comes. One loop timer at the earliest head serves them all.
+ * A deadline renewed by the kernel's word (bytes in, a send done, an
+ * accept) counts from halo_loop_event_now(), one clock read per batch of
+ * completions; one that user code sets counts from halo_loop_now(), one
+ * read per callback that asks. */
 #include "server.h"
 
 #include <errno.h>
@@ -224,35 +227,37 @@ static void dl_set(halo_conn *c, unsigned kind, uint64_t due)
 	arm_timer(c->srv, due);
 }
 
-static void dl_arm(halo_conn *c, unsigned kind)
+/* Put c under deadline kind, counted from at: the time of a completion
+ * that moves it (halo_loop_event_now), or 0 when user code moves it. */
+static void dl_arm(halo_conn *c, unsigned kind, uint64_t at)
 {
 	halo_server *s = c->srv;
+
 	/* The close deadline reads the clock itself: a close often comes at
 	 * the end of a callback's or a fiber's work, which the tick's cached
 	 * time predates by however long that work ran, and a close deadline
 	 * cut short by it would force out output the peer was still taking.
 	 * Once per connection, off the per-request path. */
-	uint64_t now = kind == DL_CLOSE ? halo_now_ns()
-					 : halo_loop_now(s->loop);
-
-	dl_set(c, kind, now + s->dl_ns[kind]);
+	if (!at)
+		at = kind == DL_CLOSE ? halo_now_ns() : halo_loop_now(s->loop);
+	dl_set(c, kind, at + s->dl_ns[kind]);
 }
 
 /* The deadline for what c is doing now; progress says bytes moved, which
  * renews an idle or write deadline (a head deadline runs from the request's
- * first byte, whatever arrives after). */
-static void dl_update(halo_conn *c, bool progress)
+ * first byte, whatever arrives after). at: as for dl_arm. */
+static void dl_update(halo_conn *c, bool progress, uint64_t at)
 {
 	if (c->closing)
 		return;
 	if (queued(c)) {
 		if (c->kind != DL_WRITE || progress)
-			dl_arm(c, DL_WRITE);
+			dl_arm(c, DL_WRITE, at);
 	} else if (c->carry_len) {
 		if (c->kind != DL_HEAD)
-			dl_arm(c, DL_HEAD);
+			dl_arm(c, DL_HEAD, at);
 	} else if (c->kind != DL_IDLE || progress) {
-		dl_arm(c, DL_IDLE);
+		dl_arm(c, DL_IDLE, at);
 	}
 }
 
@@ -399,7 +404,9 @@ static void on_sent(halo_fut *f, void *arg)
 		conn_close(c, r < 0 ? (int)r : -EPIPE, true);
 	if (queued(c) && !c->forced)
 		mark_dirty(c);
-	dl_update(c, r > 0);
+	/* From the send's completion: no earlier than it, whatever ran
+	 * since. */
+	dl_update(c, r > 0, halo_loop_event_now(s->loop));
 	/* A fiber waiting for input gains nothing from a send: waking it
 	 * would cost two stack switches per request for a read that finds
 	 * nothing. Only a stop, which ends an idle read once the queue is
@@ -586,7 +593,7 @@ static void deliver(halo_conn *c, bool progress)
 	c->delivering = 0;
 	if (c->closing)
 		return;
-	dl_update(c, progress);
+	dl_update(c, progress, 0); /* after on_data's work */
 	if (c->in_head == NO_BID && (c->eof || c->rerr)) {
 		/* The peer is done; so are we once the output is out. */
 		conn_close(c, c->rerr, c->rerr != 0);
@@ -621,7 +628,7 @@ static void on_recv(halo_recv_ms *h, int res, void *data, uint16_t bid,
 	}
 	if (is_fiber_style(s)) {
 		if (res > 0)
-			dl_update(c, true);
+			dl_update(c, true, halo_loop_event_now(s->loop));
 		wake_fiber(c);
 	} else {
 		deliver(c, res > 0);
@@ -741,7 +748,7 @@ static void conn_close(halo_conn *c, int reason, bool force)
 		c->reason = reason;
 		recv_stop(c);
 		c->carry_len = 0;
-		dl_arm(c, DL_CLOSE);
+		dl_arm(c, DL_CLOSE, 0);
 	}
 	if (force && !c->forced) {
 		c->forced = 1;
@@ -827,7 +834,7 @@ static void conn_open(halo_server *s, int fd)
 		halo_group_load_add(s->group, s->gidx, 1);
 	if (++s->st.open > s->st.open_peak)
 		s->st.open_peak = s->st.open;
-	dl_arm(c, DL_IDLE);
+	dl_arm(c, DL_IDLE, 0);
 	if (s->o.cbs && s->o.cbs->on_open && s->o.cbs->on_open(c, s->o.arg) < 0) {
 		s->st.refused++;
 		conn_close(c, -ECONNREFUSED, true);
@@ -1336,7 +1343,7 @@ ssize_t halo_conn_write(halo_conn *c, const void *buf, size_t len)
 		done += n;
 		mark_dirty(c);
 		if (!c->delivering)
-			dl_update(c, false); /* else deliver() does, once */
+			dl_update(c, false, 0); /* else deliver() does */
 	}
 	return (ssize_t)len;
 }

@@ -37,6 +37,15 @@ uint64_t halo_loop_now(halo_loop *loop)
 	return loop->now_ns;
 }
 
+uint64_t halo_loop_event_now(halo_loop *loop)
+{
+	if (!loop->event_valid) {
+		loop->event_ns = halo_now_ns();
+		loop->event_valid = 1;
+	}
+	return loop->event_ns;
+}
+
 void halo__loop_error(halo_loop *loop, const char *fmt, ...)
 {
 	va_list ap;

@@ -152,7 +152,9 @@ struct halo_loop {
 	int cq_overflowed;
 	int woken; /* a loop-driving wait's future completed this tick */
 	int now_valid;	/* now_ns holds this phase's time (halo_loop_now) */
+	int event_valid; /* event_ns is set since the last CQEs reaped */
 	uint64_t now_ns;
+	uint64_t event_ns; /* halo_loop_event_now */
 	unsigned features; /* HALO_FEAT_* active on this loop */
 	unsigned ring_features; /* IORING_FEAT_* the kernel reported */
 	struct halo_fiber *cur_fiber;
@@ -259,6 +261,16 @@ HALO_API uint64_t halo_now_ns(void);
  * that callback has run since its first call: for deadlines and timestamps
  * that tolerate that; use halo_now_ns() for exact time. */
 HALO_API uint64_t halo_loop_now(halo_loop *loop);
+
+/* CLOCK_MONOTONIC no earlier than every completion the loop has reaped:
+ * read on the first call after a reap that found CQEs, then the same value
+ * until the next such reap, whatever runs in between. One clock read per
+ * batch of completions, for deadlines and timestamps that count from an
+ * I/O event (bytes arrived, a send completed) and may lag it: it can trail
+ * halo_now_ns() by as long as the loop has run since that first call, and
+ * a deadline counted from it is never earlier than one counted from the
+ * event itself. Not for what user code starts: use halo_loop_now(). */
+HALO_API uint64_t halo_loop_event_now(halo_loop *loop);
 
 /* True when called from a fiber of loop. */
 HALO_API int halo_loop_in_fiber(const halo_loop *loop);

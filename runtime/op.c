@@ -267,6 +267,9 @@ reap_ring(halo_loop *loop, struct io_uring *ring, bool polled)
 	tail = io_uring_smp_load_acquire(ring->cq.ktail);
 	n = tail - head;
 	if (n) {
+		/* These CQEs may predate halo_loop_event_now()'s last read:
+		 * the next call reads the clock again, after the tail load. */
+		loop->event_valid = 0;
 		if (polled)
 			reap_range(loop, ring, head, tail, false, true);
 		else if (unlikely(loop->hist))

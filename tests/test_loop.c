@@ -632,6 +632,34 @@ START_TEST(test_loop_now_is_read_once_per_phase)
 }
 END_TEST
 
+/* halo_loop_event_now(): read once after a reap that found CQEs, no
+ * earlier than the completions, and then the same however long user code
+ * runs, until CQEs are reaped again; a tick that reaps nothing keeps it. */
+START_TEST(test_loop_event_now_holds_from_a_reap_to_the_next)
+{
+	halo_loop l;
+	halo_fut *f;
+	uint64_t t0, e, spin;
+
+	tu_loop_init(&l, NULL);
+	t0 = halo_now_ns();
+	f = halo_nop(&l);
+	ck_assert_int_eq(halo_fut_join(f), 0);
+	e = halo_loop_event_now(&l);
+	ck_assert_uint_ge(e, t0);
+	ck_assert_uint_le(e, halo_now_ns());
+	spin = halo_now_ns() + 3000000ull;
+	while (halo_now_ns() < spin)
+		;
+	ck_assert_uint_eq(halo_loop_event_now(&l), e);
+	halo_loop_run_nowait(&l); /* nothing to reap */
+	ck_assert_uint_eq(halo_loop_event_now(&l), e);
+	ck_assert_int_eq(halo_fut_join(halo_nop(&l)), 0);
+	ck_assert_uint_ge(halo_loop_event_now(&l), e + 3000000ull);
+	tu_loop_close(&l);
+}
+END_TEST
+
 static void nops_through_small_sq(const halo_loop_opts *o, int want_noarr)
 {
 	halo_loop l;
@@ -753,6 +781,7 @@ Suite *loop_suite(void)
 	tcase_add_test(tc, test_tiny_cq_with_10000_nops_loses_nothing);
 	tcase_add_test(tc, test_invalid_options_are_einval);
 	tcase_add_test(tc, test_loop_now_is_read_once_per_phase);
+	tcase_add_test(tc, test_loop_event_now_holds_from_a_reap_to_the_next);
 	tcase_add_test(tc, test_features_are_named_and_can_be_switched_off);
 	tcase_add_test(tc, test_init_without_io_uring_names_the_cause);
 	suite_add_tcase(s, tc);
