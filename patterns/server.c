@@ -284,15 +284,93 @@ static void expire(halo_conn *c)
 	conn_close(c, -ETIMEDOUT, true);
 }
 
+/* Sort a chain linked through dl_next by due, earliest first: a merge
+ * sort, O(n log n) and no memory. */
+static halo_conn *sort_by_due(halo_conn *h)
+{
+	halo_conn *a, *b, *slow = h, *fast, head, *t = &head;
+
+	if (!h || !h->dl_next)
+		return h;
+	for (fast = h->dl_next; fast && fast->dl_next;
+	     fast = fast->dl_next->dl_next)
+		slow = slow->dl_next;
+	b = sort_by_due(slow->dl_next);
+	slow->dl_next = NULL;
+	a = sort_by_due(h);
+	while (a && b) {
+		halo_conn **min = a->due <= b->due ? &a : &b;
+
+		t->dl_next = *min;
+		t = *min;
+		*min = (*min)->dl_next;
+	}
+	t->dl_next = a ? a : b;
+	return head.dl_next;
+}
+
+/* File a chain sorted by due on list k, each at its due: one walk back
+ * from the tail for the whole chain, latest first, so that a burst of n
+ * renewed connections costs n log n (the sort) plus the part of the list
+ * they pass, not n walks of it. */
+static void dl_file_chain(halo_server *s, unsigned k, halo_conn *h)
+{
+	struct dl_list *l = &s->dl[k];
+	halo_conn *c, *p = l->tail, *last = NULL, *prev;
+
+	for (c = h; c; c = c->dl_next) {
+		c->dl_prev = last;
+		last = c;
+	}
+	for (c = last; c; c = prev) {
+		prev = c->dl_prev;
+		while (p && p->key > c->due)
+			p = p->dl_prev;
+		c->dl_prev = p;
+		c->dl_next = p ? p->dl_next : l->head;
+		if (c->dl_next)
+			c->dl_next->dl_prev = c;
+		else
+			l->tail = c;
+		if (p)
+			p->dl_next = c;
+		else
+			l->head = c;
+		c->key = c->due;
+		c->dl = (uint8_t)k;
+	}
+}
+
 /* Each list head whose key has come is either due (expire it) or was
- * renewed since it was filed (file it again at its due time). */
+ * renewed since it was filed (file it again at its due time). The renewed
+ * ones go first, all together: connections filed in one burst (a wave of
+ * accepts) come up in one burst, and their renewals are in no order. */
 static void on_timer(halo_fut *f, void *arg)
 {
 	halo_server *s = arg;
 	uint64_t now = halo_now_ns(), next = UINT64_MAX;
+	halo_conn *renewed[DL_N] = {NULL};
 
 	halo_fut_release(f);
 	s->timer = NULL;
+	/* No user code runs in this pass: nothing else moves the chains. */
+	for (unsigned k = 0; k < DL_N; k++) {
+		halo_conn *c, *nx;
+
+		for (c = s->dl[k].head; c && c->key <= now; c = nx) {
+			nx = c->dl_next;
+			if (c->due > now) {
+				dl_unfile(c);
+				c->dl_next = renewed[c->kind];
+				renewed[c->kind] = c;
+			}
+		}
+	}
+	for (unsigned k = 0; k < DL_N; k++)
+		if (renewed[k])
+			dl_file_chain(s, k, sort_by_due(renewed[k]));
+	/* Expiring runs on_close, which may renew others: those are filed
+	 * again one by one, as before. */
 	for (unsigned k = 0; k < DL_N; k++) {
 		halo_conn *c;
 

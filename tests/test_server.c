@@ -401,6 +401,69 @@ START_TEST(test_renewed_idle_deadline_is_neither_early_nor_lost)
 }
 END_TEST
 
+/* Connections accepted in one wave come up for renewal in one timer burst,
+ * their renewals in the reverse order of their places in the list: each
+ * still closes an idle length after its own last request, none early, none
+ * lost, and the burst is filed again in one sorted pass, not a walk of the
+ * list per connection. */
+START_TEST(test_a_wave_of_renewed_deadlines_closes_each_on_time)
+{
+	enum { N = 300 };
+	halo_server_opts o = {.fiber = echo, .idle_ns = 500 * MS};
+	static int fd[N];
+	static uint64_t pinged[N], closed[N];
+	uint64_t end, worst = 0;
+	halo_server_stats st;
+	char buf[8];
+	int left = N;
+
+	memset(closed, 0, sizeof(closed));
+	start(&o);
+	for (int i = 0; i < N; i++)
+		fd[i] = client();
+	until_open(N, 3000);
+	/* The last accepted first: later places, earlier renewals. */
+	for (int i = N - 1; i >= 0; i--) {
+		pinged[i] = halo_now_ns();
+		ck_assert_int_eq(tx(fd[i], "p", 1), 1);
+		halo_loop_run_nowait(&loop);
+	}
+	end = halo_now_ns() + 5000 * MS;
+	while (left && halo_now_ns() < end) {
+		uint64_t t = halo_now_ns();
+
+		halo_loop_run_nowait(&loop);
+		if (halo_now_ns() - t > worst)
+			worst = halo_now_ns() - t;
+		for (int i = 0; i < N; i++) {
+			ssize_t n;
+
+			if (closed[i])
+				continue;
+			n = read(fd[i], buf, sizeof(buf));
+			if (n == 0 || (n < 0 && errno != EAGAIN)) {
+				closed[i] = halo_now_ns();
+				left--;
+			}
+		}
+		usleep(200);
+	}
+	ck_assert_int_eq(left, 0);
+	for (int i = 0; i < N; i++) {
+		ck_assert_msg(closed[i] - pinged[i] >= 500 * MS,
+			      "connection %d closed %llu ms after its ping", i,
+			      (unsigned long long)((closed[i] - pinged[i]) /
+						   MS));
+		ck_assert_uint_lt(closed[i] - pinged[i], 2500 * MS);
+		close(fd[i]);
+	}
+	halo_server_stats_get(srv, &st);
+	ck_assert_uint_eq(st.timeouts_idle, N);
+	fprintf(stderr, "server: %d renewed deadlines in one burst, longest tick "
+	       "%.2f ms\n", N, (double)worst / 1e6);
+}
+END_TEST
+
 START_TEST(test_head_deadline_closes_a_slowloris_that_trickles)
 {
 	halo_server_opts o = {.cbs = &any_line_cbs, .idle_ns = 80 * MS,
@@ -1050,6 +1113,7 @@ Suite *server_suite(void)
 	tcase_add_test(tc, test_idle_deadline_closes_a_silent_reader);
 	tcase_add_test(tc, test_deadlines_never_fire_early);
 	tcase_add_test(tc, test_renewed_idle_deadline_is_neither_early_nor_lost);
+	tcase_add_test(tc, test_a_wave_of_renewed_deadlines_closes_each_on_time);
 	tcase_add_test(tc, test_head_deadline_closes_a_slowloris_that_trickles);
 	tcase_add_test(tc, test_write_deadline_closes_a_stuck_send);
 	tcase_add_test(tc, test_close_deadline_ends_a_closing_connection_stuck_sending);
