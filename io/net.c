@@ -1116,7 +1116,9 @@ static bool recv_goes_on(halo_op *op, int32_t res)
  * the last). */
 static unsigned cqe_bufs(const struct recv_ms *s, int32_t res)
 {
-	if (res <= 0 || !(s->state & MS_BUNDLE))
+	/* Most bundles hold one buffer: no division for those. */
+	if (res <= 0 || !(s->state & MS_BUNDLE) ||
+	    (size_t)res <= s->br->buf_size)
 		return 1;
 	return (unsigned)(((size_t)res + s->br->buf_size - 1) /
 			  s->br->buf_size);
