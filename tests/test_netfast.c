@@ -565,6 +565,86 @@ START_TEST(test_sockwriter_zero_copy_batches_complete_after_notification)
 }
 END_TEST
 
+/* zc_min applies to every socket the writer is given, but a Unix socket
+ * refuses zero-copy sends (-EOPNOTSUPP): the writer sends the same batch
+ * again as a plain sendmsg and stays plain, so 1 MiB queued in sends of
+ * varied sizes reaches the peer byte for byte. Over TCP (_i / 2 == 1) the
+ * same writer still goes zero-copy where the loop can. */
+START_TEST(test_sockwriter_zc_min_keeps_every_byte_where_zc_is_refused)
+{
+	enum { LEN = 1 << 20, MAXN = 1024 };
+	unsigned char *src = malloc(LEN), *in = malloc(LEN);
+	halo_sw_opts so = {.zc_min = 1};
+	bool is_tcp = _i / 2,
+	     on = tu_loop_with(&loop, HALO_FEAT_SEND_ZC, _i % 2);
+	halo_fut *f[MAXN];
+	size_t queued = 0, got = 0, len[MAXN];
+	halo_sw_stats st;
+	halo_sw sw;
+	int a, b, n = 0, done = 0;
+
+	if (is_tcp) {
+		tu_tcp_pair(&a, &b, 0);
+	} else {
+		int sv[2];
+
+		ck_assert_int_eq(
+		    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		a = sv[0];
+		b = sv[1];
+	}
+	for (size_t i = 0; i < LEN; i++)
+		src[i] = tu_pattern_at(i);
+	ck_assert_int_eq(halo_sw_init(&sw, &loop, a, &so), 0);
+	for (int k = 0; k < 10000000 && (done < n || queued < LEN); k++) {
+		ssize_t r;
+
+		/* A few sends a tick, sizes from 1 byte to 40 KiB. */
+		for (int j = 0; j < 3 && queued < LEN; j++, n++) {
+			size_t want = 1 + ((size_t)n * 7919 * 13) % (40 << 10);
+
+			ck_assert_int_lt(n, MAXN);
+			len[n] = want < LEN - queued ? want : LEN - queued;
+			f[n] = halo_sw_send(&sw, src + queued, len[n]);
+			ck_assert_ptr_nonnull(f[n]);
+			queued += len[n];
+		}
+		halo_loop_run_nowait(&loop);
+		for (; done < n && halo_fut_is_done(f[done]); done++) {
+			ck_assert_int_eq(halo_fut_result(f[done]),
+					 (int64_t)len[done]);
+			halo_fut_release(f[done]);
+		}
+		r = recv(b, in + got, LEN - got, MSG_DONTWAIT);
+		if (r > 0)
+			got += (size_t)r;
+	}
+	ck_assert_int_eq(done, n);
+	while (got < LEN) {
+		ssize_t r = recv(b, in + got, LEN - got, 0);
+
+		ck_assert_int_gt(r, 0);
+		got += (size_t)r;
+	}
+	ck_assert_int_eq(recv(b, in, 1, MSG_DONTWAIT), -1);
+	ck_assert_int_eq(memcmp(in, src, LEN), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	halo_sw_stats_get(&sw, &st);
+	ck_assert_uint_eq(st.bytes, LEN);
+	ck_assert_uint_eq(st.zc_refused, on && !is_tcp);
+	if (is_tcp && on)
+		ck_assert_uint_gt(st.zc, 0);
+	else
+		ck_assert_uint_eq(st.zc, 0);
+	ck_assert_int_eq(halo_sw_close(&sw), 0);
+	close(a);
+	close(b);
+	free(src);
+	free(in);
+	tu_loop_close(&loop);
+}
+END_TEST
+
 /* --- the connection layer with bundles --- */
 
 static int64_t echo_fiber(halo_conn *c, void *arg)
@@ -659,6 +739,9 @@ Suite *netfast_suite(void)
 	tcase_add_loop_test(
 	    tc, test_sockwriter_zero_copy_batches_complete_after_notification,
 	    0, 2);
+	tcase_add_loop_test(
+	    tc, test_sockwriter_zc_min_keeps_every_byte_where_zc_is_refused, 0,
+	    4);
 	tcase_add_loop_test(tc, test_server_echo_with_bundles_keeps_every_byte,
 			    0, 2);
 	suite_add_tcase(s, tc);
