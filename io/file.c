@@ -388,20 +388,6 @@ int halo_files_unregister(halo_loop *loop)
 	return io_uring_unregister_files(&loop->ring);
 }
 
-int halo_files_use_fixed(halo_fut *f)
-{
-	halo_op *op = (halo_op *)f;
-
-	if (f->kind != FUT_OP || (f->flags & FUT_IOPOLL))
-		return -EINVAL;
-	if (!op->sqe || op->sq_epoch != f->loop->sq_epoch ||
-	    !halo__fut_pending(f))
-		return -EALREADY;
-	op->sqe->flags |= IOSQE_FIXED_FILE;
-	op->aux |= IO_AUX_FIXED;
-	return 0;
-}
-
 /* A direct read or write, in op->meta: what it takes to run it again on
  * the main ring when the polled ring refuses it. */
 struct direct_rw {
@@ -460,6 +446,47 @@ static void direct_cqe(halo_op *op, int32_t res, uint32_t flags)
 	}
 	direct_prep(op, sqe);
 	loop->stats.iopoll_retries++;
+}
+
+/* A direct op on the polled ring told to use a registered file. The kernel
+ * keeps a file table per ring and halo registers only the main ring's: on
+ * the polled ring the index would be looked up as a plain fd, some other
+ * file or none. The op moves to the main ring instead, unpolled, as a
+ * direct op the device refuses to poll does. */
+static int direct_to_main(halo_op *op)
+{
+	struct io_uring_sqe *polled = op->sqe, *sqe;
+
+	assert(op->on_cqe == direct_cqe);
+	/* The main ring's SQE first: if there is none, nothing changed. */
+	sqe = halo__op_sqe(op);
+	if (!sqe)
+		return -EBUSY;
+	halo__iopoll_unqueue(op, polled);
+	direct_prep(op, sqe);
+	return 0;
+}
+
+int halo_files_use_fixed(halo_fut *f)
+{
+	halo_op *op = (halo_op *)f;
+	uint64_t epoch;
+	int r;
+
+	if (f->kind != FUT_OP)
+		return -EINVAL;
+	epoch = (f->flags & FUT_IOPOLL) ? f->loop->iopoll->sq_epoch
+					: f->loop->sq_epoch;
+	if (!op->sqe || op->sq_epoch != epoch || !halo__fut_pending(f))
+		return -EALREADY;
+	if ((f->flags & FUT_IOPOLL) && !(f->flags & FUT_NOPPED)) {
+		r = direct_to_main(op);
+		if (r < 0)
+			return r;
+	}
+	op->sqe->flags |= IOSQE_FIXED_FILE;
+	op->aux |= IO_AUX_FIXED;
+	return 0;
 }
 
 static halo_fut *rw_direct(halo_loop *loop, uint8_t opcode, int fd, void *buf,

@@ -133,10 +133,13 @@ HALO_API int halo_files_unregister(halo_loop *loop);
 /* Make the operation f, started in this tick, address the registered file
  * whose index was passed as its fd (IOSQE_FIXED_FILE); helpers that resubmit
  * keep the flag. Works for read, write, readv, writev, the full/all helpers,
- * fsync, fallocate, recv, send and poll. Returns 0, or -EALREADY if f's SQE
- * has already gone to the kernel, -EINVAL if f is not an I/O operation or
- * is on the polled ring (halo_read_direct()). On an error f is unchanged:
- * it runs with its fd as a plain descriptor unless cancelled. */
+ * the direct ops, fsync, fallocate, recv, send and poll. The table belongs
+ * to the main ring: a direct op on the polled ring moves to the main ring
+ * and runs there unpolled. Returns 0, or -EALREADY if f's SQE has already
+ * gone to the kernel, -EINVAL if f is not an I/O operation, -EBUSY if the
+ * main ring failed. On an error f is unchanged: it runs with its fd as a
+ * plain descriptor unless cancelled, so call this right after the start
+ * call and cancel f if it fails. */
 HALO_API int halo_files_use_fixed(halo_fut *f);
 
 /* Registered (fixed) buffers: memory the kernel maps and pins once, so
@@ -208,9 +211,8 @@ HALO_API halo_fut *halo_write_fixed_at(halo_bufs *b, unsigned idx, int fd,
  * returns 0 and the future completes with the op's own result, once the
  * device is done with buf; only if the device refuses the op (no byte
  * moved) does it end CANCELLED (ERROR -ETIMEDOUT for a deadline) instead of
- * running again on the main ring. Registered files (halo_files_use_fixed())
- * belong to the main ring and are refused for a polled op: the op then
- * still runs with fd as a plain descriptor unless it is cancelled. */
+ * running again on the main ring. A registered file (fd an index, then
+ * halo_files_use_fixed()) is the main ring's: the op runs there, unpolled. */
 HALO_API halo_fut *halo_read_direct_at(halo_loop *loop, int fd, void *buf,
 				       size_t len, int64_t off,
 				       const char *file, int line);

@@ -4,6 +4,7 @@
 #include "sockwriter.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -64,6 +65,19 @@ static void sent(halo_fut *f, void *arg)
 	halo_fut_release(f);
 	sw->op = NULL;
 	sw->inflight = 0;
+	if (sw->is_zc && (r == -EOPNOTSUPP || r == -EINVAL)) {
+		/* A socket whose protocol takes no zero-copy sends (Unix
+		 * sockets: -EOPNOTSUPP; -EINVAL on some kernels). A failed
+		 * SENDMSG_ZC sent nothing, and the queue is as it was: the
+		 * hook sends the same bytes again as a plain sendmsg, and this
+		 * writer never asks for zero-copy again. A real -EINVAL fails
+		 * the plain one too, and with it the stream. */
+		sw->is_zc = false;
+		sw->zc_min = 0;
+		sw->stats.zc--;
+		sw->stats.zc_refused++;
+		return;
+	}
 	if (r <= 0) {
 		sw->err = r < 0 ? (int)r : -EPIPE;
 		while (sw->n)
@@ -111,9 +125,11 @@ static int flush_hook(halo_loop *loop, void *arg)
 	if (sw->zc_min && total >= sw->zc_min &&
 	    (halo_loop_features(loop) & HALO_FEAT_SEND_ZC)) {
 		op = halo_sendmsg_zc(loop, sw->fd, &msg, MSG_NOSIGNAL);
+		sw->is_zc = op != NULL;
 		sw->stats.zc += op != NULL;
 	} else {
 		op = halo_sendmsg(loop, sw->fd, &msg, MSG_NOSIGNAL);
+		sw->is_zc = false;
 	}
 	if (!op) {
 		/* Retrying every tick would spin for as long as memory stays

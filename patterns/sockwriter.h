@@ -4,6 +4,7 @@
 #ifndef HALO_PATTERNS_SOCKWRITER_H
 #define HALO_PATTERNS_SOCKWRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -22,15 +23,20 @@ typedef struct halo_sw_opts {
 			     zero-copy (halo_sendmsg_zc: its sends complete at
 			     the kernel's notification); 0: never, the
 			     default, as zero-copy never won on loopback here
-			     (README) */
+			     (README). A socket that refuses zero-copy (a Unix
+			     socket) gets the same bytes as a plain sendmsg,
+			     and the writer stays plain from then on */
 } halo_sw_opts;
 
 typedef struct halo_sw_stats {
-	uint64_t sends;	   /* halo_sw_send() calls accepted */
-	uint64_t syscalls; /* sendmsg operations */
-	uint64_t partial;  /* sendmsg results shorter than asked */
-	uint64_t bytes;	   /* bytes written */
-	uint64_t zc;	   /* sendmsg operations that went zero-copy */
+	uint64_t sends;	     /* halo_sw_send() calls accepted */
+	uint64_t syscalls;   /* sendmsg operations */
+	uint64_t partial;    /* sendmsg results shorter than asked */
+	uint64_t bytes;	     /* bytes written */
+	uint64_t zc;	     /* sendmsg operations that went zero-copy */
+	uint64_t zc_refused; /* zero-copy sendmsgs the socket refused (sent
+				again plain; at most 1: the writer stays
+				plain after it) */
 } halo_sw_stats;
 
 struct halo__sw_send {
@@ -49,8 +55,9 @@ typedef struct halo_sw {
 	struct halo__sw_send *q; /* ring of sends, grown by doubling */
 	size_t head, n, cap;
 	size_t head_off; /* bytes of the front send already written */
-	int inflight; /* sends in the sendmsg in flight, 0 if none */
-	int err; /* sticky: the socket failed */
+	int inflight;	 /* sends in the sendmsg in flight, 0 if none */
+	int err;	 /* sticky: the socket failed */
+	bool is_zc;	 /* the sendmsg in flight is zero-copy */
 	struct iovec *iov;
 	halo_fut *op;
 	halo_waiter op_w;

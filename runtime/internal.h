@@ -266,6 +266,13 @@ struct halo__iopoll {
  * failed, SQ full and the kernel short of room): use the main ring then. */
 struct io_uring_sqe *halo__iopoll_sqe(halo_op *op);
 
+/* Take back op's SQE from the polled ring, whose kernel has not seen it
+ * (op->sq_epoch is the ring's): it becomes a NOP whose CQE is ignored, and
+ * op loses the kernel reference and FUT_IOPOLL that halo__iopoll_sqe()
+ * gave it. sqe is that polled SQE; op must hold another kernel reference
+ * already (an SQE on the main ring), so that it stays owned and alive. */
+void halo__iopoll_unqueue(halo_op *op, struct io_uring_sqe *sqe);
+
 /* Submit the polled ring's SQEs and make one pass over the device's poll
  * queues: never sleeps. Returns >= 0, or -errno if the ring failed. */
 int halo__iopoll_enter(halo_loop *loop);

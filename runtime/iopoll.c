@@ -75,6 +75,22 @@ struct io_uring_sqe *halo__iopoll_sqe(halo_op *op)
 	return sqe;
 }
 
+void halo__iopoll_unqueue(halo_op *op, struct io_uring_sqe *sqe)
+{
+	halo_loop *loop = op->fut.loop;
+
+	assert(op->kernel_refs > 1 && (op->fut.flags & FUT_IOPOLL));
+	/* Dropping the SQE from the ring is not possible once the tail moved
+	 * past it; a NOP tagged HALO_UD_NOCQE costs one empty CQE. */
+	io_uring_prep_nop(sqe);
+	sqe->user_data = HALO_UD_NOCQE;
+	op->fut.flags &= (uint8_t)~FUT_IOPOLL;
+	op->kernel_refs--;
+	op->fut.refs--;
+	loop->stats.inflight--;
+	loop->iopoll->inflight--;
+}
+
 int halo__iopoll_enter(halo_loop *loop)
 {
 	struct halo__iopoll *p = loop->iopoll;

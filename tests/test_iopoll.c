@@ -475,6 +475,80 @@ START_TEST(test_more_ops_than_the_polled_rings_hold)
 }
 END_TEST
 
+/* A direct op told to use a registered file (halo_files_use_fixed) reads
+ * and writes that file, polled ring or not (_i == 0: iopoll forced off;
+ * 1: on where the kernel has it). The polled ring has no file table: were
+ * the index taken as a plain fd there, these ops would hit the decoy file
+ * that the index names as a plain fd. */
+START_TEST(test_direct_ops_on_a_registered_file_use_that_file)
+{
+	char *w = halo_buf_alloc_aligned(BS, BS), *r;
+	char *decoy_src = halo_buf_alloc_aligned(2 * BS, BS), path[512];
+	int decoy, *table;
+	struct stat st;
+	halo_fut *f;
+
+	if (no_direct_here()) {
+		halo_buf_free(w);
+		halo_buf_free(decoy_src);
+		return;
+	}
+	r = halo_buf_alloc_aligned(BS, BS);
+	snprintf(path, sizeof(path), "%s/decoy", dir);
+	decoy = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(decoy, 0);
+	memset(decoy_src, 0x55, 2 * BS);
+	ck_assert_int_eq(pwrite(decoy, decoy_src, 2 * BS, 0), 2 * BS);
+	table = malloc((size_t)(decoy + 1) * sizeof(*table));
+	for (int i = 0; i < decoy; i++)
+		table[i] = -1;
+	table[decoy] = fd; /* index decoy stands for the data file */
+	init_polled(_i ? 0 : HALO_FEAT_IOPOLL);
+	ck_assert_int_eq(halo_files_register(&loop, table, (unsigned)decoy + 1),
+			 0);
+	memset(w, 0x3C, BS);
+	f = halo_write_direct(&loop, decoy, w, BS, 3 * BS);
+	if (halo_loop_features(&loop) & HALO_FEAT_IOPOLL)
+		ck_assert(f->flags & FUT_IOPOLL); /* the case at stake */
+	ck_assert_int_eq(halo_files_use_fixed(f), 0);
+	ck_assert(!(f->flags & FUT_IOPOLL));
+	ck_assert_int_eq(halo_fut_join(f), BS);
+	/* Moved and then cancelled before submission: never written. */
+	memset(r, 0x77, BS);
+	f = halo_write_direct(&loop, decoy, r, BS, 4 * BS);
+	ck_assert_int_eq(halo_files_use_fixed(f), 0);
+	ck_assert_int_eq(halo_fut_cancel(f), 0);
+	ck_assert_int_eq(halo_fut_join(f), -ECANCELED);
+	f = halo_read_direct(&loop, decoy, r, BS, 3 * BS);
+	ck_assert_int_eq(halo_files_use_fixed(f), 0);
+	ck_assert_int_eq(halo_fut_join(f), BS);
+	ck_assert_int_eq(memcmp(r, w, BS), 0);
+	f = halo_read_direct(&loop, decoy, r, BS, 5 * BS);
+	ck_assert_int_eq(halo_files_use_fixed(f), 0);
+	ck_assert_int_eq(halo_fut_join(f), BS);
+	ck_assert_int_eq(memcmp(r, src + 5 * BS, BS), 0);
+	/* The data file has the write; the decoy is as it was. */
+	ck_assert_int_eq(pread(fd, r, BS, 3 * BS), BS);
+	ck_assert_int_eq(memcmp(r, w, BS), 0);
+	ck_assert_int_eq(pread(fd, r, BS, 4 * BS), BS);
+	ck_assert_int_eq(memcmp(r, src + 4 * BS, BS), 0);
+	ck_assert_uint_eq(retries(), 0);
+	ck_assert_int_eq(fstat(decoy, &st), 0);
+	ck_assert_int_eq(st.st_size, 2 * BS);
+	ck_assert_int_eq(pread(decoy, r, BS, 0), BS);
+	ck_assert_int_eq(memcmp(r, decoy_src, BS), 0);
+	if (loop.iopoll)
+		ck_assert_uint_eq(loop.iopoll->inflight, 0);
+	ck_assert_int_eq(halo_files_unregister(&loop), 0);
+	tu_loop_close(&loop);
+	close(decoy);
+	free(table);
+	halo_buf_free(decoy_src);
+	halo_buf_free(w);
+	halo_buf_free(r);
+}
+END_TEST
+
 /* The polled path itself: only on a device with poll queues. */
 START_TEST(test_polled_reads_on_a_device_with_poll_queues)
 {
@@ -533,6 +607,8 @@ Suite *iopoll_suite(void)
 	tcase_add_test(tc, test_fiber_stack_outlives_its_direct_reads);
 	tcase_add_test(tc, test_more_ops_than_the_polled_rings_hold);
 	tcase_add_test(tc, test_polled_reads_on_a_device_with_poll_queues);
+	tcase_add_loop_test(
+	    tc, test_direct_ops_on_a_registered_file_use_that_file, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -15,55 +15,12 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-static int fds_before;
-
-static void setup(void)
-{
-	fds_before = tu_count_fds();
-}
-
-static void teardown(void)
-{
-	ck_assert_int_eq(tu_count_fds(), fds_before);
-}
-
-/* _i == 0: feature forced off; 1: on where the kernel has it. */
-static void loop_with(unsigned feat, int on)
-{
-	halo_loop_opts o = {.features_off = on ? 0 : feat};
-
-	tu_loop_init(&loop, &o);
-	if (!on)
-		ck_assert_uint_eq(halo_loop_features(&loop) & feat, 0);
-}
+TU_FDS_FIXTURE(loop)
 
 static void run_until_idle(void)
 {
 	for (int i = 0; i < 10000 && loop.stats.inflight; i++)
 		halo_loop_run_once(&loop);
-}
-
-static void tcp_pair(int *a, int *b)
-{
-	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
-	struct sockaddr_in sa;
-
-	ck_assert_int_ge(lfd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)halo_net_local_port(lfd));
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_eq(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	*b = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	ck_assert_int_ge(*b, 0);
-	close(lfd);
-}
-
-static unsigned char pattern_at(size_t i)
-{
-	return (unsigned char)((i * 131) ^ (i >> 10) ^ (i >> 17));
 }
 
 /* --- recv bundles --- */
@@ -97,7 +54,7 @@ static void bstream_cb(halo_recv_ms *h, int res, void *data, uint16_t bid,
 	ck_assert_ptr_eq(data, halo_bufring_buf(s->br, bid));
 	ck_assert_int_le(res, BUF_SZ);
 	for (int i = 0; i < res; i++)
-		if (p[i] != pattern_at(s->got + (size_t)i) && !s->bad_at)
+		if (p[i] != tu_pattern_at(s->got + (size_t)i) && !s->bad_at)
 			s->bad_at = s->got + (size_t)i + 1;
 	s->got += (size_t)res;
 	s->calls++;
@@ -130,11 +87,11 @@ START_TEST(test_recv_bundles_deliver_big_messages_in_order)
 	int a, b, err = 0, tick = 0;
 	bool bundles;
 
-	loop_with(HALO_FEAT_RECV_BUNDLE, _i);
+	tu_loop_with(&loop, HALO_FEAT_RECV_BUNDLE, _i);
 	bundles = halo_loop_features(&loop) & HALO_FEAT_RECV_BUNDLE;
 	for (size_t i = 0; i < len; i++)
-		src[i] = pattern_at(i);
-	tcp_pair(&a, &b);
+		src[i] = tu_pattern_at(i);
+	tu_tcp_pair(&a, &b, 0);
 	ck_assert_int_eq(fcntl(a, F_SETFL, O_NONBLOCK), 0);
 	s.br = halo_bufring_new(&loop, 5, RING_N, BUF_SZ, &err);
 	ck_assert_msg(s.br != NULL, "bufring: %d", err);
@@ -213,8 +170,8 @@ START_TEST(test_stop_inside_a_bundle_gives_the_rest_back)
 	struct stopper s = {0};
 	int a, b, err = 0;
 
-	loop_with(HALO_FEAT_RECV_BUNDLE, _i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_RECV_BUNDLE, _i);
+	tu_tcp_pair(&a, &b, 0);
 	s.br = halo_bufring_new(&loop, 6, 16, BUF_SZ, &err);
 	ck_assert_ptr_nonnull(s.br);
 	/* The data is there before the recv is armed: one bundle takes it. */
@@ -242,8 +199,8 @@ START_TEST(test_recv_ms_unknown_flag_is_einval)
 	halo_bufring *br;
 	int a, b, err = 0;
 
-	loop_with(HALO_FEAT_RECV_BUNDLE, _i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_RECV_BUNDLE, _i);
+	tu_tcp_pair(&a, &b, 0);
 	br = halo_bufring_new(&loop, 6, 4, BUF_SZ, &err);
 	ck_assert_ptr_nonnull(br);
 	ck_assert_ptr_null(
@@ -294,7 +251,7 @@ START_TEST(test_bufring_memory_on_huge_pages)
 	int err = 0;
 	int on;
 
-	loop_with(HALO_FEAT_HUGE_BUFS, _i);
+	tu_loop_with(&loop, HALO_FEAT_HUGE_BUFS, _i);
 	on = (halo_loop_features(&loop) & HALO_FEAT_HUGE_BUFS) != 0;
 	big = halo_bufring_new(&loop, 8, 1024, 4096, &err);
 	small = halo_bufring_new(&loop, 9, 16, 4096, &err);
@@ -326,8 +283,8 @@ START_TEST(test_send_zc_buffer_reused_only_after_notification)
 	unsigned char *buf = malloc(len), *in = malloc(len);
 	int a, b;
 
-	loop_with(HALO_FEAT_SEND_ZC, _i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_SEND_ZC, _i);
+	tu_tcp_pair(&a, &b, 0);
 	for (int round = 0; round < 4; round++) {
 		uint64_t cqes0 = loop.stats.cqes_reaped;
 		size_t got = 0;
@@ -335,7 +292,7 @@ START_TEST(test_send_zc_buffer_reused_only_after_notification)
 		ssize_t n;
 
 		for (size_t i = 0; i < len; i++)
-			buf[i] = pattern_at(i + (size_t)round * 7);
+			buf[i] = tu_pattern_at(i + (size_t)round * 7);
 		f = halo_send_zc(&loop, a, buf, len,
 				 MSG_NOSIGNAL | MSG_WAITALL);
 		ck_assert_ptr_nonnull(f);
@@ -358,7 +315,7 @@ START_TEST(test_send_zc_buffer_reused_only_after_notification)
 			got += (size_t)n;
 		}
 		for (size_t i = 0; i < len; i++)
-			if (in[i] != pattern_at(i + (size_t)round * 7))
+			if (in[i] != tu_pattern_at(i + (size_t)round * 7))
 				ck_abort_msg("round %d: byte %zu differs",
 					     round, i);
 	}
@@ -387,9 +344,9 @@ START_TEST(test_send_all_zc_completes_after_notification)
 	if (!_i)
 		o.features_off = HALO_FEAT_SEND_ZC;
 	tu_loop_init(&loop, &o);
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, 0);
 	for (size_t i = 0; i < len; i++)
-		buf[i] = pattern_at(i);
+		buf[i] = tu_pattern_at(i);
 	cqes0 = loop.stats.cqes_reaped;
 	f = halo_send_all(&loop, a, buf, len, 0);
 	ck_assert_ptr_nonnull(f);
@@ -412,7 +369,7 @@ START_TEST(test_send_all_zc_completes_after_notification)
 		got += (size_t)n;
 	}
 	for (size_t i = 0; i < len; i++)
-		if (in[i] != pattern_at(i))
+		if (in[i] != tu_pattern_at(i))
 			ck_abort_msg("byte %zu differs", i);
 	/* Below the threshold: one plain send, one CQE. */
 	memset(buf, 'q', small);
@@ -452,7 +409,7 @@ START_TEST(test_send_all_zc_min_on_a_unix_socket_still_sends)
 	ck_assert_int_eq(
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	for (size_t i = 0; i < sizeof(buf); i++)
-		buf[i] = pattern_at(i);
+		buf[i] = tu_pattern_at(i);
 	f = halo_send_all(&loop, sv[0], buf, sizeof(buf), 0);
 	ck_assert_ptr_nonnull(f);
 	for (int i = 0; i < 10000000 && !halo_fut_is_done(f); i++) {
@@ -490,7 +447,7 @@ START_TEST(test_send_all_zc_to_a_reset_peer_fails_cleanly)
 	if (!_i)
 		o.features_off = HALO_FEAT_SEND_ZC;
 	tu_loop_init(&loop, &o);
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, 0);
 	ck_assert_int_eq(setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)),
 			 0);
 	close(b);
@@ -519,8 +476,8 @@ START_TEST(test_send_zc_to_a_reset_peer_fails_cleanly)
 	halo_fut *f;
 	int64_t r = 0;
 
-	loop_with(HALO_FEAT_SEND_ZC, _i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_SEND_ZC, _i);
+	tu_tcp_pair(&a, &b, 0);
 	ck_assert_int_eq(setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)),
 			 0);
 	close(b);
@@ -555,10 +512,10 @@ START_TEST(test_sockwriter_zero_copy_batches_complete_after_notification)
 	halo_sw sw;
 	int a, b, done = 0;
 
-	loop_with(HALO_FEAT_SEND_ZC, _i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_SEND_ZC, _i);
+	tu_tcp_pair(&a, &b, 0);
 	for (size_t i = 0; i < (size_t)N * SZ; i++)
-		bufs[i] = pattern_at(i);
+		bufs[i] = tu_pattern_at(i);
 	ck_assert_int_eq(halo_sw_init(&sw, &loop, a, &so), 0);
 	for (int i = 0; i < N; i++) {
 		f[i] = halo_sw_send(&sw, bufs + (size_t)i * SZ, SZ);
@@ -590,7 +547,7 @@ START_TEST(test_sockwriter_zero_copy_batches_complete_after_notification)
 		got += (size_t)n;
 	}
 	for (size_t i = 0; i < (size_t)N * SZ; i++)
-		if (in[i] != pattern_at(i))
+		if (in[i] != tu_pattern_at(i))
 			ck_abort_msg("byte %zu differs", i);
 	ck_assert_uint_eq(tu_inflight(&loop), 0);
 	halo_sw_stats_get(&sw, &st);
@@ -603,6 +560,86 @@ START_TEST(test_sockwriter_zero_copy_batches_complete_after_notification)
 	close(a);
 	close(b);
 	free(bufs);
+	free(in);
+	tu_loop_close(&loop);
+}
+END_TEST
+
+/* zc_min applies to every socket the writer is given, but a Unix socket
+ * refuses zero-copy sends (-EOPNOTSUPP): the writer sends the same batch
+ * again as a plain sendmsg and stays plain, so 1 MiB queued in sends of
+ * varied sizes reaches the peer byte for byte. Over TCP (_i / 2 == 1) the
+ * same writer still goes zero-copy where the loop can. */
+START_TEST(test_sockwriter_zc_min_keeps_every_byte_where_zc_is_refused)
+{
+	enum { LEN = 1 << 20, MAXN = 1024 };
+	unsigned char *src = malloc(LEN), *in = malloc(LEN);
+	halo_sw_opts so = {.zc_min = 1};
+	bool is_tcp = _i / 2,
+	     on = tu_loop_with(&loop, HALO_FEAT_SEND_ZC, _i % 2);
+	halo_fut *f[MAXN];
+	size_t queued = 0, got = 0, len[MAXN];
+	halo_sw_stats st;
+	halo_sw sw;
+	int a, b, n = 0, done = 0;
+
+	if (is_tcp) {
+		tu_tcp_pair(&a, &b, 0);
+	} else {
+		int sv[2];
+
+		ck_assert_int_eq(
+		    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		a = sv[0];
+		b = sv[1];
+	}
+	for (size_t i = 0; i < LEN; i++)
+		src[i] = tu_pattern_at(i);
+	ck_assert_int_eq(halo_sw_init(&sw, &loop, a, &so), 0);
+	for (int k = 0; k < 10000000 && (done < n || queued < LEN); k++) {
+		ssize_t r;
+
+		/* A few sends a tick, sizes from 1 byte to 40 KiB. */
+		for (int j = 0; j < 3 && queued < LEN; j++, n++) {
+			size_t want = 1 + ((size_t)n * 7919 * 13) % (40 << 10);
+
+			ck_assert_int_lt(n, MAXN);
+			len[n] = want < LEN - queued ? want : LEN - queued;
+			f[n] = halo_sw_send(&sw, src + queued, len[n]);
+			ck_assert_ptr_nonnull(f[n]);
+			queued += len[n];
+		}
+		halo_loop_run_nowait(&loop);
+		for (; done < n && halo_fut_is_done(f[done]); done++) {
+			ck_assert_int_eq(halo_fut_result(f[done]),
+					 (int64_t)len[done]);
+			halo_fut_release(f[done]);
+		}
+		r = recv(b, in + got, LEN - got, MSG_DONTWAIT);
+		if (r > 0)
+			got += (size_t)r;
+	}
+	ck_assert_int_eq(done, n);
+	while (got < LEN) {
+		ssize_t r = recv(b, in + got, LEN - got, 0);
+
+		ck_assert_int_gt(r, 0);
+		got += (size_t)r;
+	}
+	ck_assert_int_eq(recv(b, in, 1, MSG_DONTWAIT), -1);
+	ck_assert_int_eq(memcmp(in, src, LEN), 0);
+	ck_assert_uint_eq(tu_inflight(&loop), 0);
+	halo_sw_stats_get(&sw, &st);
+	ck_assert_uint_eq(st.bytes, LEN);
+	ck_assert_uint_eq(st.zc_refused, on && !is_tcp);
+	if (is_tcp && on)
+		ck_assert_uint_gt(st.zc, 0);
+	else
+		ck_assert_uint_eq(st.zc, 0);
+	ck_assert_int_eq(halo_sw_close(&sw), 0);
+	close(a);
+	close(b);
+	free(src);
 	free(in);
 	tu_loop_close(&loop);
 }
@@ -637,9 +674,9 @@ START_TEST(test_server_echo_with_bundles_keeps_every_byte)
 	halo_server *srv;
 	int fd, err = 0;
 
-	loop_with(HALO_FEAT_RECV_BUNDLE, _i);
+	tu_loop_with(&loop, HALO_FEAT_RECV_BUNDLE, _i);
 	for (size_t i = 0; i < len; i++)
-		src[i] = pattern_at(i);
+		src[i] = tu_pattern_at(i);
 	srv = halo_server_start(&loop, &so, &err);
 	ck_assert_msg(srv != NULL, "server: %d", err);
 	sa.sin_port = htons((uint16_t)halo_server_port(srv));
@@ -702,6 +739,9 @@ Suite *netfast_suite(void)
 	tcase_add_loop_test(
 	    tc, test_sockwriter_zero_copy_batches_complete_after_notification,
 	    0, 2);
+	tcase_add_loop_test(
+	    tc, test_sockwriter_zc_min_keeps_every_byte_where_zc_is_refused, 0,
+	    4);
 	tcase_add_loop_test(tc, test_server_echo_with_bundles_keeps_every_byte,
 			    0, 2);
 	suite_add_tcase(s, tc);

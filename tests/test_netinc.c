@@ -4,10 +4,8 @@
  * one large buffer, a small ring wrapped many times with pieces given back
  * out of order, two connections sharing a ring, EOF and errors with pieces
  * out, and the checks that keep a piece from being credited twice. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,53 +15,11 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-static int fds_before;
-
-static void setup(void)
-{
-	fds_before = tu_count_fds();
-}
-
-static void teardown(void)
-{
-	ck_assert_int_eq(tu_count_fds(), fds_before);
-}
-
-/* on == 0: the feature forced off; 1: on where the kernel has it. Returns
- * whether it is on. */
-static bool loop_with_inc(int on)
-{
-	halo_loop_opts o = {.features_off = on ? 0 : HALO_FEAT_PBUF_INC};
-
-	tu_loop_init(&loop, &o);
-	if (!on)
-		ck_assert_uint_eq(
-		    halo_loop_features(&loop) & HALO_FEAT_PBUF_INC, 0);
-	return halo_loop_features(&loop) & HALO_FEAT_PBUF_INC;
-}
-
-static void tcp_pair(int *a, int *b)
-{
-	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
-	struct sockaddr_in sa;
-
-	ck_assert_int_ge(lfd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)halo_net_local_port(lfd));
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_eq(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	*b = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	ck_assert_int_ge(*b, 0);
-	close(lfd);
-	ck_assert_int_eq(fcntl(*a, F_SETFL, O_NONBLOCK), 0);
-}
+TU_FDS_FIXTURE(loop)
 
 static unsigned char pattern_at(size_t i, unsigned seed)
 {
-	return (unsigned char)((i * 131) ^ (i >> 10) ^ (i >> 17) ^ seed);
+	return tu_pattern_at(i) ^ (unsigned char)seed;
 }
 
 static halo_bufring *inc_ring(uint16_t bgid, unsigned n, size_t sz, bool on)
@@ -232,9 +188,9 @@ START_TEST(test_small_messages_share_one_large_buffer)
 	halo_bufring_stats bs;
 	halo_recv_ms *h;
 	int a, b, err = 0;
-	bool on = loop_with_inc(_i);
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i);
 
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	r.br = inc_ring(7, 8, 64 << 10, on);
 	h = halo_recv_ms_start_opts(&loop, b, r.br, rx_cb, &r, NULL, &err);
 	ck_assert_msg(h != NULL, "recv: %d", err);
@@ -283,9 +239,9 @@ START_TEST(test_small_ring_wraps_with_pieces_returned_out_of_order)
 	halo_bufring_stats bs;
 	halo_recv_ms *h;
 	int a, b, err = 0, tick = 0;
-	bool on = loop_with_inc(_i);
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i);
 
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	r.br = inc_ring(8, 4, 4096, on);
 	h = halo_recv_ms_start_opts(&loop, b, r.br, rx_cb, &r, &ro, &err);
 	ck_assert_msg(h != NULL, "recv: %d", err);
@@ -327,11 +283,11 @@ START_TEST(test_two_connections_share_a_ring)
 	halo_bufring_stats bs;
 	halo_bufring *br;
 	int a[2], b[2], err = 0, tick = 0;
-	bool on = loop_with_inc(_i);
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i);
 
 	br = inc_ring(9, 16, 16 << 10, on);
 	for (int k = 0; k < 2; k++) {
-		tcp_pair(&a[k], &b[k]);
+		tu_tcp_pair(&a[k], &b[k], O_NONBLOCK);
 		r[k].br = br;
 		r[k].other = &r[1 - k];
 		r[k].id = k;
@@ -380,12 +336,13 @@ START_TEST(test_end_with_pieces_out_keeps_them_until_returned)
 {
 	halo_recv_ms_opts ro = {.max_held = HALO_RECV_MS_UNLIMITED};
 	struct rx r = {.seed = 9, .keep = 1};
-	bool on = loop_with_inc(_i % 2), reset = _i / 2;
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i % 2),
+	     reset = _i / 2;
 	halo_bufring_stats bs;
 	size_t sent = 0, len = 6 * 100;
 	int a, b, err = 0;
 
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	r.br = inc_ring(10, 8, 64 << 10, on);
 	ck_assert_ptr_nonnull(
 	    halo_recv_ms_start_opts(&loop, b, r.br, rx_cb, &r, &ro, &err));
@@ -426,12 +383,12 @@ END_TEST
 START_TEST(test_piece_cannot_be_credited_twice)
 {
 	struct rx r = {.seed = 1, .keep = 1};
-	bool on = loop_with_inc(_i);
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i);
 	halo_bufring_stats bs;
 	size_t sent = 0;
 	int a, b, err = 0;
 
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	r.br = inc_ring(11, 4, 4096, on);
 	ck_assert_ptr_nonnull(
 	    halo_recv_ms_start_opts(&loop, b, r.br, rx_cb, &r, NULL, &err));
@@ -475,9 +432,9 @@ START_TEST(test_max_held_counts_pieces)
 	halo_recv_stats st;
 	halo_recv_ms *h;
 	int a, b, err = 0;
-	bool on = loop_with_inc(_i);
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i);
 
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	r.br = inc_ring(12, 8, 64 << 10, on);
 	h = halo_recv_ms_start_opts(&loop, b, r.br, rx_cb, &r, &ro, &err);
 	ck_assert_ptr_nonnull(h);
@@ -510,11 +467,11 @@ END_TEST
 START_TEST(test_loop_close_with_pieces_out)
 {
 	struct rx r = {.seed = 4, .keep = 1};
-	bool on = loop_with_inc(_i);
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i);
 	size_t sent = 0, len = 4 * 100;
 	int a, b, err = 0;
 
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	r.br = inc_ring(14, 8, 64 << 10, on);
 	ck_assert_ptr_nonnull(
 	    halo_recv_ms_start_opts(&loop, b, r.br, rx_cb, &r, NULL, &err));
@@ -543,13 +500,14 @@ START_TEST(test_next_recv_continues_a_buffer_another_left)
 {
 	halo_recv_ms_opts ro = {.max_held = HALO_RECV_MS_UNLIMITED};
 	struct rx r1 = {.seed = 21, .keep = 1}, r2 = {.seed = 22, .keep = 1};
-	bool on = loop_with_inc(_i % 2), stop = _i / 2;
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i % 2),
+	     stop = _i / 2;
 	halo_recv_ms *h1, *h2;
 	size_t s1 = 0, s2 = 0, len1 = 5 * 1024 + 300, len2 = 9 * 1024;
 	int a1, b1, a2, b2, err = 0, last[16];
 
-	tcp_pair(&a1, &b1);
-	tcp_pair(&a2, &b2);
+	tu_tcp_pair(&a1, &b1, O_NONBLOCK);
+	tu_tcp_pair(&a2, &b2, O_NONBLOCK);
 	r1.br = r2.br = inc_ring(14, 16, 4096, on);
 	for (int i = 0; i < 16; i++)
 		last[i] = -1;
@@ -666,11 +624,11 @@ START_TEST(test_return_behind_held_pieces_is_not_a_walk)
 	halo_recv_ms *h;
 	int a, b, err = 0;
 
-	if (!loop_with_inc(1)) {
+	if (!tu_loop_with(&loop, HALO_FEAT_PBUF_INC, 1)) {
 		tu_loop_close(&loop);
 		return;
 	}
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	m.br = inc_ring(15, 2, 64 << 10, true);
 	h = halo_recv_ms_start_opts(&loop, b, m.br, many_cb, &m, &ro, &err);
 	ck_assert_ptr_nonnull(h);
@@ -717,9 +675,9 @@ START_TEST(test_bundles_on_an_inc_ring_are_einval)
 	halo_bufring_opts bo = {.flags = 1u << 5};
 	halo_bufring *br;
 	int a, b, err = 0;
-	bool on = loop_with_inc(_i);
+	bool on = tu_loop_with(&loop, HALO_FEAT_PBUF_INC, _i);
 
-	tcp_pair(&a, &b);
+	tu_tcp_pair(&a, &b, O_NONBLOCK);
 	ck_assert_ptr_null(
 	    halo_bufring_new_opts(&loop, 13, 4, 4096, &bo, &err));
 	ck_assert_int_eq(err, -EINVAL);

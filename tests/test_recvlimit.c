@@ -34,32 +34,6 @@ static struct sockaddr_in loopback(int port)
 				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 }
 
-static int connect_to(int port)
-{
-	struct sockaddr_in a = loopback(port);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	return fd;
-}
-
-/* A connected TCP pair on 127.0.0.1: *cfd the client (non-blocking), the
- * result the server's end. */
-static int tcp_pair(int *cfd)
-{
-	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
-	int sfd;
-
-	ck_assert_int_ge(lfd, 0);
-	*cfd = connect_to(halo_net_local_port(lfd));
-	sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	ck_assert_int_ge(sfd, 0);
-	close(lfd);
-	ck_assert_int_eq(fcntl(*cfd, F_SETFL, O_NONBLOCK), 0);
-	return sfd;
-}
-
 static void run_until_idle(void)
 {
 	for (int i = 0; i < 10000 && tu_inflight(&loop); i++)
@@ -508,8 +482,9 @@ START_TEST(test_pause_and_resume_keep_every_byte_in_order)
 	uint64_t deadline = halo_now_ns() + 20000 * MS;
 	halo_recv_stats st = { 0 };
 	halo_recv_ms *h;
-	int cfd, sfd = tcp_pair(&cfd);
+	int cfd, sfd;
 
+	tu_tcp_pair(&cfd, &sfd, O_NONBLOCK);
 	h = start_limited(sfd, &k, 4);
 	for (unsigned i = 0; !k.ended && halo_now_ns() < deadline; i++) {
 		if (sent < len) {
@@ -544,8 +519,9 @@ START_TEST(test_stop_while_paused_ends_quietly)
 	halo_recv_ms *h;
 	size_t sent = 0;
 	uint64_t live;
-	int cfd, sfd = tcp_pair(&cfd);
+	int cfd, sfd;
 
+	tu_tcp_pair(&cfd, &sfd, O_NONBLOCK);
 	/* Parked: paused, the kernel holds no recv of it. */
 	h = start_limited(sfd, &k, 4);
 	while (sent < 64 * 1024)
@@ -577,7 +553,7 @@ START_TEST(test_stop_while_paused_ends_quietly)
 	 * 100 bytes, one per tick, fill buffers partly, so the kernel's byte
 	 * cap does not end the recv first. */
 	k.stopped = 0;
-	sfd = tcp_pair(&cfd);
+	tu_tcp_pair(&cfd, &sfd, O_NONBLOCK);
 	h = start_limited(sfd, &k, 4);
 	for (int i = 0; i < 1000; i++) {
 		size_t n = 0;
@@ -604,8 +580,9 @@ START_TEST(test_eof_while_paused_comes_after_the_data)
 	struct sink k = sink_new(23);
 	size_t sent = 0, len = 4 * E_RING * E_BUF; /* more than the ring */
 	halo_recv_ms *h;
-	int cfd, sfd = tcp_pair(&cfd);
+	int cfd, sfd;
 
+	tu_tcp_pair(&cfd, &sfd, O_NONBLOCK);
 	h = start_limited(sfd, &k, 4);
 	while (sent < len)
 		feed(cfd, len - sent, &sent);
@@ -637,8 +614,9 @@ START_TEST(test_buffers_given_back_after_the_handle_ended)
 	size_t sent = 0;
 	halo_recv_ms *h;
 	uint64_t live;
-	int cfd, sfd = tcp_pair(&cfd);
+	int cfd, sfd;
 
+	tu_tcp_pair(&cfd, &sfd, O_NONBLOCK);
 	h = halo_recv_ms_start(&loop, sfd, k.br, sink_cb, &k);
 	ck_assert_ptr_nonnull(h);
 	halo_recv_ms_stats(h, &st);

@@ -2,9 +2,7 @@
  * bundles asked for and forced off (_i == 0: the sendmsg path) or on where
  * the kernel has them (_i == 1): order across many buffers, backpressure of
  * a full ring, a peer reset mid-send, close with a send in flight. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,50 +11,7 @@
 
 #include "tests/util.h"
 
-static halo_loop loop;
-static int fds_before;
-
-static void setup(void)
-{
-	fds_before = tu_count_fds();
-}
-
-static void teardown(void)
-{
-	ck_assert_int_eq(tu_count_fds(), fds_before);
-}
-
-static void loop_with(int on)
-{
-	halo_loop_opts o = {.features_off = on ? 0 : HALO_FEAT_SEND_BUNDLE};
-
-	tu_loop_init(&loop, &o);
-	if (!on)
-		ck_assert_uint_eq(
-		    halo_loop_features(&loop) & HALO_FEAT_SEND_BUNDLE, 0);
-}
-
-static void tcp_pair(int *a, int *b)
-{
-	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
-	struct sockaddr_in sa;
-
-	ck_assert_int_ge(lfd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)halo_net_local_port(lfd));
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_eq(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	*b = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	ck_assert_int_ge(*b, 0);
-	close(lfd);
-}
-
-static unsigned char pattern_at(size_t i)
-{
-	return (unsigned char)((i * 131) ^ (i >> 10) ^ (i >> 17));
-}
+TU_FDS_FIXTURE(loop)
 
 /* What the peer has read, checked against the pattern as it comes. */
 struct peer {
@@ -71,7 +26,7 @@ static void peer_read(struct peer *p, int flags)
 	ssize_t n = recv(p->fd, in, sizeof(in), flags);
 
 	for (ssize_t i = 0; i < n; i++)
-		if (in[i] != pattern_at(p->got + (size_t)i) && !p->bad_at)
+		if (in[i] != tu_pattern_at(p->got + (size_t)i) && !p->bad_at)
 			p->bad_at = p->got + (size_t)i + 1;
 	if (n > 0)
 		p->got += (size_t)n;
@@ -105,8 +60,8 @@ START_TEST(test_writes_spanning_many_buffers_arrive_in_order)
 	halo_fut *f;
 	int a;
 
-	loop_with(_i);
-	tcp_pair(&a, &p.fd);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &p.fd, 0);
 	sr_new(&sr, a, 16, 1024);
 	srand(7);
 	while (off < total) {
@@ -116,7 +71,7 @@ START_TEST(test_writes_spanning_many_buffers_arrive_in_order)
 		if (n > total - off)
 			n = total - off;
 		for (size_t i = 0; i < n; i++)
-			chunk[i] = pattern_at(off + i);
+			chunk[i] = tu_pattern_at(off + i);
 		r = halo_sendring_write(sr, chunk, n);
 		if (r == -ENOBUFS) {
 			f = halo_sendring_wait_room(sr, n);
@@ -171,14 +126,14 @@ START_TEST(test_ring_tail_wraps_past_16_bits)
 	halo_fut *fl;
 	int a;
 
-	loop_with(_i);
-	tcp_pair(&a, &p.fd);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &p.fd, 0);
 	sr_new(&sr, a, 16, 16);
 	while (off < total) {
 		int r;
 
 		for (size_t i = 0; i < sizeof(chunk); i++)
-			chunk[i] = pattern_at(off + i);
+			chunk[i] = tu_pattern_at(off + i);
 		r = halo_sendring_write(sr, chunk, sizeof(chunk));
 		if (r == -ENOBUFS) {
 			halo_loop_run_nowait(&loop);
@@ -220,12 +175,12 @@ START_TEST(test_a_thousand_small_buffers_in_one_flush)
 	halo_fut *fl;
 	int a;
 
-	loop_with(_i);
-	tcp_pair(&a, &p.fd);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &p.fd, 0);
 	sr_new(&sr, a, 1024, 64);
 	for (size_t k = 0; k < 1024; k++) {
 		for (size_t i = 0; i < sizeof(chunk); i++)
-			chunk[i] = pattern_at(k * sizeof(chunk) + i);
+			chunk[i] = tu_pattern_at(k * sizeof(chunk) + i);
 		ck_assert_int_eq(halo_sendring_write(sr, chunk, sizeof(chunk)),
 				 (int)sizeof(chunk));
 	}
@@ -285,14 +240,14 @@ START_TEST(test_rounds_after_partial_sends_neither_repeat_nor_skip)
 	halo_fut *fl;
 	pthread_t th;
 
-	loop_with(_i);
-	tcp_pair(&a, &p.fd);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &p.fd, 0);
 	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
 	sr_new(&sr, a, 1024, 256);
 	for (size_t k = 0; k < 1024; k++) {
 		for (size_t i = 0; i < sizeof(chunk); i++)
-			chunk[i] = pattern_at(k * sizeof(chunk) + i);
+			chunk[i] = tu_pattern_at(k * sizeof(chunk) + i);
 		ck_assert_int_eq(halo_sendring_write(sr, chunk, sizeof(chunk)),
 				 (int)sizeof(chunk));
 	}
@@ -331,13 +286,13 @@ START_TEST(test_flush_wait_rides_partial_sends_to_the_end)
 	halo_fut *fl;
 	pthread_t th;
 
-	loop_with(_i);
-	tcp_pair(&a, &p.fd);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &p.fd, 0);
 	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	sr_new(&sr, a, 64, 4096);
 	for (size_t k = 0; k < 64; k++) {
 		for (size_t i = 0; i < sizeof(chunk); i++)
-			chunk[i] = pattern_at(k * sizeof(chunk) + i);
+			chunk[i] = tu_pattern_at(k * sizeof(chunk) + i);
 		ck_assert_int_eq(halo_sendring_write(sr, chunk, sizeof(chunk)),
 				 (int)sizeof(chunk));
 	}
@@ -370,18 +325,18 @@ START_TEST(test_full_ring_refuses_writes_and_loses_nothing)
 	size_t off = 0;
 	int a;
 
-	loop_with(_i);
-	tcp_pair(&a, &p.fd);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &p.fd, 0);
 	sr_new(&sr, a, 4, 256);
 	ck_assert_uint_eq(halo_sendring_room(sr), 1024);
 	for (int k = 0; k < 3; k++) {
 		for (size_t i = 0; i < 300; i++)
-			chunk[i] = pattern_at(off + i);
+			chunk[i] = tu_pattern_at(off + i);
 		ck_assert_int_eq(halo_sendring_write(sr, chunk, 300), 300);
 		off += 300;
 	}
 	for (size_t i = 0; i < 300; i++)
-		chunk[i] = pattern_at(off + i);
+		chunk[i] = tu_pattern_at(off + i);
 	ck_assert_int_eq(halo_sendring_write(sr, chunk, 300), -ENOBUFS);
 	ck_assert_uint_eq(halo_sendring_room(sr), 124);
 	ck_assert_int_eq(halo_sendring_write(sr, chunk, 2000), -EMSGSIZE);
@@ -422,8 +377,8 @@ START_TEST(test_peer_reset_mid_send_fails_once_and_frees)
 	halo_fut *fl;
 	int64_t r;
 
-	loop_with(_i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &b, 0);
 	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
 	sr_new(&sr, a, 64, 4096);
@@ -475,8 +430,8 @@ START_TEST(test_close_with_a_send_in_flight)
 	halo_fut *fl;
 	int a, b, small = 4096;
 
-	loop_with(_i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &b, 0);
 	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
 	sr_new(&sr, a, 32, 4096);
@@ -515,7 +470,7 @@ static int64_t writer_fiber(halo_loop *l, void *arg)
 	(void)l;
 	for (size_t k = 0; k < 32; k++) {
 		for (size_t i = 0; i < sizeof(chunk); i++)
-			chunk[i] = pattern_at(k * sizeof(chunk) + i);
+			chunk[i] = tu_pattern_at(k * sizeof(chunk) + i);
 		if (halo_sendring_write(w->sr, chunk, sizeof(chunk)) < 0)
 			return -EIO;
 	}
@@ -537,8 +492,8 @@ START_TEST(test_cancelled_writer_fiber_leaves_the_ring_sending)
 	halo_fut *fb, *fl;
 	pthread_t th;
 
-	loop_with(_i);
-	tcp_pair(&a, &p.fd);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &p.fd, 0);
 	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	setsockopt(p.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
 	sr_new(&w.sr, a, 32, 4096);
@@ -577,8 +532,8 @@ START_TEST(test_loop_close_reaps_a_closed_ring)
 	halo_sendring *sr;
 	int a, b, small = 4096;
 
-	loop_with(_i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &b, 0);
 	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	sr_new(&sr, a, 8, 4096);
 	memset(chunk, 'z', sizeof(chunk));
@@ -596,8 +551,8 @@ START_TEST(test_bad_options_are_einval_and_bundles_are_opt_in)
 	halo_sendring_opts o = {.nbufs = 3};
 	int err = 0, a, b;
 
-	loop_with(_i);
-	tcp_pair(&a, &b);
+	tu_loop_with(&loop, HALO_FEAT_SEND_BUNDLE, _i);
+	tu_tcp_pair(&a, &b, 0);
 	ck_assert_ptr_null(halo_sendring_new(&loop, a, 3, &o, &err));
 	ck_assert_int_eq(err, -EINVAL);
 	o.nbufs = 4;

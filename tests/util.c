@@ -2,13 +2,16 @@
 
 #include "runtime/fault.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int tu_count_fds(void)
@@ -57,6 +60,16 @@ void tu_loop_init(halo_loop *loop, const halo_loop_opts *opts)
 		      halo_loop_error(loop));
 }
 
+bool tu_loop_with(halo_loop *loop, unsigned feat, int on)
+{
+	halo_loop_opts o = {.features_off = on ? 0 : feat};
+
+	tu_loop_init(loop, &o);
+	if (!on)
+		ck_assert_uint_eq(halo_loop_features(loop) & feat, 0);
+	return (halo_loop_features(loop) & feat) == feat;
+}
+
 void tu_loop_close(halo_loop *loop)
 {
 	int leaked = halo_loop_close(loop);
@@ -88,6 +101,31 @@ uint64_t tu_inflight(halo_loop *loop)
 
 	halo_loop_stats(loop, &st);
 	return st.inflight;
+}
+
+void tu_tcp_pair(int *a, int *b, int a_flags)
+{
+	int lfd = halo_net_listen("127.0.0.1", 0, NULL);
+	struct sockaddr_in sa;
+
+	ck_assert_int_ge(lfd, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)halo_net_local_port(lfd));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(*a, 0);
+	ck_assert_int_eq(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	*b = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(*b, 0);
+	close(lfd);
+	if (a_flags)
+		ck_assert_int_eq(fcntl(*a, F_SETFL, a_flags), 0);
+}
+
+unsigned char tu_pattern_at(size_t i)
+{
+	return (unsigned char)((i * 131) ^ (i >> 10) ^ (i >> 17));
 }
 
 int tu_run_in_child(void (*fn)(void *arg), void *arg)

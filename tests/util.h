@@ -3,6 +3,8 @@
 #define HALO_TEST_UTIL_H
 
 #include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -60,6 +62,25 @@ void tu_loop_close(halo_loop *loop);
 		ck_assert_int_eq(tu_count_fds(), name##_fds);                  \
 	}
 
+/* For suites whose tests each init their own loop (often with tu_loop_with)
+ * and close it: each test leaves as many open fds as it found. Defines the
+ * static loop `name` and the setup/teardown for tcase_add_checked_fixture. */
+#define TU_FDS_FIXTURE(name)                                                   \
+	static halo_loop name;                                                 \
+	static int name##_fds;                                                 \
+	static void setup(void)                                                \
+	{                                                                      \
+		name##_fds = tu_count_fds();                                   \
+	}                                                                      \
+	static void teardown(void)                                             \
+	{                                                                      \
+		ck_assert_int_eq(tu_count_fds(), name##_fds);                  \
+	}
+
+/* Init loop with the HALO_FEAT_* bits feat forced off (on == 0, asserted)
+ * or left to the kernel (on != 0). Returns whether all of feat is on. */
+bool tu_loop_with(halo_loop *loop, unsigned feat, int on);
+
 /* A unit of work for fibers: sleep ms milliseconds, then return ret (or the
  * sleep's error); got is what the sleep returned. */
 struct tu_job {
@@ -73,6 +94,16 @@ int64_t tu_sleeper(halo_loop *l, void *arg);
 
 /* Operations the kernel holds for loop now. */
 uint64_t tu_inflight(halo_loop *loop);
+
+/* A connected TCP pair on 127.0.0.1: *a the client's end, *b the server's
+ * (accepted); both close-on-exec, the caller closes both. a_flags is added to
+ * *a's file status flags after the connect (O_NONBLOCK, or 0). Asserts on
+ * failure. */
+void tu_tcp_pair(int *a, int *b, int a_flags);
+
+/* Byte i of the stream the network suites send and check: no short period,
+ * so a lost, doubled or reordered piece shows. */
+unsigned char tu_pattern_at(size_t i);
 
 /* Fault injection (make FAULT=1): a checked fixture for the tcases that
  * fail allocations, so that each starts disarmed and counting from zero
