@@ -92,7 +92,8 @@ static int serve_group(long port, unsigned j, int handoff, int cbs, int sfd)
 			      .on_stop = app_stop};
 	struct app a = {.so = {.fiber = cbs ? NULL : echo,
 			       .cbs = cbs ? &echo_cbs : NULL,
-			       .ring_bufs = 4096, .handoff = handoff}};
+			       .ring_bufs = 4096, .recv_bundle = 1,
+			       .handoff = handoff}};
 	struct signalfd_siginfo si;
 	halo_group *g;
 	int r, real_port;
