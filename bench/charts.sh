@@ -46,7 +46,7 @@ function num(k,   m) {
 	return m
 }
 BEGIN {
-	pair = "\"[a-z_]+\":(\"[^\"]*\"|-?[0-9][0-9.eE+-]*)"
+	pair = "\"[a-z_]+\":(\"[^\"]*\"|-?[0-9][0-9.eE+-]*|true|false)"
 	obj = "^\\{" pair "(," pair ")*\\}$"
 }
 /^[ \t\r]*$/ { next }

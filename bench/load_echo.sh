@@ -103,9 +103,17 @@ run_round() {
 	fi
 	# rps, p99, requests per second of server CPU (the client, not the
 	# server, is what saturates first on two cores), p50 and p99.9.
-	echo "$out" | sed -n 's/.*reqs=\([0-9]*\) .* rps=\([0-9.]*\) p50_us=\([0-9.]*\) p99_us=\([0-9.]*\) p999_us=\([0-9.]*\) .*/\2 \4 \1 \3 \5/p' |
+	line=$(echo "$out" | sed -n 's/.*reqs=\([0-9]*\) .* rps=\([0-9.]*\) p50_us=\([0-9.]*\) p99_us=\([0-9.]*\) p999_us=\([0-9.]*\) .*/\2 \4 \1 \3 \5/p' |
 		awk -v t="$tck" -v d=$((after - before)) \
-			'{ print $1, $2, (d > 0 ? $3 * t / d : 0), $4, $5 }' >>"$tmp/$key"
+			'{ print $1, $2, (d > 0 ? $3 * t / d : 0), $4, $5 }')
+	# One line per round, or the round counts as failed: the paired
+	# ratios match rounds by their line numbers.
+	if [ -z "$line" ]; then
+		echo "!!! load_echo: unreadable loadgen output for $key: $out" >&2
+		touch "$tmp/$key.failed"
+		return 1
+	fi
+	echo "$line" >>"$tmp/$key"
 }
 
 # The range of field $2 over the rounds in file $1: "min..max".

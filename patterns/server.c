@@ -7,10 +7,10 @@
  * when a new deadline comes before its key; a later one (a renewal, idle
  * after a write) is noted in the connection and the timer files it again
  * when the key comes. One loop timer at the earliest head serves them all.
- * A deadline renewed by the kernel's word (bytes in, a send done, an
- * accept) counts from halo_loop_event_now(), one clock read per batch of
- * completions; one that user code sets counts from halo_loop_now(), one
- * read per callback that asks. */
+ * An idle deadline renewed by the kernel's word (bytes in, a send done)
+ * counts from halo_loop_event_now(), one clock read per batch of
+ * completions; one over output user code queued, or that user code sets,
+ * counts from halo_loop_now(), one read per callback that asks. */
 #include "server.h"
 
 #include <errno.h>
@@ -482,9 +482,10 @@ static void on_sent(halo_fut *f, void *arg)
 		conn_close(c, r < 0 ? (int)r : -EPIPE, true);
 	if (queued(c) && !c->forced)
 		mark_dirty(c);
-	/* From the send's completion: no earlier than it, whatever ran
-	 * since. */
-	dl_update(c, r > 0, halo_loop_event_now(s->loop));
+	/* From the send's completion, no earlier than it whatever ran
+	 * since; but a deadline over output still queued counts from now,
+	 * as that output may have been written after the reap. */
+	dl_update(c, r > 0, queued(c) ? 0 : halo_loop_event_now(s->loop));
 	/* A fiber waiting for input gains nothing from a send: waking it
 	 * would cost two stack switches per request for a read that finds
 	 * nothing. Only a stop, which ends an idle read once the queue is
@@ -706,7 +707,8 @@ static void on_recv(halo_recv_ms *h, int res, void *data, uint16_t bid,
 	}
 	if (is_fiber_style(s)) {
 		if (res > 0)
-			dl_update(c, true, halo_loop_event_now(s->loop));
+			dl_update(c, true, queued(c) ? 0 :
+					halo_loop_event_now(s->loop));
 		wake_fiber(c);
 	} else {
 		deliver(c, res > 0);

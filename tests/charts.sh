@@ -15,6 +15,7 @@ good='{"bench":"nop","case":"batch1","metric":"nops_per_s","value":2.4e+06,"unit
 {"bench":"echo","case":"epoll_c50","metric":"p50_us","value":210,"unit":"us"}
 {"bench":"echo","case":"epoll_c50","metric":"p99_us","value":614.4,"unit":"us"}
 {"bench":"echo","case":"halo_c50","metric":"p99_us","value":647.2,"unit":"us","baseline":"epoll","baseline_value":614.4,"ratio":0.9493}
+{"bench":"echo","case":"halo_c500","metric":"p99_us","value":9568.3,"unit":"us","baseline":"uring","baseline_value":5177.3,"ratio":0.6100,"paired":true}
 {"bench":"http","case":"nginx_c100","metric":"p99_us","value":1530,"unit":"us"}
 {"bench":"http","case":"halo_c100","metric":"p99_us","value":1000,"unit":"us","baseline":"nginx","baseline_value":1530,"ratio":1.5300}'
 
