@@ -572,6 +572,8 @@ static int tick(halo_loop *loop, bool may_block)
 			halo__timers_expire(loop, halo_loop_now(loop));
 		}
 	}
+	/* What runs between ticks (top-level code) is a phase of its own. */
+	loop->now_valid = 0;
 	return has_work(loop) ? 1 : 0;
 }
 
