@@ -503,6 +503,20 @@ halo__op_fill(halo_loop *loop, halo_op *op, struct io_uring_sqe *sqe,
 	loop->stats.inflight++;
 }
 
+/* Set loop->sq_limit: the kernel's SQ head as of now plus the ring's size,
+ * or the tail itself while a fiber runs, so that every op a fiber starts
+ * takes the slow path that records its owner. The head only moves forward,
+ * so an old limit is only too cautious: refreshing it after each enter and
+ * on each slow start is enough. */
+static inline void halo__sq_limit_update(halo_loop *loop)
+{
+	const struct io_uring_sq *sq = &loop->ring.sq;
+
+	loop->sq_limit = loop->cur_fiber ? sq->sqe_tail
+					 : IO_URING_READ_ONCE(*sq->khead) +
+						   sq->ring_entries;
+}
+
 /* Fault builds take the slow path, which asks the fault injector once. */
 #ifdef HALO_FAULT
 #define HALO_FAULT_BUILD 1
@@ -517,7 +531,7 @@ halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
 /* The whole start path of a one-SQE op: a pending op future (the caller
  * owns one reference) with its SQE tagged, or NULL with nothing started.
  * The common case calls nothing, so that it needs no saved registers: a
- * free slot, room in the SQ, no fiber to own the op. */
+ * free slot, room in the SQ below loop->sq_limit, no fiber to own the op. */
 static inline __attribute__((always_inline)) halo_op *
 halo__op_start(halo_loop *loop, const char *file, int line,
 	       struct io_uring_sqe **sqep)
@@ -528,9 +542,9 @@ halo__op_start(halo_loop *loop, const char *file, int line,
 	struct io_uring_sqe *sqe;
 	halo_op *op = p->free;
 
-	if (unlikely(!op || loop->cur_fiber ||
-		     tail - IO_URING_READ_ONCE(*sq->khead) >=
-			     sq->ring_entries || HALO_FAULT_BUILD))
+	/* One compare for room in the SQ and no fiber running (sq_limit). */
+	if (unlikely(!op || (int)(tail - loop->sq_limit) >= 0 ||
+		     HALO_FAULT_BUILD))
 		return halo__op_start_slow(loop, file, line, sqep);
 	HALO_UNPOISON(op, p->slot);
 	p->free = *(void **)op;

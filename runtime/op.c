@@ -22,6 +22,7 @@ static int flush_early(halo_loop *loop)
 	loop->stats.sq_flushes_early++;
 	loop->stats.enters++;
 	r = halo_uring_enter(&loop->ring, n, 0, 0, NULL);
+	halo__sq_limit_update(loop);
 	if (r > 0)
 		loop->stats.sqes_submitted += (unsigned)r;
 	return r;
@@ -64,6 +65,7 @@ halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
 	struct io_uring_sqe *sqe;
 	halo_op *op;
 
+	halo__sq_limit_update(loop);
 	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
 		return NULL;
 	op = halo__pool_get(loop, sizeof(halo_op));
@@ -192,6 +194,24 @@ int halo__op_cancel(halo_op *op)
 	return 0;
 }
 
+/* A CQE of an op with a handler, or one with F_MORE: returns whether it
+ * was the op's last. Out of line, so that the common case of reap_op keeps
+ * only the two tests that lead here. */
+static __attribute__((noinline)) bool
+reap_handler(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
+{
+	uint32_t flags = cqe->flags;
+
+	if (!op->on_cqe)
+		return !(flags & IORING_CQE_F_MORE);
+	op->on_cqe(op, cqe->res, flags);
+	/* User code may have run for a while: halo_loop_now() reads the
+	 * clock again, so that no deadline set after it counts from a time
+	 * before it. */
+	loop->now_valid = 0;
+	return !(flags & IORING_CQE_F_MORE);
+}
+
 /* One CQE of op: complete it on its last CQE (or hand every CQE to its
  * on_cqe), then drop the kernel's reference. polled: the op is on the
  * polled ring, which counts its ops too. */
@@ -199,21 +219,11 @@ static inline __attribute__((always_inline)) void
 reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe,
 	bool polled)
 {
-	bool more = cqe->flags & IORING_CQE_F_MORE;
-
-	if (likely(!op->on_cqe)) {
-		if (unlikely(more))
-			return;
+	/* Two tests for the common case: no handler, the op's only CQE. */
+	if (likely(!op->on_cqe && !(cqe->flags & IORING_CQE_F_MORE)))
 		op_finish(op, cqe->res);
-	} else {
-		op->on_cqe(op, cqe->res, cqe->flags);
-		/* User code may have run for a while: halo_loop_now() reads
-		 * the clock again, so that no deadline set after it counts
-		 * from a time before it. */
-		loop->now_valid = 0;
-		if (more)
-			return;
-	}
+	else if (!reap_handler(loop, op, cqe))
+		return;
 	/* The op's last CQE: the kernel lets go of it. */
 	if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
 		halo__fiber_op_ended(op);
@@ -337,6 +347,7 @@ int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 		r = halo_uring_enter(&loop->ring, n, wait_nr,
 				     IORING_ENTER_GETEVENTS, tsp);
 	}
+	halo__sq_limit_update(loop);
 	if (unlikely(loop->hist))
 		halo__hist_entered(loop);
 	if (r >= 0) {
