@@ -532,6 +532,21 @@ static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
 	return sqe;
 }
 
+/* kernel_refs and aux with one store of an immediate (the compiler would
+ * rather load the pair from memory). */
+_Static_assert(offsetof(halo_op, aux) == offsetof(halo_op, kernel_refs) + 4,
+	       "kernel_refs and aux must be adjacent");
+static inline void halo__op_refs_aux(halo_op *op, uint32_t refs, uint32_t aux)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint64_t v = (uint64_t)aux << 32 | refs;
+#else
+	uint64_t v = (uint64_t)refs << 32 | aux;
+#endif
+
+	memcpy(&op->kernel_refs, &v, sizeof(v));
+}
+
 /* Fill a fresh op (its slot taken from the op pool, its SQE got) as
  * halo__op_new then halo__op_sqe would, each field written once. */
 static inline __attribute__((always_inline)) void
@@ -549,8 +564,7 @@ halo__op_fill(halo_loop *loop, halo_op *op, struct io_uring_sqe *sqe,
 	op->on_cqe = NULL;
 	op->sqe = sqe;
 	op->sq_epoch = loop->sq_epoch;
-	op->kernel_refs = 1;
-	op->aux = 0;
+	halo__op_refs_aux(op, 1, 0);
 	op->ctx = NULL;
 	op->owner = NULL;
 	sqe->user_data = halo__op_tag(op);
@@ -583,13 +597,12 @@ static inline void halo__sq_limit_update(halo_loop *loop)
 halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
 			     struct io_uring_sqe **sqep);
 
-/* The whole start path of a one-SQE op: a pending op future (the caller
- * owns one reference) with its SQE tagged, or NULL with nothing started.
- * The common case calls nothing, so that it needs no saved registers: a
- * free slot, room in the SQ below loop->sq_limit, no fiber to own the op. */
+/* The common case of halo__op_start alone: a free slot, room in the SQ
+ * below loop->sq_limit, no fiber to own the op. NULL, with nothing done,
+ * when it does not apply: then halo__op_start_slow. */
 static inline __attribute__((always_inline)) halo_op *
-halo__op_start(halo_loop *loop, const char *file, int line,
-	       struct io_uring_sqe **sqep)
+halo__op_start_fast(halo_loop *loop, const char *file, int line,
+		    struct io_uring_sqe **sqep)
 {
 	halo_pool *p = &loop->pools.op;
 	struct io_uring_sq *sq = &loop->ring.sq;
@@ -600,13 +613,27 @@ halo__op_start(halo_loop *loop, const char *file, int line,
 	/* One compare for room in the SQ and no fiber running (sq_limit). */
 	if (unlikely(!op || (int)(tail - loop->sq_limit) >= 0 ||
 		     HALO_FAULT_BUILD))
-		return halo__op_start_slow(loop, file, line, sqep);
+		return NULL;
 	HALO_UNPOISON(op, p->slot);
 	p->free = *(void **)op;
 	sq->sqe_tail = tail + 1;
 	sqe = &sq->sqes[tail & sq->ring_mask];
 	halo__op_fill(loop, op, sqe, file, line);
 	*sqep = sqe;
+	return op;
+}
+
+/* The whole start path of a one-SQE op: a pending op future (the caller
+ * owns one reference) with its SQE tagged, or NULL with nothing started.
+ * The common case calls nothing, so that it needs no saved registers. */
+static inline __attribute__((always_inline)) halo_op *
+halo__op_start(halo_loop *loop, const char *file, int line,
+	       struct io_uring_sqe **sqep)
+{
+	halo_op *op = halo__op_start_fast(loop, file, line, sqep);
+
+	if (unlikely(!op))
+		return halo__op_start_slow(loop, file, line, sqep);
 	return op;
 }
 

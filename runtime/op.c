@@ -274,20 +274,24 @@ reap_range(halo_loop *loop, struct io_uring *ring, unsigned head,
 	   unsigned tail, bool hist, bool polled)
 {
 	const struct io_uring_cqe *cqes = ring->cq.cqes;
-	unsigned entries = ring->cq.ring_mask + 1;
-	/* CQEs that end no op: stats.inflight loses the others at once, after
-	 * the batch (no user code runs in between to read it). */
-	unsigned kept = 0, n = tail - head;
+	const struct io_uring_cqe *ring_end = cqes + ring->cq.ring_entries;
+	const struct io_uring_cqe *cqe = &cqes[head & ring->cq.ring_mask];
+	const struct io_uring_cqe *end = cqe + (tail - head);
+	size_t wrapped = 0;
 
-	/* At most two runs of adjacent CQEs: up to the ring's end, then from
-	 * its start; each walked with a pointer. */
-	while (head != tail) {
-		unsigned at = head & ring->cq.ring_mask;
-		unsigned k = tail - head < entries - at ? tail - head
-							 : entries - at;
-		const struct io_uring_cqe *cqe = &cqes[at], *end = cqe + k;
-
-		head += k;
+	/* At most two runs of adjacent CQEs, each walked with a pointer: up
+	 * to the ring's end, then from its start. */
+	if (unlikely(end > ring_end)) {
+		wrapped = (size_t)(end - ring_end);
+		end = ring_end;
+	}
+	/* Every CQE is taken to end an op: stats.inflight loses them all at
+	 * once, and those that end none give theirs back (no user code runs
+	 * before the batch is done to read the count). */
+	loop->stats.inflight -= tail - head;
+	if (polled)
+		loop->iopoll->inflight -= tail - head;
+	for (;;) {
 		for (; cqe != end; cqe++) {
 			uint64_t ud = cqe->user_data;
 			halo_op *op;
@@ -297,24 +301,28 @@ reap_range(halo_loop *loop, struct io_uring *ring, unsigned head,
 					loop->internal_inflight--;
 				else if (ud != HALO_UD_NOCQE)
 					halo__group_cqe(loop, ud, cqe->res);
-				kept++;
-				continue;
+				goto kept;
 			}
 			op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);
 			if (unlikely(op->fut.tag != ud)) {
 				loop->stats.stale_cqes++;
-				kept++;
-				continue;
+				goto kept;
 			}
 			if (hist)
 				halo__hist_cqe(loop, op);
-			if (!reap_op(loop, op, cqe))
-				kept++;
+			if (likely(reap_op(loop, op, cqe)))
+				continue;
+kept:
+			loop->stats.inflight++;
+			if (polled)
+				loop->iopoll->inflight++;
 		}
+		if (likely(!wrapped))
+			break;
+		cqe = cqes;
+		end = cqes + wrapped;
+		wrapped = 0;
 	}
-	loop->stats.inflight -= n - kept;
-	if (polled)
-		loop->iopoll->inflight -= n - kept;
 }
 
 /* Reap every CQE ring holds now; returns how many. */
