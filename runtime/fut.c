@@ -420,7 +420,7 @@ void halo_fut_release(halo_fut *f)
 	if (!f)
 		return;
 	assert(f->urefs > 0 && f->refs >= f->urefs);
-	if (--f->urefs == 0)
+	if (likely(--f->urefs == 0))
 		f->flags |= FUT_CONSUMED;
 	if (--f->refs)
 		return;

@@ -59,8 +59,8 @@ struct halo_fut {
 	halo_task task; /* runs the waiters from the ready queue */
 	halo_loop *loop;
 	halo_waiter *waiters;
+	void *value; /* beside waiters: a new future zeroes both at once */
 	int64_t result;
-	void *value;
 	const char *file;
 	char *errmsg;
 	uint32_t refs;	/* every reference: user code's and internal ones */
