@@ -420,13 +420,16 @@ void halo_fut_release(halo_fut *f)
 	if (!f)
 		return;
 	assert(f->urefs > 0 && f->refs >= f->urefs);
+	/* flags and kind read before the store to flags below: a 16-bit load
+	 * right after a byte store into it would wait for the store to reach
+	 * the cache (no store forwarding across the two). */
+	memcpy(&fk, &f->flags, sizeof(fk));
 	if (likely(--f->urefs == 0))
 		f->flags |= FUT_CONSUMED;
 	if (--f->refs)
 		return;
 	/* The last reference of a plain op: halo__fut_free's common case,
 	 * inline, since releasing a done op is the end of every operation. */
-	memcpy(&fk, &f->flags, sizeof(fk));
 	if (likely(!(fk & FLAGS_KIND(FUT_OWNED_MSG, 0xff)))) {
 		f->loop->stats.live_futures--;
 		halo__op_slot_put(f->loop, (halo_op *)f);
