@@ -348,6 +348,7 @@ static void resume(struct halo_fiber *fb)
 		}
 	}
 	loop->cur_fiber = fb;
+	halo__sq_limit_update(loop);
 	if (unlikely(loop->stall))
 		t0 = halo__stall_slice_in(loop);
 #ifdef HALO_ASAN
@@ -368,6 +369,7 @@ static void resume(struct halo_fiber *fb)
 	if (unlikely(loop->stall))
 		halo__stall_slice_out(loop, &back->fut, t0);
 	loop->cur_fiber = NULL;
+	halo__sq_limit_update(loop);
 	if (back->done) {
 		stack_put(loop, back->stack, back->stack_size);
 		back->stack = NULL;

@@ -35,11 +35,12 @@ void halo__fut_free(halo_fut *f)
 	loop->stats.live_futures--;
 	if (unlikely(f->flags & FUT_OWNED_MSG) && f->errmsg != halo_fut_msg_lost)
 		halo_mem_free(loop, f->errmsg, strlen(f->errmsg) + 1);
-	f->gen++; /* a late tag for the old life never matches again */
+	if (likely(f->kind == FUT_OP)) {
+		halo__op_slot_put(loop, (halo_op *)f);
+		return;
+	}
 	f->task.fn = NULL; /* a free slot is no future for the leak scan */
-	if (likely(f->kind == FUT_OP)) /* the pool known at compile time */
-		halo__pool_put(loop, f, sizeof(struct halo_op));
-	else if (f->kind == FUT_FIBER)
+	if (f->kind == FUT_FIBER)
 		halo__fiber_free(f);
 	else
 		halo__pool_put(loop, f, halo__fut_size(f));
@@ -404,22 +405,34 @@ halo_fut *halo_fut_ref(halo_fut *f)
 /* Only the last user reference gives up interest: a producer that lets go
  * of its reference after handing f to a consumer must not hide that the
  * consumer never looked at f. Internal references never count. */
+_Static_assert(offsetof(halo_fut, kind) == offsetof(halo_fut, flags) + 1,
+	       "flags and kind must be adjacent");
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FLAGS_KIND(flags, kind) ((uint16_t)((flags) | (kind) << 8))
+#else
+#define FLAGS_KIND(flags, kind) ((uint16_t)((flags) << 8 | (kind)))
+#endif
+
 void halo_fut_release(halo_fut *f)
 {
+	uint16_t fk;
+
 	if (!f)
 		return;
 	assert(f->urefs > 0 && f->refs >= f->urefs);
-	if (--f->urefs == 0)
+	/* flags and kind read before the store to flags below: a 16-bit load
+	 * right after a byte store into it would wait for the store to reach
+	 * the cache (no store forwarding across the two). */
+	memcpy(&fk, &f->flags, sizeof(fk));
+	if (likely(--f->urefs == 0))
 		f->flags |= FUT_CONSUMED;
 	if (--f->refs)
 		return;
 	/* The last reference of a plain op: halo__fut_free's common case,
 	 * inline, since releasing a done op is the end of every operation. */
-	if (likely(f->kind == FUT_OP && !(f->flags & FUT_OWNED_MSG))) {
+	if (likely(!(fk & FLAGS_KIND(FUT_OWNED_MSG, 0xff)))) {
 		f->loop->stats.live_futures--;
-		f->gen++;
-		f->task.fn = NULL;
-		halo__pool_put(f->loop, f, sizeof(struct halo_op));
+		halo__op_slot_put(f->loop, (halo_op *)f);
 		return;
 	}
 	halo__fut_free(f);

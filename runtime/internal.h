@@ -46,10 +46,11 @@ enum {
 	FUT_IOPOLL = 1u << 7, /* an op whose SQE is on the polled ring */
 };
 
-/* fut->kind */
+/* fut->kind; an op's is 0, so that halo_fut_release tests "an op with no
+ * message to free" with flags and kind at once. */
 enum {
-	FUT_USER = 0, /* completed by user code (halo_fut_new) */
-	FUT_OP,	      /* an io_uring operation (struct halo_op) */
+	FUT_OP = 0, /* an io_uring operation (struct halo_op) */
+	FUT_USER,   /* completed by user code (halo_fut_new) */
 	FUT_TIMER,
 	FUT_FIBER,
 };
@@ -58,18 +59,32 @@ struct halo_fut {
 	halo_task task; /* runs the waiters from the ready queue */
 	halo_loop *loop;
 	halo_waiter *waiters;
+	void *value; /* beside waiters: a new future zeroes both at once */
 	int64_t result;
-	void *value;
 	const char *file;
 	char *errmsg;
 	uint32_t refs;	/* every reference: user code's and internal ones */
 	uint32_t urefs; /* those user code holds (halo_fut_ref/release) */
-	uint16_t gen; /* bumps at each reuse of the slot; tags user_data */
+	/* An op's user_data: the slot's address, written once when the op
+	 * pool carves the slot, and in the top 16 bits gen, which bumps at
+	 * each reuse of the slot (halo__op_tag). */
+	union {
+		uint64_t tag;
+		struct {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+			uint16_t tag_addr[3];
+			uint16_t gen;
+#else
+			uint16_t gen;
+			uint16_t tag_addr[3];
+#endif
+		};
+	};
 	uint8_t state;
 	uint8_t flags;
-	int32_t line;
 	uint8_t kind;
-	uint8_t _pad[3];
+	uint8_t _pad;
+	int32_t line;
 };
 
 /* A user-completed future with an optional cancel hook. */
@@ -224,7 +239,7 @@ void halo__op_abort(halo_op *op);
 /* user_data of op (slot pointer | generation << 48). */
 static inline uint64_t halo__op_tag(const halo_op *op)
 {
-	return (uint64_t)(uintptr_t)op | ((uint64_t)op->fut.gen << 48);
+	return op->fut.tag;
 }
 
 /* Cancel hook of op futures (fut.c calls it). */
@@ -416,9 +431,7 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 	if (unlikely(!f))
 		return NULL;
 	/* Field by field: a memset of the whole header costs more. task.next
-	 * is set when queued, result at completion, errmsg with its flag; gen
-	 * was bumped when the slot was freed (halo__fut_free), which is all
-	 * a late tag of the slot's last life needs. */
+	 * is set when queued, result at completion, errmsg with its flag. */
 	f->task.fn = halo__run_waiters;
 	f->loop = loop;
 	f->waiters = NULL;
@@ -436,16 +449,61 @@ static inline void *halo__fut_alloc_zero(halo_loop *loop, size_t size,
 	return f;
 }
 
+/* Ops have a pool of their own (loop->pools.op), whose slots hold nothing
+ * but ops: a free slot keeps what every op of the loop has alike (loop,
+ * task.fn, kind, the address half of its tag), written once when the slot
+ * is carved (halo__op_pool_refill), and FUT_CONSUMED, which every future has
+ * by the time it is freed and which keeps free slots out of the leak
+ * report. The free list overwrites only task.next. */
+int halo__op_pool_refill(halo_loop *loop);
+
+static inline halo_op *halo__op_slot_get(halo_loop *loop)
+{
+	halo_pool *p = &loop->pools.op;
+	void **slot;
+
+	if (unlikely(!p->free) && halo__op_pool_refill(loop) < 0)
+		return NULL;
+	slot = p->free;
+	HALO_UNPOISON(slot, p->slot);
+	p->free = *slot;
+	return (halo_op *)slot;
+}
+
+/* Free op's slot; its future is consumed and has no reference left. */
+static inline void halo__op_slot_put(halo_loop *loop, halo_op *op)
+{
+	halo_pool *p = &loop->pools.op;
+	void **slot = (void **)op;
+
+	assert(op->fut.flags & FUT_CONSUMED);
+	op->fut.gen++; /* a late tag for the old life never matches again */
+	*slot = p->free;
+	p->free = slot;
+	HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
+}
+
 /* A new pending op future; the caller owns one reference. */
 static inline halo_op *halo__op_new(halo_loop *loop, const char *file,
 				    int line)
 {
 	/* meta and ts are written by the start calls that use them: zeroing
 	 * them for every op would be the costliest stores of the hot path. */
-	halo_op *op = (halo_op *)halo__fut_alloc_zero(
-		loop, sizeof(halo_op), sizeof(halo_fut), FUT_OP, file, line);
+	halo_op *op;
 
+	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
+		return NULL;
+	op = halo__op_slot_get(loop);
 	if (likely(op)) {
+		op->fut.waiters = NULL;
+		op->fut.value = NULL;
+		op->fut.file = file;
+		op->fut.refs = 1;
+		op->fut.urefs = 1;
+		op->fut.state = HALO_FUT_PENDING;
+		op->fut.flags = 0;
+		op->fut.line = line;
+		loop->stats.live_futures++;
 		op->on_cqe = NULL;
 		op->sqe = NULL;
 		op->sq_epoch = 0;
@@ -481,14 +539,27 @@ static inline struct io_uring_sqe *halo__op_sqe(halo_op *op)
 	return sqe;
 }
 
-/* Fill a fresh op (its slot taken, its SQE got) as halo__op_new then
- * halo__op_sqe would, each field written once. */
+/* kernel_refs and aux with one store of an immediate (the compiler would
+ * rather load the pair from memory). */
+_Static_assert(offsetof(halo_op, aux) == offsetof(halo_op, kernel_refs) + 4,
+	       "kernel_refs and aux must be adjacent");
+static inline void halo__op_refs_aux(halo_op *op, uint32_t refs, uint32_t aux)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint64_t v = (uint64_t)aux << 32 | refs;
+#else
+	uint64_t v = (uint64_t)refs << 32 | aux;
+#endif
+
+	memcpy(&op->kernel_refs, &v, sizeof(v));
+}
+
+/* Fill a fresh op (its slot taken from the op pool, its SQE got) as
+ * halo__op_new then halo__op_sqe would, each field written once. */
 static inline __attribute__((always_inline)) void
 halo__op_fill(halo_loop *loop, halo_op *op, struct io_uring_sqe *sqe,
 	      const char *file, int line)
 {
-	op->fut.task.fn = halo__run_waiters;
-	op->fut.loop = loop;
 	op->fut.waiters = NULL;
 	op->fut.value = NULL;
 	op->fut.file = file;
@@ -497,17 +568,29 @@ halo__op_fill(halo_loop *loop, halo_op *op, struct io_uring_sqe *sqe,
 	op->fut.state = HALO_FUT_PENDING;
 	op->fut.flags = 0;
 	op->fut.line = line;
-	op->fut.kind = FUT_OP;
 	op->on_cqe = NULL;
 	op->sqe = sqe;
 	op->sq_epoch = loop->sq_epoch;
-	op->kernel_refs = 1;
-	op->aux = 0;
+	halo__op_refs_aux(op, 1, 0);
 	op->ctx = NULL;
 	op->owner = NULL;
 	sqe->user_data = halo__op_tag(op);
 	loop->stats.live_futures++;
 	loop->stats.inflight++;
+}
+
+/* Set loop->sq_limit: the kernel's SQ head as of now plus the ring's size,
+ * or the tail itself while a fiber runs, so that every op a fiber starts
+ * takes the slow path that records its owner. The head only moves forward,
+ * so an old limit is only too cautious: refreshing it after each enter and
+ * on each slow start is enough. */
+static inline void halo__sq_limit_update(halo_loop *loop)
+{
+	const struct io_uring_sq *sq = &loop->ring.sq;
+
+	loop->sq_limit = loop->cur_fiber ? sq->sqe_tail
+					 : IO_URING_READ_ONCE(*sq->khead) +
+						   sq->ring_entries;
 }
 
 /* Fault builds take the slow path, which asks the fault injector once. */
@@ -521,30 +604,43 @@ halo__op_fill(halo_loop *loop, halo_op *op, struct io_uring_sqe *sqe,
 halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
 			     struct io_uring_sqe **sqep);
 
-/* The whole start path of a one-SQE op: a pending op future (the caller
- * owns one reference) with its SQE tagged, or NULL with nothing started.
- * The common case calls nothing, so that it needs no saved registers: a
- * free slot, room in the SQ, no fiber to own the op. */
+/* The common case of halo__op_start alone: a free slot, room in the SQ
+ * below loop->sq_limit, no fiber to own the op. NULL, with nothing done,
+ * when it does not apply: then halo__op_start_slow. */
 static inline __attribute__((always_inline)) halo_op *
-halo__op_start(halo_loop *loop, const char *file, int line,
-	       struct io_uring_sqe **sqep)
+halo__op_start_fast(halo_loop *loop, const char *file, int line,
+		    struct io_uring_sqe **sqep)
 {
-	halo_pool *p = halo__pool_of(loop, sizeof(halo_op));
+	halo_pool *p = &loop->pools.op;
 	struct io_uring_sq *sq = &loop->ring.sq;
 	unsigned tail = sq->sqe_tail;
 	struct io_uring_sqe *sqe;
 	halo_op *op = p->free;
 
-	if (unlikely(!op || loop->cur_fiber ||
-		     tail - IO_URING_READ_ONCE(*sq->khead) >=
-			     sq->ring_entries || HALO_FAULT_BUILD))
-		return halo__op_start_slow(loop, file, line, sqep);
+	/* One compare for room in the SQ and no fiber running (sq_limit). */
+	if (unlikely(!op || (int)(tail - loop->sq_limit) >= 0 ||
+		     HALO_FAULT_BUILD))
+		return NULL;
 	HALO_UNPOISON(op, p->slot);
 	p->free = *(void **)op;
 	sq->sqe_tail = tail + 1;
 	sqe = &sq->sqes[tail & sq->ring_mask];
 	halo__op_fill(loop, op, sqe, file, line);
 	*sqep = sqe;
+	return op;
+}
+
+/* The whole start path of a one-SQE op: a pending op future (the caller
+ * owns one reference) with its SQE tagged, or NULL with nothing started.
+ * The common case calls nothing, so that it needs no saved registers. */
+static inline __attribute__((always_inline)) halo_op *
+halo__op_start(halo_loop *loop, const char *file, int line,
+	       struct io_uring_sqe **sqep)
+{
+	halo_op *op = halo__op_start_fast(loop, file, line, sqep);
+
+	if (unlikely(!op))
+		return halo__op_start_slow(loop, file, line, sqep);
 	return op;
 }
 

@@ -128,6 +128,9 @@ typedef struct halo_timer_heap {
  * private. A loop belongs to the thread that initialised it. */
 struct halo_loop {
 	struct io_uring ring;
+	/* The SQ tail below which an op may take an SQE without reading the
+	 * kernel's head; the tail itself while a fiber runs (op.c). */
+	unsigned sq_limit;
 	halo_loop_opts opts;
 	halo_stats stats;
 	pthread_t owner;

@@ -22,6 +22,7 @@ static int flush_early(halo_loop *loop)
 	loop->stats.sq_flushes_early++;
 	loop->stats.enters++;
 	r = halo_uring_enter(&loop->ring, n, 0, 0, NULL);
+	halo__sq_limit_update(loop);
 	if (r > 0)
 		loop->stats.sqes_submitted += (unsigned)r;
 	return r;
@@ -64,14 +65,16 @@ halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
 	struct io_uring_sqe *sqe;
 	halo_op *op;
 
+	halo__sq_limit_update(loop);
 	if (unlikely(halo__fault(HALO_FAULT_SLOT)))
 		return NULL;
-	op = halo__pool_get(loop, sizeof(halo_op));
+	op = halo__op_slot_get(loop);
 	if (unlikely(!op))
 		return NULL;
 	sqe = get_sqe(loop);
 	if (!sqe) {
-		halo__pool_put(loop, op, sizeof(halo_op));
+		op->fut.flags = FUT_CONSUMED; /* as the slot had it */
+		halo__op_slot_put(loop, op);
 		return NULL;
 	}
 	halo__op_fill(loop, op, sqe, file, line);
@@ -79,6 +82,29 @@ halo_op *halo__op_start_slow(halo_loop *loop, const char *file, int line,
 		halo__fiber_own(loop->cur_fiber, op);
 	*sqep = sqe;
 	return op;
+}
+
+int halo__op_pool_refill(halo_loop *loop)
+{
+	halo_pool *p = &loop->pools.op;
+	int r = halo__pool_refill(loop, p);
+
+	if (r < 0)
+		return r;
+	/* The free list was empty: it holds just the new slab's slots. */
+	for (void **slot = p->free; slot; slot = *slot) {
+		halo_fut *f = (halo_fut *)slot;
+
+		HALO_UNPOISON(slot, p->slot);
+		f->task.fn = halo__run_waiters;
+		f->loop = loop;
+		f->kind = FUT_OP;
+		f->flags = FUT_CONSUMED;
+		f->tag = (uint64_t)(uintptr_t)f;
+		HALO_POISON((char *)slot + sizeof(void *),
+			    p->slot - sizeof(void *));
+	}
+	return 0;
 }
 
 struct io_uring_sqe *halo__loop_sqe_nocqe(halo_loop *loop)
@@ -192,35 +218,51 @@ int halo__op_cancel(halo_op *op)
 	return 0;
 }
 
-/* One CQE of op: complete it on its last CQE (or hand every CQE to its
- * on_cqe), then drop the kernel's reference. polled: the op is on the
- * polled ring, which counts its ops too. */
-static inline __attribute__((always_inline)) void
-reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe,
-	bool polled)
+/* A CQE of an op with a handler, or one with F_MORE: returns whether it
+ * was the op's last. Out of line, so that the common case of reap_op keeps
+ * only the two tests that lead here. */
+static __attribute__((noinline)) bool
+reap_handler(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
 {
-	bool more = cqe->flags & IORING_CQE_F_MORE;
+	uint32_t flags = cqe->flags;
 
-	if (likely(!op->on_cqe)) {
-		if (unlikely(more))
-			return;
-		op_finish(op, cqe->res);
-	} else {
-		op->on_cqe(op, cqe->res, cqe->flags);
-		/* User code may have run for a while: halo_loop_now() reads
-		 * the clock again, so that no deadline set after it counts
-		 * from a time before it. */
-		loop->now_valid = 0;
-		if (more)
-			return;
-	}
-	/* The op's last CQE: the kernel lets go of it. */
-	if (--op->kernel_refs == 0 && unlikely(op->owner != NULL))
+	if (!op->on_cqe)
+		return !(flags & IORING_CQE_F_MORE);
+	op->on_cqe(op, cqe->res, flags);
+	/* User code may have run for a while: halo_loop_now() reads the
+	 * clock again, so that no deadline set after it counts from a time
+	 * before it. */
+	loop->now_valid = 0;
+	return !(flags & IORING_CQE_F_MORE);
+}
+
+/* The last CQE of an SQE of op, which a fiber owns. */
+static __attribute__((noinline)) void owned_op_cqe(halo_op *op)
+{
+	if (--op->kernel_refs == 0)
 		halo__fiber_op_ended(op);
-	loop->stats.inflight--;
-	if (polled)
-		loop->iopoll->inflight--;
+}
+
+/* One CQE of op: complete it on its last CQE (or hand every CQE to its
+ * on_cqe), then drop the kernel's reference. Returns whether it was the
+ * last; the caller takes the op off stats.inflight (and the polled ring's
+ * count) then. */
+static inline __attribute__((always_inline)) bool
+reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
+{
+	/* Two tests for the common case: no handler, the op's only CQE. */
+	if (likely(!op->on_cqe && !(cqe->flags & IORING_CQE_F_MORE)))
+		op_finish(op, cqe->res);
+	else if (!reap_handler(loop, op, cqe))
+		return false;
+	/* The op's last CQE: the kernel lets go of it. An op no fiber owns
+	 * (the common case) needs no test of what is left. */
+	if (unlikely(op->owner != NULL))
+		owned_op_cqe(op);
+	else
+		op->kernel_refs--;
 	halo__fut_unref(&op->fut);
+	return true;
 }
 
 /* ring's CQEs from head to tail; hist and polled are constants in each
@@ -231,28 +273,55 @@ static inline __attribute__((always_inline)) void
 reap_range(halo_loop *loop, struct io_uring *ring, unsigned head,
 	   unsigned tail, bool hist, bool polled)
 {
-	unsigned mask = ring->cq.ring_mask;
+	const struct io_uring_cqe *cqes = ring->cq.cqes;
+	const struct io_uring_cqe *ring_end = cqes + ring->cq.ring_entries;
+	const struct io_uring_cqe *cqe = &cqes[head & ring->cq.ring_mask];
+	const struct io_uring_cqe *end = cqe + (tail - head);
+	size_t wrapped = 0;
 
-	for (; head != tail; head++) {
-		const struct io_uring_cqe *cqe = &ring->cq.cqes[head & mask];
-		uint64_t ud = cqe->user_data;
-		halo_op *op;
+	/* At most two runs of adjacent CQEs, each walked with a pointer: up
+	 * to the ring's end, then from its start. */
+	if (unlikely(end > ring_end)) {
+		wrapped = (size_t)(end - ring_end);
+		end = ring_end;
+	}
+	/* Every CQE is taken to end an op: stats.inflight loses them all at
+	 * once, and those that end none give theirs back (no user code runs
+	 * before the batch is done to read the count). */
+	loop->stats.inflight -= tail - head;
+	if (polled)
+		loop->iopoll->inflight -= tail - head;
+	for (;;) {
+		for (; cqe != end; cqe++) {
+			uint64_t ud = cqe->user_data;
+			halo_op *op;
 
-		if (unlikely(ud < HALO__UD_RESERVED)) {
-			if (ud == 0)
-				loop->internal_inflight--;
-			else if (ud != HALO_UD_NOCQE)
-				halo__group_cqe(loop, ud, cqe->res);
-			continue;
+			if (unlikely(ud < HALO__UD_RESERVED)) {
+				if (ud == 0)
+					loop->internal_inflight--;
+				else if (ud != HALO_UD_NOCQE)
+					halo__group_cqe(loop, ud, cqe->res);
+				goto kept;
+			}
+			op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);
+			if (unlikely(op->fut.tag != ud)) {
+				loop->stats.stale_cqes++;
+				goto kept;
+			}
+			if (hist)
+				halo__hist_cqe(loop, op);
+			if (likely(reap_op(loop, op, cqe)))
+				continue;
+kept:
+			loop->stats.inflight++;
+			if (polled)
+				loop->iopoll->inflight++;
 		}
-		op = (halo_op *)(uintptr_t)(ud & TAG_PTR_MASK);
-		if (unlikely(op->fut.gen != (uint16_t)(ud >> 48))) {
-			loop->stats.stale_cqes++;
-			continue;
-		}
-		if (hist)
-			halo__hist_cqe(loop, op);
-		reap_op(loop, op, cqe, polled);
+		if (likely(!wrapped))
+			break;
+		cqe = cqes;
+		end = cqes + wrapped;
+		wrapped = 0;
 	}
 }
 
@@ -337,6 +406,7 @@ int halo__enter(halo_loop *loop, unsigned wait_nr, uint64_t timeout_ns)
 		r = halo_uring_enter(&loop->ring, n, wait_nr,
 				     IORING_ENTER_GETEVENTS, tsp);
 	}
+	halo__sq_limit_update(loop);
 	if (unlikely(loop->hist))
 		halo__hist_entered(loop);
 	if (r >= 0) {

@@ -58,6 +58,7 @@ int halo__pools_init(halo_loop *loop)
 		ps->cls[i].slot = 16u * (unsigned)(i + 1);
 	for (int i = 16; i < HALO_POOL_CLASSES; i++)
 		ps->cls[i].slot = 256u + 64u * (unsigned)(i - 15);
+	ps->op.slot = halo__pool_of(loop, sizeof(struct halo_op))->slot;
 #ifndef HALO_NO_JEMALLOC
 	size_t sz = sizeof(ps->arena);
 	if (mallctl("arenas.create", &ps->arena, &sz, NULL, 0) == 0)

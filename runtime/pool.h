@@ -26,6 +26,7 @@ typedef struct halo_pool {
 
 typedef struct halo_pools {
 	halo_pool cls[HALO_POOL_CLASSES];
+	halo_pool op; /* operations only (runtime/internal.h) */
 	void *slabs;	/* chain of slabs, freed at loop close */
 	unsigned arena; /* jemalloc arena index */
 	int has_arena;

@@ -281,6 +281,42 @@ START_TEST(test_stale_cancel_never_hits_recycled_slot)
 }
 END_TEST
 
+START_TEST(test_stale_cqe_never_completes_recycled_slot)
+{
+	int p[2];
+	char b[4];
+	halo_fut *fa, *fb;
+	uint64_t old_tag;
+	struct io_uring_sqe *sqe;
+	halo_stats st0, st1;
+
+	ck_assert_int_eq(pipe(p), 0);
+	fa = halo_nop(&loop);
+	ck_assert_int_eq(halo_fut_wait(fa), 0);
+	old_tag = halo__op_tag((halo_op *)fa);
+	halo_fut_release(fa);
+	halo_loop_run_nowait(&loop);
+	fb = halo_read(&loop, p[0], b, 1, -1); /* same slot, next generation */
+	ck_assert_ptr_eq(fb, fa);
+	ck_assert_uint_ne(halo__op_tag((halo_op *)fb), old_tag);
+	halo_loop_stats(&loop, &st0);
+	sqe = halo__loop_sqe_nocqe(&loop); /* a CQE tagged for the old life */
+	io_uring_prep_nop(sqe);
+	sqe->user_data = old_tag;
+	halo_loop_run_nowait(&loop);
+	halo_loop_run_nowait(&loop);
+	halo_loop_stats(&loop, &st1);
+	ck_assert_uint_eq(st1.stale_cqes - st0.stale_cqes, 1);
+	ck_assert_uint_eq(st1.inflight, st0.inflight); /* fb's, still */
+	ck_assert(!halo_fut_is_done(fb));
+	ck_assert_int_eq(write(p[1], "b", 1), 1);
+	ck_assert_int_eq(halo_fut_wait(fb), 1);
+	halo_fut_release(fb);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
 START_TEST(test_detach_lets_work_finish)
 {
 	halo_fut *n = halo_nop(&loop);
@@ -530,6 +566,45 @@ static void hand_over(struct consumer *c, halo_fut *f)
 	c->f = halo_fut_ref(f);
 }
 
+/* Ops have a pool of their own whose free slots look like ops: only the
+ * one never consumed is reported, not the freed nor the never-used ones. */
+START_TEST(test_leaked_op_is_reported_and_free_op_slots_are_not)
+{
+	enum { N = 40 };
+	halo_loop l;
+	char path[] = "/tmp/halo-leak-XXXXXX";
+	int fd = mkstemp(path), saved = dup(2), line, leaked;
+	char text[512] = {0};
+	char want[64];
+	halo_fut *f[N];
+	halo_stats st;
+
+	tu_loop_init(&l, NULL);
+	for (int i = 0; i < N - 1; i++)
+		f[i] = halo_nop(&l);
+	line = __LINE__ + 1;
+	f[N - 1] = halo_nop(&l);
+	ck_assert_int_eq(halo_loop_run(&l), 0);
+	for (int i = 0; i < N - 1; i++) {
+		ck_assert_int_eq(halo_fut_status(f[i]), HALO_FUT_OK);
+		halo_fut_release(f[i]);
+	}
+	halo_loop_stats(&l, &st);
+	ck_assert_uint_eq(st.live_futures, 1);
+	ck_assert_uint_eq(st.inflight, 0);
+	dup2(fd, 2);
+	leaked = halo_loop_close(&l);
+	dup2(saved, 2);
+	close(saved);
+	ck_assert_int_eq(leaked, 1);
+	ck_assert_int_gt(pread(fd, text, sizeof(text) - 1, 0), 0);
+	snprintf(want, sizeof(want), "test_fut.c:%d (ok", line);
+	ck_assert_msg(strstr(text, want), "report '%s' lacks '%s'", text, want);
+	close(fd);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(test_producer_release_does_not_hide_consumer_leak)
 {
 	halo_loop l;
@@ -616,6 +691,7 @@ Suite *fut_suite(void)
 	tcase_add_test(tc, test_cancel_pending_read_never_writes_buffer);
 	tcase_add_test(tc, test_cancel_after_completion_keeps_result);
 	tcase_add_test(tc, test_stale_cancel_never_hits_recycled_slot);
+	tcase_add_test(tc, test_stale_cqe_never_completes_recycled_slot);
 	tcase_add_test(tc, test_detach_lets_work_finish);
 	tcase_add_test(tc,
 		       test_ready_future_is_ok_at_once_and_calls_back_later);
@@ -636,6 +712,7 @@ Suite *fut_suite(void)
 
 	tc = tcase_create("leaks");
 	tcase_add_test(tc, test_leak_report_names_line);
+	tcase_add_test(tc, test_leaked_op_is_reported_and_free_op_slots_are_not);
 	tcase_add_test(tc, test_producer_release_does_not_hide_consumer_leak);
 	tcase_add_test(tc,
 		       test_producer_release_with_consumer_waiting_is_no_leak);
