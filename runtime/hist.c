@@ -143,7 +143,8 @@ void halo__hist_submit(halo_loop *loop, bool early)
 		uint64_t ud = sqe->user_data;
 		halo_op *op = (halo_op *)(uintptr_t)(ud & ((1ull << 48) - 1));
 
-		if (ud <= HALO_UD_NOCQE || halo__op_tag(op) != ud)
+		/* Reserved tags (the group's among them) are no op's. */
+		if (ud < HALO__UD_RESERVED || halo__op_tag(op) != ud)
 			continue;
 		op->hist_ns = now;
 		op->hist_opcode = sqe->opcode;

@@ -481,6 +481,9 @@ static inline void halo__op_slot_put(halo_loop *loop, halo_op *op)
 	*slot = p->free;
 	p->free = slot;
 	HALO_POISON((char *)slot + sizeof(void *), p->slot - sizeof(void *));
+	/* A late CQE of the slot's last life reads the tag to find it
+	 * stale (reap_range): that read is of live memory. */
+	HALO_UNPOISON(&op->fut.tag, sizeof(op->fut.tag));
 }
 
 /* A new pending op future; the caller owns one reference. */

@@ -103,6 +103,7 @@ int halo__op_pool_refill(halo_loop *loop)
 		f->tag = (uint64_t)(uintptr_t)f;
 		HALO_POISON((char *)slot + sizeof(void *),
 			    p->slot - sizeof(void *));
+		HALO_UNPOISON(&f->tag, sizeof(f->tag)); /* see slot_put */
 	}
 	return 0;
 }
@@ -222,13 +223,23 @@ int halo__op_cancel(halo_op *op)
  * was the op's last. Out of line, so that the common case of reap_op keeps
  * only the two tests that lead here. */
 static __attribute__((noinline)) bool
-reap_handler(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
+reap_handler(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe,
+	     unsigned pending, bool polled)
 {
 	uint32_t flags = cqe->flags;
 
 	if (!op->on_cqe)
 		return !(flags & IORING_CQE_F_MORE);
+	/* stats.inflight lost the whole batch at once (reap_range): while
+	 * user code runs, which may read it or start polled ops, the batch's
+	 * CQEs not handled yet, this one included, count again. */
+	loop->stats.inflight += pending;
+	if (polled)
+		loop->iopoll->inflight += pending;
 	op->on_cqe(op, cqe->res, flags);
+	loop->stats.inflight -= pending;
+	if (polled)
+		loop->iopoll->inflight -= pending;
 	/* User code may have run for a while: halo_loop_now() reads the
 	 * clock again, so that no deadline set after it counts from a time
 	 * before it. */
@@ -248,12 +259,13 @@ static __attribute__((noinline)) void owned_op_cqe(halo_op *op)
  * last; the caller takes the op off stats.inflight (and the polled ring's
  * count) then. */
 static inline __attribute__((always_inline)) bool
-reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe)
+reap_op(halo_loop *loop, halo_op *op, const struct io_uring_cqe *cqe,
+	unsigned pending, bool polled)
 {
 	/* Two tests for the common case: no handler, the op's only CQE. */
 	if (likely(!op->on_cqe && !(cqe->flags & IORING_CQE_F_MORE)))
 		op_finish(op, cqe->res);
-	else if (!reap_handler(loop, op, cqe))
+	else if (!reap_handler(loop, op, cqe, pending, polled))
 		return false;
 	/* The op's last CQE: the kernel lets go of it. An op no fiber owns
 	 * (the common case) needs no test of what is left. */
@@ -286,8 +298,8 @@ reap_range(halo_loop *loop, struct io_uring *ring, unsigned head,
 		end = ring_end;
 	}
 	/* Every CQE is taken to end an op: stats.inflight loses them all at
-	 * once, and those that end none give theirs back (no user code runs
-	 * before the batch is done to read the count). */
+	 * once, and those that end none give theirs back (reap_handler puts
+	 * back the rest of the batch while a handler's user code runs). */
 	loop->stats.inflight -= tail - head;
 	if (polled)
 		loop->iopoll->inflight -= tail - head;
@@ -310,7 +322,9 @@ reap_range(halo_loop *loop, struct io_uring *ring, unsigned head,
 			}
 			if (hist)
 				halo__hist_cqe(loop, op);
-			if (likely(reap_op(loop, op, cqe)))
+			if (likely(reap_op(loop, op, cqe,
+					   (unsigned)(end - cqe + wrapped),
+					   polled)))
 				continue;
 kept:
 			loop->stats.inflight++;

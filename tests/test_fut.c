@@ -281,6 +281,33 @@ START_TEST(test_stale_cancel_never_hits_recycled_slot)
 }
 END_TEST
 
+/* A late CQE for a slot that is free, not reused yet: found stale by its
+ * tag, which a free slot keeps readable (ASan builds poison the rest). */
+START_TEST(test_stale_cqe_for_a_free_slot_is_counted_and_ignored)
+{
+	halo_fut *fa;
+	uint64_t old_tag;
+	struct io_uring_sqe *sqe;
+	halo_stats st0, st1;
+
+	fa = halo_nop(&loop);
+	ck_assert_int_eq(halo_fut_wait(fa), 0);
+	old_tag = halo__op_tag((halo_op *)fa);
+	halo_fut_release(fa);
+	halo_loop_run_nowait(&loop);
+	halo_loop_stats(&loop, &st0);
+	sqe = halo__loop_sqe_nocqe(&loop);
+	io_uring_prep_nop(sqe);
+	sqe->user_data = old_tag;
+	halo_loop_run_nowait(&loop);
+	halo_loop_run_nowait(&loop);
+	halo_loop_stats(&loop, &st1);
+	ck_assert_uint_eq(st1.stale_cqes - st0.stale_cqes, 1);
+	ck_assert_uint_eq(st1.inflight, st0.inflight);
+	ck_assert_uint_eq(st1.live_futures, st0.live_futures);
+}
+END_TEST
+
 START_TEST(test_stale_cqe_never_completes_recycled_slot)
 {
 	int p[2];
@@ -692,6 +719,7 @@ Suite *fut_suite(void)
 	tcase_add_test(tc, test_cancel_after_completion_keeps_result);
 	tcase_add_test(tc, test_stale_cancel_never_hits_recycled_slot);
 	tcase_add_test(tc, test_stale_cqe_never_completes_recycled_slot);
+	tcase_add_test(tc, test_stale_cqe_for_a_free_slot_is_counted_and_ignored);
 	tcase_add_test(tc, test_detach_lets_work_finish);
 	tcase_add_test(tc,
 		       test_ready_future_is_ok_at_once_and_calls_back_later);
