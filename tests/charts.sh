@@ -65,7 +65,8 @@ EOS
 chmod +x "$tmp/b/build/bench/bench_timer"
 (cd "$tmp/b" && HALO_BENCH_ONLY=timer BUILD=build sh bench/run.sh \
 	>/dev/null 2>&1)
-if [ "$(wc -l < "$tmp/b/bench/results.jsonl")" -eq 7 ] &&
+if [ "$(wc -l < "$tmp/b/bench/results.jsonl")" -eq \
+	"$(printf '%s\n' "$good" | wc -l)" ] &&
 	sed -n 2p "$tmp/b/bench/results.jsonl" | grep -q '"value":42' &&
 	grep -q '"bench":"http","case":"halo_c100"' "$tmp/b/bench/results.jsonl"
 then
