@@ -188,12 +188,13 @@ static void dl_unlink(halo_conn *c)
 	c->kind = DL_NONE;
 }
 
-/* Put c on list k at key, in its sorted place: looked for from the tail,
- * where nearly every key lands (a list takes now + its kind's length). */
-static void dl_file(halo_conn *c, unsigned k, uint64_t key)
+/* Put c on list k at key, in its sorted place, looked for walking back
+ * from p (a list entry or NULL); returns the entry c went after (NULL: the
+ * head), where a smaller key's walk can go on. */
+static halo_conn *dl_place(halo_conn *c, unsigned k, uint64_t key,
+			   halo_conn *p)
 {
 	struct dl_list *l = &c->srv->dl[k];
-	halo_conn *p = l->tail;
 
 	while (p && p->key > key)
 		p = p->dl_prev;
@@ -209,6 +210,14 @@ static void dl_file(halo_conn *c, unsigned k, uint64_t key)
 		l->head = c;
 	c->key = key;
 	c->dl = (uint8_t)k;
+	return p;
+}
+
+/* Put c on list k at key: looked for from the tail, where nearly every key
+ * lands (a list takes now + its kind's length). */
+static void dl_file(halo_conn *c, unsigned k, uint64_t key)
+{
+	dl_place(c, k, key, c->srv->dl[k].tail);
 }
 
 /* Put c under deadline kind, due at due. c moves only when due comes before
@@ -315,8 +324,7 @@ static halo_conn *sort_by_due(halo_conn *h)
  * they pass, not n walks of it. */
 static void dl_file_chain(halo_server *s, unsigned k, halo_conn *h)
 {
-	struct dl_list *l = &s->dl[k];
-	halo_conn *c, *p = l->tail, *last = NULL, *prev;
+	halo_conn *c, *p = s->dl[k].tail, *last = NULL, *prev;
 
 	for (c = h; c; c = c->dl_next) {
 		c->dl_prev = last;
@@ -324,20 +332,7 @@ static void dl_file_chain(halo_server *s, unsigned k, halo_conn *h)
 	}
 	for (c = last; c; c = prev) {
 		prev = c->dl_prev;
-		while (p && p->key > c->due)
-			p = p->dl_prev;
-		c->dl_prev = p;
-		c->dl_next = p ? p->dl_next : l->head;
-		if (c->dl_next)
-			c->dl_next->dl_prev = c;
-		else
-			l->tail = c;
-		if (p)
-			p->dl_next = c;
-		else
-			l->head = c;
-		c->key = c->due;
-		c->dl = (uint8_t)k;
+		p = dl_place(c, k, c->due, p);
 	}
 }
 

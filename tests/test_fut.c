@@ -356,12 +356,30 @@ START_TEST(test_detach_lets_work_finish)
 }
 END_TEST
 
+/* Close l with stderr caught: it must report exactly one leaked future,
+ * and its report must contain want. */
+static void close_reports_one_leak(halo_loop *l, const char *want)
+{
+	char path[] = "/tmp/halo-leak-XXXXXX";
+	int fd = mkstemp(path), saved = dup(2), leaked;
+	char text[512] = {0};
+
+	ck_assert_int_ge(fd, 0);
+	dup2(fd, 2);
+	leaked = halo_loop_close(l);
+	dup2(saved, 2);
+	close(saved);
+	ck_assert_int_eq(leaked, 1);
+	ck_assert_int_gt(pread(fd, text, sizeof(text) - 1, 0), 0);
+	ck_assert_msg(strstr(text, want), "report '%s' lacks '%s'", text, want);
+	close(fd);
+	unlink(path);
+}
+
 START_TEST(test_leak_report_names_line)
 {
 	halo_loop l;
-	char path[] = "/tmp/halo-leak-XXXXXX";
-	int fd = mkstemp(path), saved = dup(2), line, leaked;
-	char text[512] = {0};
+	int line;
 	char want[64];
 
 	tu_loop_init(&l, NULL);
@@ -369,16 +387,8 @@ START_TEST(test_leak_report_names_line)
 	line = __LINE__ + 1;
 	halo_fut *f = halo_fut_new(&l);
 	(void)f;
-	dup2(fd, 2);
-	leaked = halo_loop_close(&l);
-	dup2(saved, 2);
-	close(saved);
-	ck_assert_int_eq(leaked, 1);
-	ck_assert_int_gt(pread(fd, text, sizeof(text) - 1, 0), 0);
 	snprintf(want, sizeof(want), "test_fut.c:%d", line);
-	ck_assert_msg(strstr(text, want), "report '%s' lacks '%s'", text, want);
-	close(fd);
-	unlink(path);
+	close_reports_one_leak(&l, want);
 }
 END_TEST
 
@@ -599,9 +609,7 @@ START_TEST(test_leaked_op_is_reported_and_free_op_slots_are_not)
 {
 	enum { N = 40 };
 	halo_loop l;
-	char path[] = "/tmp/halo-leak-XXXXXX";
-	int fd = mkstemp(path), saved = dup(2), line, leaked;
-	char text[512] = {0};
+	int line;
 	char want[64];
 	halo_fut *f[N];
 	halo_stats st;
@@ -619,16 +627,8 @@ START_TEST(test_leaked_op_is_reported_and_free_op_slots_are_not)
 	halo_loop_stats(&l, &st);
 	ck_assert_uint_eq(st.live_futures, 1);
 	ck_assert_uint_eq(st.inflight, 0);
-	dup2(fd, 2);
-	leaked = halo_loop_close(&l);
-	dup2(saved, 2);
-	close(saved);
-	ck_assert_int_eq(leaked, 1);
-	ck_assert_int_gt(pread(fd, text, sizeof(text) - 1, 0), 0);
 	snprintf(want, sizeof(want), "test_fut.c:%d (ok", line);
-	ck_assert_msg(strstr(text, want), "report '%s' lacks '%s'", text, want);
-	close(fd);
-	unlink(path);
+	close_reports_one_leak(&l, want);
 }
 END_TEST
 
